@@ -1,0 +1,129 @@
+"""Crash-safe artifact I/O.
+
+Every file is written to a temporary name in the same folder, flushed, fsynced and then renamed
+into place, so a process killed at any moment never leaves a truncated file under the final name.
+Checkpoints are loaded with ``torch.load(weights_only=True)`` and any failure names the file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT = "trades_instability/checkpoint-v1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, foreign or does not fit the requested model."""
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
+
+    For writers that insist on a file name (``savefig``, ``np.savez``). The temporary keeps the
+    final suffix so format detection by extension still works."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); delete it and rerun the step that makes it") from None
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """Atomically save a checkpoint dict (tensors, containers and plain Python values only)."""
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **payload}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
+
+    Raises :class:`CheckpointError` naming the file when it is missing, truncated, or not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, pickle of foreign objects, random bytes ...
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "it is truncated or not a trades_instability checkpoint. Delete it (and rerun) only if you "
+            "are sure it holds nothing you need."
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} is not a trades_instability checkpoint (expected format "
+            f"{CHECKPOINT_FORMAT!r}); pass a file written by trades-train"
+        )
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild the model stored in a checkpoint; returns ``(model, checkpoint_dict)`` in eval mode.
+
+    A checkpoint whose weights do not fit the architecture it declares raises CheckpointError."""
+    from .models import build_model
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    meta = ckpt.get("model_meta")
+    if not isinstance(meta, dict) or "model" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} holds no model (keys: {sorted(ckpt)})")
+    model = build_model(meta["arch"], num_classes=meta["num_classes"], width=meta["width"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the architecture it declares ({meta}): {str(e).splitlines()[0]}"
+        ) from None
+    return model.to(device).eval(), ckpt

@@ -1,0 +1,116 @@
+"""White-box L-inf attacks used for training and validation.
+
+* :func:`tpgd`  - TRADES' inner maximisation: maximise KL(p(x) || p(x_adv)), start at x + 0.001 N(0, 1).
+* :func:`pgd`   - PGD on the cross-entropy w.r.t. the labels, uniform random start (validation PGD-10 and
+  the inner maximisation of the "Modified" variant, Table 6).
+
+Both losses are summed over the batch, so with the model in eval mode the input gradient of every
+example is the gradient of that example's own loss (no 1/B scaling). Both can record the per-step
+input gradients, from which :func:`trades_instability.metrics.sgcs` is computed.
+
+Precision is the caller's business: wrap the call in ``torch.autocast`` for bf16 attacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_MODES = ("eval", "train")
+
+
+@dataclass
+class AttackResult:
+    x_adv: torch.Tensor
+    # input gradients of the attack loss at x^0 .. x^{k-1}; empty unless record_grads=True
+    step_grads: list[torch.Tensor] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def bn_mode(model: nn.Module, mode: str):
+    """Temporarily put the model in eval or train mode (BatchNorm behaviour during an attack)."""
+    if mode not in BN_MODES:
+        raise ValueError(f"bn mode must be one of {BN_MODES}, got {mode!r}")
+    was_training = model.training
+    model.train(mode == "train")
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.clamp(torch.min(torch.max(x_adv, x - eps), x + eps), 0.0, 1.0)
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def tpgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    init_std: float = 0.001,
+    mode: str = "eval",
+    logits_clean: torch.Tensor | None = None,
+    record_grads: bool = False,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """TRADES' PGD (TPGD). The clean prediction p(x) does not change during the attack, so it is
+    computed once (or passed in as ``logits_clean``) rather than at every step as the official code does."""
+    x = x.detach()
+    with bn_mode(model, mode):
+        if logits_clean is None:
+            with torch.no_grad():
+                logits_clean = model(x)
+        p_clean = F.softmax(logits_clean.detach().float(), dim=1)
+        x_adv = x + init_std * _randn_like(x, generator)
+        grads: list[torch.Tensor] = []
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            log_p_adv = F.log_softmax(model(x_adv).float(), dim=1)
+            loss = F.kl_div(log_p_adv, p_clean, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            if record_grads:
+                grads.append(grad.detach())
+            x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, eps)
+    return AttackResult(x_adv.detach(), grads)
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    random_start: bool = True,
+    mode: str = "eval",
+    record_grads: bool = False,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """PGD-k on the cross-entropy w.r.t. the labels, with a uniform random start in the eps-ball."""
+    x = x.detach()
+    with bn_mode(model, mode):
+        x_adv = x.clone()
+        if random_start:
+            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x_adv = torch.clamp(x + (2 * noise - 1) * eps, 0.0, 1.0)
+        grads: list[torch.Tensor] = []
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = F.cross_entropy(model(x_adv).float(), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            if record_grads:
+                grads.append(grad.detach())
+            x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, eps)
+    return AttackResult(x_adv.detach(), grads)

@@ -1,0 +1,219 @@
+"""Configuration of one training run: typed defaults that follow the paper, loaded from YAML/JSON.
+
+Unknown keys, wrong types and impossible values raise :class:`ConfigError` naming the key, so a typo
+never silently falls back to a default. The workflow's JSON schema (workflow/schemas/) guards the
+pipeline config; this guards a run config wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATASETS = ("cifar10", "cifar100", "tinyimagenet", "synthetic")
+METHODS = ("trades", "modified")
+VAL_SPLITS = ("test", "holdout")
+PRECISIONS = ("fp32", "bf16")
+BN_MODES = ("eval", "train")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or impossible; the message names the key."""
+
+
+@dataclass
+class SyntheticConfig:
+    """Deterministic synthetic dataset (tests and smoke runs)."""
+
+    num_classes: int = 10
+    train_size: int = 512
+    test_size: int = 256
+    image_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class AttackConfig:
+    """L-inf threat model shared by the training adversary and PGD-10 validation."""
+
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 10
+    init_std: float = 0.001  # TPGD starts at x + init_std * N(0, 1)
+    bn_mode: str = "eval"  # BatchNorm mode while the training adversary runs (official TRADES: eval)
+
+
+@dataclass
+class AWPConfig:
+    """Adversarial weight perturbation (Wu et al. 2020), TRADES-AWP form."""
+
+    enabled: bool = False
+    gamma: float = 0.005  # relative radius of the weight perturbation
+    warmup: int = 0  # epochs of plain training before AWP starts
+    proxy_lr: float = 0.01
+
+
+@dataclass
+class FixConfig:
+    """The paper's fix (Algorithm 1): Gaussian noise on the first batches after a high-FOSC epoch."""
+
+    enabled: bool = False
+    fosc_threshold: float = 0.1
+    noise_std: float = 0.1
+    noise_batches: int = 10
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    # data
+    dataset: str = "cifar100"
+    data_root: str = "data"
+    download: bool = True
+    val_split: str = "test"  # test: the test set (the paper trains on all 50k images); holdout: last part of train
+    val_size: int | None = None  # validation examples per epoch (None: the whole split)
+    holdout_size: int = 1000
+    augment: bool = True
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    # model
+    arch: str = "resnet18"
+    width: int = 64
+    # optimisation
+    method: str = "trades"  # trades: TPGD inner max; modified: PGD on CE w.r.t. labels (Table 6)
+    beta: float = 3.0
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 0.1
+    lr_milestones: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    joint_forward: bool = False  # one forward pass for clean + adversarial (official TRADES: separate)
+    awp: AWPConfig = field(default_factory=AWPConfig)
+    fix: FixConfig = field(default_factory=FixConfig)
+    # instrumentation
+    log_batch_metrics: bool = False  # CE_norm, KL_norm, grad_cosine_similarity per step (batches.csv)
+    snapshot_epochs: list[int] = field(default_factory=list)
+    val_batch_size: int = 512
+    # execution
+    precision: str = "fp32"  # bf16 autocast for training and validation attacks
+    channels_last: bool = True
+    compile: bool = False
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _check_type(key, value, inner)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, prefix=f"{key}.")
+    raise TypeError(tp)
+
+
+def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; allowed here: {', '.join(names)}"
+        )
+    kwargs = {k: _check_type(prefix + k, v, hints[k]) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _require(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}' {msg}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check values that types alone do not catch; raise ConfigError naming the key."""
+    _require(cfg.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}")
+    _require(cfg.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    _require(cfg.val_split in VAL_SPLITS, "val_split", f"must be one of {', '.join(VAL_SPLITS)}, got {cfg.val_split!r}")
+    _require(cfg.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    _require(cfg.attack.bn_mode in BN_MODES, "attack.bn_mode", f"must be one of {', '.join(BN_MODES)}, got {cfg.attack.bn_mode!r}")
+    _require(cfg.arch == "resnet18", "arch", f"must be resnet18, got {cfg.arch!r}")
+    for key, value in [
+        ("epochs", cfg.epochs), ("batch_size", cfg.batch_size), ("width", cfg.width),
+        ("val_batch_size", cfg.val_batch_size), ("attack.steps", cfg.attack.steps),
+        ("synthetic.num_classes", cfg.synthetic.num_classes), ("synthetic.train_size", cfg.synthetic.train_size),
+        ("synthetic.test_size", cfg.synthetic.test_size), ("synthetic.image_size", cfg.synthetic.image_size),
+        ("lr", cfg.lr), ("attack.eps", cfg.attack.eps), ("attack.step_size", cfg.attack.step_size),
+    ]:
+        _require(value > 0, key, f"must be > 0, got {value}")
+    _require(cfg.synthetic.num_classes >= 2, "synthetic.num_classes", "must be >= 2")
+    _require(cfg.beta >= 0, "beta", f"must be >= 0, got {cfg.beta}")
+    _require(cfg.weight_decay >= 0, "weight_decay", f"must be >= 0, got {cfg.weight_decay}")
+    _require(0 <= cfg.momentum < 1, "momentum", f"must be in [0, 1), got {cfg.momentum}")
+    _require(0 < cfg.lr_gamma <= 1, "lr_gamma", f"must be in (0, 1], got {cfg.lr_gamma}")
+    _require(cfg.val_size is None or cfg.val_size > 0, "val_size", f"must be > 0 or null, got {cfg.val_size}")
+    _require(cfg.holdout_size > 0, "holdout_size", f"must be > 0, got {cfg.holdout_size}")
+    _require(all(0 < m <= cfg.epochs for m in cfg.lr_milestones), "lr_milestones", f"must lie in 1..epochs, got {cfg.lr_milestones}")
+    _require(all(0 < m <= cfg.epochs for m in cfg.snapshot_epochs), "snapshot_epochs", f"must lie in 1..epochs, got {cfg.snapshot_epochs}")
+    _require(cfg.attack.init_std >= 0, "attack.init_std", "must be >= 0")
+    _require(cfg.awp.gamma > 0, "awp.gamma", f"must be > 0, got {cfg.awp.gamma}")
+    _require(cfg.awp.warmup >= 0, "awp.warmup", "must be >= 0")
+    _require(cfg.fix.fosc_threshold > 0, "fix.fosc_threshold", f"must be > 0, got {cfg.fix.fosc_threshold}")
+    _require(cfg.fix.noise_std >= 0, "fix.noise_std", "must be >= 0")
+    _require(cfg.fix.noise_batches >= 0, "fix.noise_batches", "must be >= 0")
+    return cfg
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    return validate(_from_dict(RunConfig, data))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a run config (YAML or JSON; a missing key keeps the paper's default)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"run config {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"run config {path} is not valid YAML: {e}") from None
+    try:
+        return from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -1,0 +1,54 @@
+"""The TRADES loss (eq. 1 of the paper): CE(f(x), y) + beta * KL(p(x) || p(x_adv)), batch mean."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TradesParts(NamedTuple):
+    loss: torch.Tensor
+    ce: torch.Tensor  # CE(f(x), y), batch mean
+    kl: torch.Tensor  # KL(p(x) || p(x_adv)), batch mean, *not* multiplied by beta
+    logits_clean: torch.Tensor
+    logits_adv: torch.Tensor
+
+
+def trades_parts(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    beta: float,
+    *,
+    joint_forward: bool = False,
+) -> TradesParts:
+    """TRADES loss with its parts. ``joint_forward`` pushes clean and adversarial inputs through
+    one forward pass (BatchNorm statistics over both), as some re-implementations do; the official
+    TRADES code uses two separate passes."""
+    if joint_forward:
+        logits_clean, logits_adv = model(torch.cat([x, x_adv])).float().chunk(2)
+    else:
+        logits_clean = model(x).float()
+        logits_adv = model(x_adv).float()
+    ce = F.cross_entropy(logits_clean, y)
+    kl = F.kl_div(
+        F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean"
+    )
+    return TradesParts(ce + beta * kl, ce, kl, logits_clean, logits_adv)
+
+
+def trades_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    beta: float,
+    *,
+    joint_forward: bool = False,
+) -> torch.Tensor:
+    """The TRADES loss of eq. 1 for given adversarial examples (batch mean, differentiable)."""
+    return trades_parts(model, x, x_adv, y, beta, joint_forward=joint_forward).loss
