@@ -1,0 +1,109 @@
+"""``trades-eval``: evaluate one checkpoint with one suite and write its JSON (and landscape .npz).
+
+    trades-eval --checkpoint C --suite NAME --out J [--suites FILE.yaml] [--data-root D]
+                [--device auto|cpu|cuda] [--landscape-out L.npz] [--n-examples N]
+
+The test set is loaded as the checkpoint's stored run config says (dataset, data_root, synthetic.*),
+with ``--data-root`` overriding the folder. Every argument problem (missing/truncated/foreign
+checkpoint, weights that do not fit the declared architecture, unknown suite or attack, missing
+dataset) is reported as ONE line on stderr with exit code 2, before any attack runs. A diverged
+model (non-finite logits) is not an error: its JSON says ``status: "diverged"`` (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import artifacts, evaluation
+from .config import ConfigError, from_dict
+
+
+class _ArgError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's default prints the usage too)
+        raise _ArgError(f"trades-eval: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="trades-eval", description="Evaluate a trades_instability checkpoint (clean, PGD-10, Square, AutoAttack).")
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by trades-train")
+    p.add_argument("--suite", required=True, help="suite name (builtin: cheap, aa, full; or one from --suites)")
+    p.add_argument("--out", required=True, help="output JSON path")
+    p.add_argument("--suites", default=None, help="YAML file of suites {name: {attacks: [...], n_examples, ...}}")
+    p.add_argument("--data-root", default=None, help="override the data_root stored in the checkpoint's config")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--landscape-out", default=None, help="also write the Figure 1 loss landscape (.npz)")
+    p.add_argument("--n-examples", type=int, default=None, help="override the suite's n_examples (first N test examples)")
+    return p
+
+
+def _prepare(argv):
+    """Parse and check everything that can be wrong with the arguments; load model and data."""
+    from . import data
+
+    args = build_parser().parse_args(argv)
+    try:
+        suites = evaluation.load_suites(args.suites)
+        suite = evaluation.get_suite(suites, args.suite)
+        if args.n_examples is not None:
+            suite = evaluation.suite_from_dict(args.suite, {"n_examples": args.n_examples}, base=suite)
+    except evaluation.SuiteError as e:
+        raise _ArgError(f"trades-eval: {e}") from None
+    try:
+        device = evaluation.resolve_device(args.device)
+    except RuntimeError as e:
+        raise _ArgError(f"trades-eval: {e}") from None
+    try:
+        model, ckpt = artifacts.load_model(args.checkpoint, device)
+    except (artifacts.CheckpointError, ValueError, KeyError, TypeError) as e:
+        raise _ArgError(f"trades-eval: {e}") from None
+    try:
+        cfg = from_dict(ckpt["config"])
+    except (KeyError, TypeError, ConfigError) as e:
+        raise _ArgError(f"trades-eval: checkpoint {args.checkpoint} has no valid stored run config ({e})") from None
+    meta = ckpt["model_meta"]
+    if (cfg.arch, cfg.width) != (meta.get("arch"), meta.get("width")):
+        raise _ArgError(
+            f"trades-eval: checkpoint {args.checkpoint}: model_meta {meta} disagrees with its run config "
+            f"(arch={cfg.arch}, width={cfg.width})"
+        )
+    if args.data_root is not None:
+        cfg.data_root = args.data_root
+    try:
+        splits = data.load_splits(cfg)
+    except data.DatasetUnavailable as e:
+        raise _ArgError(f"trades-eval: {' '.join(str(e).split())}") from None
+    if splits.num_classes != meta.get("num_classes"):
+        raise _ArgError(
+            f"trades-eval: checkpoint {args.checkpoint} has {meta.get('num_classes')} classes but the "
+            f"{splits.name} test set has {splits.num_classes}"
+        )
+    if "autoattack_individual" in suite.attacks or "autoattack" in suite.attacks:
+        if splits.num_classes < 4:
+            raise _ArgError(f"trades-eval: AutoAttack's DLR attacks need at least 4 classes, {splits.name} has {splits.num_classes}")
+    return args, suite, device, model, ckpt, splits
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args, suite, device, model, ckpt, splits = _prepare(argv)
+    except _ArgError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    doc = evaluation.evaluate_checkpoint(
+        model, ckpt, splits.test.images, splits.test.labels, suite,
+        suite_name=args.suite, checkpoint_path=args.checkpoint, out=args.out, device=device,
+        num_classes=splits.num_classes, landscape_out=args.landscape_out,
+    )
+    nums = ", ".join(f"{k}={doc[k]:.4f}" for k in evaluation.NUMBER_KEYS if isinstance(doc[k], float))
+    print(f"trades-eval: {args.suite} on {doc['n_examples']} examples [{doc['status']}] {nums} "
+          f"unstable={doc['unstable']} ({doc['wall_time_s']:.1f} s) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

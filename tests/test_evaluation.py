@@ -1,0 +1,209 @@
+"""Evaluation: classification (Unstable vs regular), FOSC/SGCS in the JSON, suites, CLI errors, divergence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from trades_instability import artifacts, attacks, data, eval_cli, evaluation, metrics, models
+from trades_instability.config import RunConfig, SyntheticConfig, from_dict
+
+EPS = 8 / 255
+K = 10
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The test machine has 2 cores shared with other jobs: intra-op threads only add contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------ synthetic task and models
+
+
+def _templates() -> torch.Tensor:
+    return torch.randn(K, 3, 8, 8, generator=torch.Generator().manual_seed(0)).sign()
+
+
+def _template_data(n: int, seed: int):
+    """x = 0.5 + a * T_y + small noise with a in [0.3, 0.8] eps: a model matching the templates is
+    100% clean-accurate, random noise in the eps-ball never flips it, a worst-case perturbation does."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % K
+    a = EPS * (0.3 + 0.5 * torch.rand(n, 1, 1, 1, generator=g))
+    x = (0.5 + a * _templates()[y] + 0.005 * torch.randn(n, 3, 8, 8, generator=g)).clamp(0, 1)
+    return x, y
+
+
+class MaskedTemplateModel(nn.Module):
+    """Template matching on 8-bit-quantised input. torch.round has a zero gradient, so every
+    gradient-based attack sees a flat loss (PGD-10 only gets its random start) while the decision
+    itself is as breakable as without quantisation: a gradient-masked model."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("t", _templates().flatten(1))
+
+    def forward(self, x):
+        q = torch.round(x * 255) / 255
+        return 2.0 * (q - 0.5).flatten(1) @ self.t.T
+
+
+SUITE = dict(attacks=["clean", "pgd10", "square"], batch_size=32, square_queries=1000)
+
+
+def test_gradient_masked_model_is_unstable():
+    x, y = _template_data(32, seed=1)
+    res = evaluation.evaluate_model(MaskedTemplateModel(), x, y, evaluation.SuiteConfig(**SUITE), device="cpu")
+    assert res["status"] == "ok" and res["clean_acc"] == 1.0
+    assert res["pgd10_acc"] >= 0.9 and res["square_acc"] <= 0.6, res
+    assert res["gap_pgd_square"] == pytest.approx(res["pgd10_acc"] - res["square_acc"])
+    assert res["unstable"] is True
+    assert res["fosc"] == 0.0 and res["sgcs"] == 0.0  # zero input gradient everywhere
+
+
+def test_ordinary_trained_model_is_not_unstable():
+    xt, yt = _template_data(512, seed=2)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, K))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(5):  # a few epochs, well under a second
+        for i in range(0, 512, 64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(xt[i : i + 64]), yt[i : i + 64]).backward()
+            opt.step()
+    x, y = _template_data(32, seed=1)
+    res = evaluation.evaluate_model(net.eval(), x, y, evaluation.SuiteConfig(**SUITE), device="cpu")
+    assert res["clean_acc"] >= 0.9
+    assert res["unstable"] is False, res
+    assert res["fosc"] > 0 and 0 < res["sgcs"] <= 1
+
+
+def test_classify_rule():
+    assert evaluation.classify(0.30, 0.22, 0.08) is True
+    assert evaluation.classify(0.30, 0.23, 0.08) is False
+    assert evaluation.classify(0.30, None, 0.08) is None
+
+
+# ------------------------------------------------------------------ suites
+
+
+def test_builtin_suites_and_yaml_override(tmp_path):
+    s = evaluation.builtin_suites()
+    assert s["cheap"].attacks == ["clean", "pgd10", "square"]
+    assert s["aa"].attacks == ["clean", "pgd10", "square", "autoattack"]
+    assert s["full"].attacks == ["clean", "pgd10", "autoattack", "autoattack_individual"]
+    assert s["full"].n_examples is None and s["full"].square_queries == 5000 and s["full"].eps == pytest.approx(8 / 255)
+    f = tmp_path / "suites.yaml"
+    f.write_text("cheap: {n_examples: 100, square_queries: 50, landscape: {grid_size: 5}}\n"
+                 "mine: {attacks: [clean], eps: 4/255}\n")
+    s = evaluation.load_suites(f)
+    assert s["cheap"].n_examples == 100 and s["cheap"].attacks == ["clean", "pgd10", "square"]
+    assert s["cheap"].landscape.grid_size == 5 and s["cheap"].landscape.extent == 0.1
+    assert s["mine"].eps == pytest.approx(4 / 255)
+    f.write_text("cheap: {attacks: [clean, cw]}\n")
+    with pytest.raises(evaluation.SuiteError, match="cw"):
+        evaluation.load_suites(f)
+    f.write_text("cheap: {n_exampels: 3}\n")
+    with pytest.raises(evaluation.SuiteError, match="n_exampels"):
+        evaluation.load_suites(f)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def _run_config() -> RunConfig:
+    return RunConfig(dataset="synthetic", width=4, synthetic=SyntheticConfig(num_classes=K, train_size=16, test_size=16, image_size=16))
+
+
+def _checkpoint(path, *, width=4, nan=False):
+    torch.manual_seed(0)
+    m = models.build_model("resnet18", num_classes=K, width=width)
+    if nan:
+        with torch.no_grad():
+            m.linear.weight.fill_(float("nan"))
+    artifacts.save_checkpoint(path, {
+        "model": m.state_dict(), "model_meta": {"arch": "resnet18", "width": 4, "num_classes": K, "image_size": 16},
+        "config": _run_config().to_dict(), "epoch": 3, "kind": "best", "val": {},
+    })
+    return path
+
+
+def _suites_file(tmp_path, attacks="[clean, pgd10]"):
+    f = tmp_path / "suites.yaml"
+    f.write_text(f"tiny: {{attacks: {attacks}, n_examples: 6, batch_size: 4, seed: 3, landscape: {{grid_size: 3, n_images: 2}}}}\n")
+    return f
+
+
+def test_cli_json_fosc_sgcs_match_independent_recomputation(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / "best.pt")
+    out = tmp_path / "eval_tiny.json"
+    land = tmp_path / "landscape.npz"
+    rc = eval_cli.main(["--checkpoint", str(ckpt), "--suite", "tiny", "--suites", str(_suites_file(tmp_path)),
+                        "--out", str(out), "--device", "cpu", "--landscape-out", str(land)])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    for key in ("clean_acc", "pgd10_acc", "square_acc", "autoattack_acc", "apgd_ce_acc", "apgd_t_acc", "fab_t_acc",
+                "fosc", "sgcs", "gap_pgd_square", "gap_pgd_aa", "unstable", "unstable_threshold", "n_examples",
+                "attack_seed", "suite", "checkpoint", "epoch", "versions", "device", "wall_time_s", "examples_per_s",
+                "status"):
+        assert key in doc, key
+    assert doc["status"] == "ok" and doc["n_examples"] == 6 and doc["attack_seed"] == 3 and doc["epoch"] == 3
+    assert doc["square_acc"] is None and doc["unstable"] is None and doc["autoattack_acc"] is None
+    assert doc["versions"]["pyautoattack"] and doc["versions"]["torch"]
+    assert land.is_file()
+
+    # independent recomputation: same first 6 test images, same generator, same batches of 4
+    model, _ = artifacts.load_model(ckpt, "cpu")
+    test = data.load_splits(from_dict(_run_config().to_dict())).test
+    x, y = data.to_float(test.images[:6]), test.labels[:6]
+    gen = torch.Generator().manual_seed(3)
+    fosc, sgcs, correct = [], [], []
+    for s in range(0, 6, 4):
+        r = attacks.pgd(model, x[s : s + 4], y[s : s + 4], eps=EPS, step_size=2 / 255, steps=10, record_grads=True, generator=gen)
+        fosc.append(metrics.fosc(model, x[s : s + 4], r.x_adv, y[s : s + 4], EPS))
+        sgcs.append(metrics.sgcs(r.step_grads))
+        with torch.no_grad():
+            correct.append(model(r.x_adv).argmax(1) == y[s : s + 4])
+    assert doc["fosc"] == pytest.approx(float(torch.cat(fosc).double().mean()), rel=1e-5, abs=1e-9)
+    assert doc["sgcs"] == pytest.approx(float(torch.cat(sgcs).double().mean()), rel=1e-6)
+    assert doc["pgd10_acc"] == pytest.approx(float(torch.cat(correct).float().mean()))
+
+
+def test_cli_diverged_model_writes_status(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / "nan.pt", nan=True)
+    out = tmp_path / "e.json"
+    rc = eval_cli.main(["--checkpoint", str(ckpt), "--suite", "tiny", "--suites", str(_suites_file(tmp_path)),
+                        "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["status"] == "diverged" and doc["clean_acc"] is None and doc["pgd10_acc"] is None and doc["unstable"] is None
+
+
+def _bad(tmp_path, capsys, args, match):
+    out = tmp_path / "never.json"
+    rc = eval_cli.main([*args, "--out", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and match in err, err
+    assert not out.exists()
+
+
+def test_cli_bad_arguments(tmp_path, capsys):
+    good = _checkpoint(tmp_path / "good.pt")
+    _bad(tmp_path, capsys, ["--checkpoint", str(tmp_path / "missing.pt"), "--suite", "cheap"], "does not exist")
+    other = _checkpoint(tmp_path / "other.pt", width=8)  # weights of width 8, metadata says 4
+    _bad(tmp_path, capsys, ["--checkpoint", str(other), "--suite", "cheap"], "does not match the architecture")
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(good.read_bytes()[:2000])
+    _bad(tmp_path, capsys, ["--checkpoint", str(trunc), "--suite", "cheap"], "truncated")
+    _bad(tmp_path, capsys, ["--checkpoint", str(good), "--suite", "nosuch"], "unknown suite 'nosuch'")
+    bad_suites = _suites_file(tmp_path, attacks="[clean, deepfool]")
+    _bad(tmp_path, capsys, ["--checkpoint", str(good), "--suite", "tiny", "--suites", str(bad_suites)], "deepfool")
+    _bad(tmp_path, capsys, ["--checkpoint", str(good)], "required")
