@@ -353,7 +353,8 @@ def evaluate_model(
                 res["fosc"] = float(p["fosc"].double().mean())
                 res["sgcs"] = float(p["sgcs"].double().mean())
                 timings["pgd10"] = time.perf_counter() - t
-            aa_kw = dict(model=model, x=x, y=y, batch_size=bs, settings=aa_settings, device=device,
+            # pyautoattack uses .view() on inputs: give it the standard (contiguous) layout
+            aa_kw = dict(model=model, x=x.contiguous(memory_format=torch.contiguous_format), y=y, batch_size=bs, settings=aa_settings, device=device,
                          num_classes=num_classes)
             if "autoattack_individual" in run:
                 t = time.perf_counter()
