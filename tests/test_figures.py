@@ -1,0 +1,163 @@
+"""Figures 1-7 drawn from fake run logs; empty groups give 'none' panels; workflow input functions."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from _report_fakes import RUNS, make_fake_results
+
+from trades_instability import figures as F
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    return make_fake_results(tmp_path_factory.mktemp("fig"))
+
+
+@pytest.fixture(scope="module")
+def fake_stable(tmp_path_factory):
+    return make_fake_results(tmp_path_factory.mktemp("fig_stable"), with_unstable=False, batches_logged=False)
+
+
+@pytest.fixture
+def none_messages(monkeypatch):
+    seen: list[str] = []
+    orig = F._none_panel
+
+    def spy(ax, message):
+        seen.append(message)
+        orig(ax, message)
+
+    monkeypatch.setattr(F, "_none_panel", spy)
+    return seen
+
+
+def check_outputs(pdf: Path, png: Path) -> None:
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 2000
+    assert png == pdf.with_suffix(".png")
+    data = png.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    from PIL import Image
+
+    with Image.open(png) as im:
+        im.verify()
+    with Image.open(png) as im:
+        w, h = im.size
+    assert 600 <= w <= 4000 and 300 <= h <= 3000, (w, h)
+
+
+@pytest.mark.parametrize("name", F.FIGURES)
+def test_figure_renders(fake, tmp_path, name, none_messages):
+    pdf, png = F.render_figure(name, fake["figures"][name], fake["summary"], fake["selection"], fake["run_dirs"],
+                               tmp_path / f"{name}.pdf")
+    check_outputs(pdf, png)
+    assert none_messages == []  # every group exists in the full fake
+
+
+@pytest.mark.parametrize("name,expect", [
+    ("figure1", "no Unstable run in default"),
+    ("figure2", "no Unstable run in default"),
+    ("figure3", "no Unstable run in default"),
+    ("figure4", "no Unstable run in default"),
+    ("figure5", "no self-healing run in default"),
+    ("figure6", "no Unstable run in default"),
+    ("figure7", "no Unstable run in lrsched_b1"),
+])
+def test_figure_empty_group(fake_stable, tmp_path, name, expect, none_messages):
+    pdf, png = F.render_figure(name, fake_stable["figures"][name], fake_stable["summary_csv"],
+                               fake_stable["selection_json"], fake_stable["run_dirs"], tmp_path / "sub" / f"{name}.pdf")
+    check_outputs(pdf, png)
+    assert expect in none_messages
+
+
+def test_figure4_without_batch_metrics(fake, tmp_path, none_messages):
+    run_dirs = dict(fake["run_dirs"])
+    d = tmp_path / "runs" / "default" / "seed3"
+    d.mkdir(parents=True)
+    shutil.copy(run_dirs[("default", 3)] / "epochs.csv", d / "epochs.csv")
+    pd.DataFrame(columns=["epoch", "batch", "step", "w_grad_norm"]).to_csv(d / "batches.csv", index=False)
+    run_dirs[("default", 3)] = d
+    pdf, png = F.render_figure("figure4", fake["figures"]["figure4"], fake["summary"], fake["selection"], run_dirs,
+                               tmp_path / "f4.pdf")
+    check_outputs(pdf, png)
+    assert any("no batch-level metrics" in m and "epoch 6" in m for m in none_messages)
+
+
+def test_fosc_rise_epoch_rule():
+    df = pd.DataFrame({"epoch": [1, 2, 3, 4, 5], "val_fosc": [0.01, 0.02, 0.12, 0.2, 0.01]})
+    assert F.fosc_rise_epoch(df, 0.1)[0] == 3
+    e, reason = F.fosc_rise_epoch(df, 0.5)  # none above: largest increase over the previous epoch
+    assert e == 3 and "largest" in reason
+    df2 = pd.DataFrame({"epoch": [1, 2, 3, 4], "val_fosc": [0.01, 0.02, 0.03, 0.09]})
+    assert F.fosc_rise_epoch(df2, 0.5)[0] == 4
+
+
+def test_fosc_threshold_sources(tmp_path):
+    assert F.fosc_threshold({"fosc_threshold": 0.05}, None) == (0.05, "config figures spec")
+    (tmp_path / "config.yaml").write_text("fix:\n  fosc_threshold: 0.07\n")
+    assert F.fosc_threshold({}, tmp_path) == (0.07, "run config.yaml")
+    (tmp_path / "run.json").write_text('{"config": {"fix": {"fosc_threshold": 0.2}}}')
+    assert F.fosc_threshold({}, tmp_path) == (0.2, "run.json")
+    assert F.fosc_threshold({}, tmp_path / "nowhere")[1] == "default"
+
+
+def _config(results_dir="results"):
+    cfg = {"results_dir": results_dir, "seeds": {"paper": [0, 1, 2, 3, 4, 5]},
+           "settings": {s: {"seeds": sorted(r[6])} for s, r in RUNS.items()}}
+    cfg["settings"]["default"]["seeds"] = "paper"  # named seed list
+    return cfg
+
+
+def test_figure_inputs_list_all_seeds(fake):
+    cfg = _config("res")
+    cfg["figures"] = fake["figures"]
+    f1 = F.figure_inputs(cfg, "figure1")
+    assert f1 == [f"res/runs/default/seed{s}/landscape.npz" for s in range(6)]
+    f4 = F.figure_inputs(cfg, "figure4")
+    assert "res/runs/default/seed5/batches.csv" in f4 and "res/runs/default/seed5/epochs.csv" in f4
+    f6 = F.figure_inputs(cfg, "figure6")
+    assert "res/runs/fixed/seed0/epochs.csv" in f6 and "res/runs/default/seed4/epochs.csv" in f6
+    assert F.run_dirs_from_paths(f6)[("fixed", 3)] == Path("res/runs/fixed/seed3")
+    with pytest.raises(ValueError, match="figures.figure6.fixed"):
+        F.figure_settings("figure6", {"unstable": "default"})
+    cfg["settings"]["default"]["seeds"] = "nope"
+    with pytest.raises(ValueError, match="settings.default.seeds"):
+        F.figure_inputs(cfg, "figure2")
+    assert F.setting_seeds({"settings": {"x": {"seeds": 3}}}, "x") == [0, 1, 2]
+
+
+def test_snakemake_rules_dry_run(fake, tmp_path):
+    """tables.smk / figures.smk parse, and the DAG asks for every seed's per-run files."""
+    work = fake["results"].parent
+    cfg = _config("results")
+    cfg["tables"], cfg["figures"] = fake["tables"], fake["figures"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "Snakefile").write_text(
+        f'configfile: "{tmp_path / "config.yaml"}"\n'
+        f'include: "{REPO / "workflow/rules/tables.smk"}"\n'
+        f'include: "{REPO / "workflow/rules/figures.smk"}"\n'
+        "rule all:\n    input:\n"
+        '        expand("tables/table{i}.tex", i=range(1, 8)),\n'
+        '        "tables/comparison.csv",\n'
+        '        expand("figures/figure{i}.png", i=range(1, 8)),\n')
+    exe = Path(sys.executable).with_name("snakemake")
+    if not exe.exists():
+        pytest.skip("snakemake not installed")
+    r = subprocess.run([str(exe), "-n", "--cores", "1", "-s", str(tmp_path / "Snakefile"), "-d", str(work)],
+                       capture_output=True, text=True, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    # figure1 depends on the landscapes of ALL seeds of `default` (representatives are chosen later)
+    (f1,) = [ln for ln in out.splitlines() if "landscape.npz" in ln and ln.strip().startswith("input:")]
+    assert all(f"results/runs/default/seed{s}/landscape.npz" in f1 for s in range(6))
+    for rule, count in (("table", 7), ("figure", 7), ("comparison", 1)):
+        assert any(line.split()[:2] == [rule, str(count)] for line in out.splitlines()), out[-3000:]

@@ -1,0 +1,74 @@
+# Tables 1-7 of the paper and the cell-by-cell comparison with the published numbers.
+# Reads only the aggregation outputs (results/summary.csv, results/selection.json) and the
+# `tables:` section of config.yaml (see notes in CONTRACTS.md); logic in trades_instability.tables.
+import os as _tables_os
+from pathlib import Path as _TablesPath
+
+_TABLES_RESULTS = str(config.get("results_dir", "results")).rstrip("/")
+
+
+def _tables_template_dir():
+    """workflow/templates, found from this rule file's directory (works whatever the working dir)."""
+    base = workflow.current_basedir
+    try:
+        base = base.get_path_or_uri(secret_free=True)
+    except TypeError:  # older snakemake signature
+        base = base.get_path_or_uri()
+    return str(_TablesPath(base).parent / "templates")
+
+
+_TABLES_TEMPLATES = _tables_template_dir()
+
+
+def _table_spec(wildcards):
+    specs = config.get("tables") or {}
+    if wildcards.table not in specs:
+        raise ValueError(f"config key 'tables.{wildcards.table}' is missing")
+    return specs[wildcards.table]
+
+
+rule table:
+    """Render tables/{table}.tex (booktabs LaTeX) from summary.csv and selection.json."""
+    input:
+        summary=_tables_os.path.join(_TABLES_RESULTS, "summary.csv"),
+        selection=_tables_os.path.join(_TABLES_RESULTS, "selection.json"),
+    output:
+        tex=report("tables/{table}.tex", category="Tables", labels={"table": "{table}", "format": "LaTeX"}),
+    params:
+        spec=_table_spec,
+        template_dir=_TABLES_TEMPLATES,
+    log:
+        "logs/tables/{table}.log",
+    benchmark:
+        "benchmarks/tables/{table}.tsv"
+    wildcard_constraints:
+        table="table[1-7]",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    threads: 1
+    script:
+        "../scripts/render_table.py"
+
+
+rule comparison:
+    """Every published cell of Tables 1-7 beside the reproduced one (LaTeX + CSV)."""
+    input:
+        summary=_tables_os.path.join(_TABLES_RESULTS, "summary.csv"),
+        selection=_tables_os.path.join(_TABLES_RESULTS, "selection.json"),
+    output:
+        tex=report("tables/comparison.tex", category="Tables", labels={"table": "comparison", "format": "LaTeX"}),
+        csv=report("tables/comparison.csv", category="Tables", labels={"table": "comparison", "format": "CSV"}),
+    params:
+        specs=lambda wildcards: config.get("tables") or {},
+        template_dir=_TABLES_TEMPLATES,
+    log:
+        "logs/tables/comparison.log",
+    benchmark:
+        "benchmarks/tables/comparison.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    threads: 1
+    script:
+        "../scripts/render_comparison.py"

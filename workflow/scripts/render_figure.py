@@ -1,0 +1,20 @@
+"""Snakemake script of rule `figure`: draw one of Figures 1-7 (logic: trades_instability.figures)."""
+import logging
+import sys
+import traceback
+
+from trades_instability.figures import render_figure, run_dirs_from_paths
+
+smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+logging.basicConfig(filename=smk.log[0], filemode="w", level=logging.INFO, format="%(asctime)s %(message)s")
+try:
+    run_dirs = run_dirs_from_paths(smk.input.runs)
+    logging.info("%d run directories: %s", len(run_dirs), sorted(run_dirs))
+    pdf, png = render_figure(smk.wildcards.figure, dict(smk.params.spec), smk.input.summary, smk.input.selection,
+                             run_dirs, smk.output.pdf)
+    if str(png) != str(smk.output.png):
+        raise RuntimeError(f"PNG written to {png}, rule expects {smk.output.png}")
+    logging.info("wrote %s and %s", pdf, png)
+except Exception:
+    logging.error("rendering %s failed:\n%s", smk.wildcards.figure, traceback.format_exc())
+    sys.exit(1)
