@@ -1,0 +1,388 @@
+"""The SLURM profile (workflow/profiles/slurm) on a real scheduler.
+
+A single-node SLURM cluster (munged, slurmctld, slurmd; tests/slurm/cluster.py) is started
+on this host for the session and stopped afterwards. It has no accounting storage, so the
+runs use ``--slurm-status-command squeue`` -- the documented option for such clusters -- and
+two fake GPUs, so GPU jobs are submitted and scheduled with their real ``--gpus`` request.
+
+Without slurm-wlm/munge (or without root) the scheduler tests are skipped; with
+``REQUIRE_SLURM=1`` (CI) they fail instead. Install with ``.ci/install-slurm.sh``.
+``test_paper_train_job_sbatch_options`` needs no scheduler.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from slurm.cluster import SlurmCluster, unavailable_reason  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "workflow" / "profiles" / "slurm"
+SNAKEFILE = REPO / "Snakefile"
+CONFIG = REPO / "tests" / "configs" / "slurm.yaml"  # one setting (b1), one seed, 6 epochs, CPU
+TABLE = "tables/table4.tex"
+RUN = "results/runs/b1/seed0"
+EPOCHS = 6
+
+# Scalar options on the command line (they win over the profile; blocks like
+# --set-resources would replace the profile's, so the tests never pass those).
+SLURM_ARGS = [
+    "--workflow-profile", str(PROFILE),
+    "--slurm-status-command", "squeue",              # no accounting storage on the test cluster
+    "--slurm-init-seconds-before-status-checks", "2",  # default 40 s: keep the tests short
+    "--verbose",                                       # logs every sbatch call
+]
+
+
+# --------------------------------------------------------------------------------- fixtures
+def _require_slurm() -> None:
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("REQUIRE_SLURM") == "1":
+            pytest.fail(f"REQUIRE_SLURM=1 but no SLURM test cluster can run here: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    _require_slurm()
+    c = SlurmCluster(tmp_path_factory.mktemp("slurm-cluster"), gpus=2)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _base_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADES_SLURM_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', os.defpath)}"
+    return env
+
+
+def _slurm_env(cluster: SlurmCluster, **extra: str) -> dict:
+    env = {k: v for k, v in cluster.env.items() if not k.startswith("TRADES_SLURM_")}
+    env["PATH"] = f"{cluster.root / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}" + env["PATH"]
+    env["TRADES_SLURM_PARTITION"] = cluster.partition  # the profile reads the partition from here
+    env.update(extra)
+    return env
+
+
+def _snakemake(workdir: Path, *targets: str, slurm: bool, extra: tuple = (), configfile: Path | None = CONFIG,
+               snakefile: Path = SNAKEFILE) -> list[str]:
+    # targets first, --configfile (nargs +) last: see DESIGN.md "Put the target before --resources"
+    cmd = [sys.executable, "-m", "snakemake", *targets, "--snakefile", str(snakefile), "--directory", str(workdir)]
+    cmd += SLURM_ARGS if slurm else ["--cores", "2", "--resources", "gpu=1"]
+    cmd += list(extra)
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    return cmd
+
+
+def _run(cmd: list[str], env: dict, log: Path, timeout: float) -> subprocess.CompletedProcess:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as fh:
+        fh.write("$ " + shlex.join(cmd) + "\n")
+        fh.flush()
+        p = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO)
+    return p
+
+
+def _tail(path: Path, n: int = 60) -> str:
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return "\n".join(lines[-n:])
+
+
+def _sbatch_calls(log: Path) -> list[str]:
+    return [line.split("sbatch call: ", 1)[1] for line in log.read_text(errors="replace").splitlines()
+            if "sbatch call: " in line]
+
+
+def _slurm_logs(workdir: Path) -> dict[str, list[Path]]:
+    """rule name -> the SLURM job logs the executor kept (.snakemake/slurm_logs/rule_<name>/<wc>/<jobid>.log)."""
+    out: dict[str, list[Path]] = {}
+    for p in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log")):
+        rule_dir = next(part for part in p.relative_to(workdir / ".snakemake" / "slurm_logs").parts)
+        out.setdefault(rule_dir.removeprefix("rule_"), []).append(p)
+    return out
+
+
+def _epochs_without_time(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r.pop("epoch_time_s", None)
+    return rows
+
+
+def _have_pipeline() -> None:
+    if not SNAKEFILE.exists() or not CONFIG.exists():
+        pytest.fail(f"pipeline files missing: {SNAKEFILE} / {CONFIG}")
+
+
+@pytest.fixture(scope="session")
+def local_reference(tmp_path_factory):
+    """The same config run locally (no SLURM): the reference outputs."""
+    _require_slurm()  # only the scheduler tests use it: do not pay for it when they skip
+    _have_pipeline()
+    wd = tmp_path_factory.mktemp("local-reference")
+    log = wd / "snakemake-local.log"
+    p = _run(_snakemake(wd, TABLE, slurm=False), _base_env(), log, timeout=600)
+    assert p.returncode == 0, f"local reference run failed:\n{_tail(log)}"
+    return wd
+
+
+# ------------------------------------------------------------------------ scheduler sanity
+@pytest.mark.slurm
+def test_cluster_runs_a_batch_job(cluster, tmp_path):
+    out = tmp_path / "hostname.out"
+    jobid = cluster.run("sbatch", "--parsable", "-o", str(out), "--wrap", "hostname; echo gpus=$CUDA_VISIBLE_DEVICES",
+                        "--gpus=1").stdout.strip()
+    assert cluster.wait_job(jobid) == "COMPLETED"
+    text = out.read_text()
+    assert cluster.hostname in text and "gpus=0" in text
+    # no accounting storage: sacct cannot answer, hence --slurm-status-command squeue
+    assert cluster.run("sacct", "-j", jobid, check=False).returncode != 0
+
+
+TOY_SNAKEFILE = r'''
+localrules: table
+
+rule all:
+    input: "tables/toy.tex"
+
+rule train:
+    output: "runs/seed{seed}.txt"
+    threads: 1
+    resources: gpu=1, mem_mb=500, runtime=5
+    shell: "echo job=$SLURM_JOB_ID cuda=$CUDA_VISIBLE_DEVICES > {output}"
+
+rule flaky:
+    # fails at the first attempt, succeeds at the second: the profile's retries
+    output: "flaky.txt"
+    threads: 1
+    shell: "if [ -e flaky.first ]; then echo job=$SLURM_JOB_ID > {output}; else touch flaky.first; exit 1; fi"
+
+rule table:
+    input: expand("runs/seed{seed}.txt", seed=[0, 1]), "flaky.txt"
+    output: "tables/toy.tex"
+    shell: "cat {input} > {output}; echo local=${{SLURM_JOB_ID:-none}} >> {output}"
+'''
+
+
+@pytest.mark.slurm
+def test_profile_toy_workflow(cluster, tmp_path):
+    """The real profile with a toy Snakefile: GPU request, partition from the environment,
+    retries with a longer runtime, localrules stay local, job logs kept."""
+    wd = tmp_path / "toy"
+    wd.mkdir()
+    (wd / "Snakefile").write_text(TOY_SNAKEFILE)
+    log = tmp_path / "snakemake-toy.log"
+    t0 = time.monotonic()
+    p = _run(_snakemake(wd, "all", slurm=True, configfile=None, snakefile=wd / "Snakefile"),
+             _slurm_env(cluster), log, timeout=240)
+    assert p.returncode == 0, _tail(log)
+    print(f"toy workflow through SLURM: {time.monotonic() - t0:.1f}s")
+
+    calls = _sbatch_calls(log)
+    train = [c for c in calls if "--comment rule_train" in c]
+    flaky = [c for c in calls if "--comment rule_flaky" in c]
+    assert len(train) == 2 and all("--gpus=1" in c and f"-p {cluster.partition}" in c for c in train), calls
+    assert all("-t 5 " in c and "--mem 500" in c for c in train), train
+    # first attempt 60 min (profile default-resources: 60 * attempt), the retry 120 min
+    assert [re.search(r" -t (\d+) ", c).group(1) for c in flaky] == ["60", "120"], flaky
+    assert all("--gpus" not in c for c in flaky)
+    assert not any("rule_table" in c or "rule_all" in c for c in calls), "localrules must not be submitted"
+
+    logs = _slurm_logs(wd)
+    assert set(logs) == {"train", "flaky"}, logs  # kept (slurm-keep-successful-logs), one per SLURM job
+    states = {j["jobid"]: j for j in cluster.jobs()}
+    for rule, paths in logs.items():
+        for path in paths:
+            assert states[path.stem]["comment"].startswith(f"rule_{rule}"), (path, states.get(path.stem))
+    train_ids = {p.stem for p in logs["train"]}
+    assert all(states[i]["state"] == "COMPLETED" for i in train_ids)
+    outputs = sorted((wd / "runs").glob("*.txt"))
+    assert {o.read_text().split()[0].removeprefix("job=") for o in outputs} == train_ids
+    assert all("cuda=0" in o.read_text() or "cuda=1" in o.read_text() for o in outputs)
+    assert (wd / "tables" / "toy.tex").read_text().strip().endswith("local=none")
+
+
+# ------------------------------------------------------------------- the pipeline on SLURM
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_pipeline_on_slurm_matches_local_run(cluster, local_reference, tmp_path):
+    wd = tmp_path / "slurm-run"
+    log = tmp_path / "snakemake-slurm.log"
+    t0 = time.monotonic()
+    p = _run(_snakemake(wd, TABLE, slurm=True), _slurm_env(cluster), log, timeout=600)
+    assert p.returncode == 0, _tail(log)
+    print(f"{TABLE} through SLURM: {time.monotonic() - t0:.1f}s")
+
+    # the GPU stages went to SLURM, one job each, with the profile's / config's resources
+    calls = _sbatch_calls(log)
+    by_rule = {r: [c for c in calls if f"--comment rule_{r}_" in c] for r in ("train", "evaluate")}
+    assert len(by_rule["train"]) == 1 and len(by_rule["evaluate"]) == 1, calls
+    for c in by_rule["train"] + by_rule["evaluate"]:
+        assert "--gpus=1" in c and f"-p {cluster.partition}" in c and "--mem 2000" in c, c
+        assert re.search(r" -t \d+ ", c), c
+    # runtime: minutes_base 5 + 1.0 min/epoch x 6 epochs (tests/configs/slurm.yaml)
+    assert " -t 11 " in by_rule["train"][0], by_rule["train"][0]
+    submitted = {m.group(1) for c in calls for m in [re.search(r"--comment rule_(\w+?)_wildcards", c)] if m}
+    assert submitted == {"train", "evaluate"}, f"only GPU rules go to SLURM, got {submitted}"
+
+    # ... and ran there: their SLURM job logs, the jobs COMPLETED in slurmctld's table
+    logs = _slurm_logs(wd)
+    assert set(logs) == {"train", "evaluate"}, logs
+    jobs = {j["jobid"]: j for j in cluster.jobs()}
+    for rule, paths in logs.items():
+        (path,) = paths
+        job = jobs[path.stem]
+        assert job["state"] == "COMPLETED" and job["comment"].startswith(f"rule_{rule}_"), job
+        assert "srun" in path.read_text(), "the rule ran as a job step inside the SLURM job"
+
+    # rendered output and the numbers behind it equal the local run's
+    ref = local_reference
+    assert (wd / TABLE).read_text() == (ref / TABLE).read_text()
+    assert _epochs_without_time(wd / RUN / "epochs.csv") == _epochs_without_time(ref / RUN / "epochs.csv")
+    keys = ("clean_acc", "pgd10_acc", "square_acc", "fosc", "sgcs", "gap_pgd_square", "unstable", "epoch")
+    ev, ev_ref = (json.loads((d / RUN / "eval_cheap.json").read_text()) for d in (wd, ref))
+    assert {k: ev.get(k) for k in keys} == {k: ev_ref.get(k) for k in keys}
+
+
+def _data_rows(path: Path) -> int:
+    try:
+        return max(0, len(path.read_text().strip().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_scancel_then_rerun_resumes_training(cluster, local_reference, tmp_path):
+    """scancel a training job after >= 1 epoch; rerunning the same command resumes from the
+    checkpoint (not epoch 0) and ends with the epochs.csv of an uninterrupted run."""
+    wd = tmp_path / "resume"
+    target = f"{RUN}/run.json"
+    env = _slurm_env(cluster)
+    state_epochs = wd / RUN / "state" / "epochs.csv"
+    log1 = tmp_path / "snakemake-1.log"
+    cmd = _snakemake(wd, target, slurm=True, extra=("--retries", "0"))
+    with open(log1, "w") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            deadline = time.monotonic() + 180
+            jobid = None
+            while time.monotonic() < deadline and proc.poll() is None:
+                running = [j for j in cluster.jobs() if j["comment"].startswith("rule_train_") and j["state"] == "RUNNING"]
+                if running and _data_rows(state_epochs) >= 1:
+                    jobid = running[0]["jobid"]
+                    break
+                time.sleep(0.2)
+            assert jobid is not None, f"training never got to its first epoch under SLURM:\n{_tail(log1)}"
+            cluster.run("scancel", jobid)
+            assert cluster.wait_job(jobid, timeout=60) == "CANCELLED"
+            proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode != 0, "snakemake must report the cancelled job as failed"
+    done_at_cancel = _data_rows(state_epochs)
+    assert 1 <= done_at_cancel < EPOCHS, f"cancelled after {done_at_cancel} epochs: not mid-run"
+    assert not (wd / target).exists()
+    assert (wd / RUN / "state" / "checkpoints" / "last.pt").exists()
+
+    # rerun: the same command (profile: rerun-incomplete)
+    log2 = tmp_path / "snakemake-2.log"
+    p = _run(_snakemake(wd, target, slurm=True), env, log2, timeout=300)
+    assert p.returncode == 0, _tail(log2)
+    train_logs = _slurm_logs(wd)["train"]
+    assert len(train_logs) == 2 and jobid in {p.stem for p in train_logs}
+    rerun_log = (wd / "logs" / "train" / "b1" / "seed0.log").read_text()  # this attempt only
+    m = re.search(r"resumed from \S*last\.pt at epoch (\d+)", rerun_log)
+    assert m, f"no resume line in the rerun's training log:\n{rerun_log[-3000:]}"
+    resumed_at = int(m.group(1))
+    assert 1 <= resumed_at < EPOCHS and resumed_at >= done_at_cancel
+    trained = [int(e) for e in re.findall(r"^epoch\s+(\d+)/\d+", rerun_log, flags=re.M)]
+    assert trained and min(trained) == resumed_at + 1, f"rerun trained epochs {trained}"
+    assert json.loads((wd / target).read_text())["epochs_completed"] == EPOCHS
+    assert _epochs_without_time(wd / RUN / "epochs.csv") == _epochs_without_time(local_reference / RUN / "epochs.csv")
+
+
+# ------------------------------------------------------- the paper config: sbatch options
+def _dry_run_resources(workdir: Path, target: str, env: dict, rule: str) -> tuple[dict, int]:
+    # --cores: a dry run caps threads at its core count (1 by default); the SLURM executor
+    # does not (cores are unlimited for cluster submission), so lift the cap to match.
+    cmd = [sys.executable, "-m", "snakemake", target, "-n", "--cores", "1024", "--snakefile", str(SNAKEFILE),
+           "--directory", str(workdir), "--workflow-profile", str(PROFILE)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    text = p.stdout + p.stderr
+    block = re.search(rf"^rule {rule}:\n(.*?)(?:\n\n|\Z)", text, flags=re.M | re.S)
+    assert block, text[-3000:]
+    res_line = re.search(r"^\s+resources: (.*)$", block.group(1), flags=re.M).group(1)
+    threads = re.search(r"^\s+threads: (\d+)$", block.group(1), flags=re.M)
+    res = {}
+    for item in res_line.split(", "):
+        k, v = item.split("=", 1)
+        res[k] = int(v) if v.isdigit() else v
+    return res, int(threads.group(1)) if threads else 1
+
+
+class _Resources(dict):
+    def __getattr__(self, name):
+        return self[name]
+
+
+def _sbatch_for(resources: dict, threads: int) -> str:
+    """The sbatch command the installed plugin builds for a job with these resources."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    job = SimpleNamespace(resources=_Resources(resources), threads=threads, name="train", is_group=lambda: False)
+    params = {"run_uuid": "trades_test", "slurm_logfile": "/tmp/%j.log", "comment_str": "rule_train",
+              "account": "", "workdir": "/work",
+              "partition": f" -p {resources['slurm_partition']}" if resources.get("slurm_partition") else ""}
+    settings = SimpleNamespace(requeue=False, no_requeue=False, qos=None, reservation=None)
+    return get_submit_command(job, params, settings=settings) + set_gres_string(job)
+
+
+def test_paper_train_job_sbatch_options(tmp_path):
+    """A training job of the paper config (config.yaml) asks SLURM for one GPU (of the model
+    named in the environment), the runtime of 200 epochs and the configured memory."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    _have_pipeline()
+    import yaml
+
+    paper = yaml.safe_load((REPO / "config.yaml").read_text())
+    train_cfg = paper["resources"]["train"]
+    env = _base_env()
+    env.update(TRADES_SLURM_PARTITION="gpu", TRADES_SLURM_GPU_MODEL="h100", TRADES_SLURM_CPU_PARTITION="cpu")
+    res, threads = _dry_run_resources(tmp_path / "paper", "results/runs/default/seed0/run.json", env, "train")
+    call = _sbatch_for(res, threads)
+    print(call)
+    assert "--gpus=h100:1" in call
+    assert " -p gpu" in call
+    assert f"--mem {train_cfg['mem_mb']}" in call
+    assert f"--cpus-per-task={train_cfg['threads']}" in call
+    minutes = int(re.search(r" -t (\d+)", call).group(1))
+    epochs = int(paper["defaults"].get("epochs", 200))
+    assert minutes >= epochs * 1.0, f"{minutes} min for {epochs} epochs"
+
+    # without site variables: a plain one-GPU request, the cluster's default partition
+    res, threads = _dry_run_resources(tmp_path / "paper2", "results/runs/default/seed0/run.json", _base_env(), "train")
+    call = _sbatch_for(res, threads)
+    assert "--gpus=1" in call and " -p " not in call
