@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .losses import upcast
+
 BN_MODES = ("eval", "train")
 
 
@@ -71,12 +73,12 @@ def tpgd(
         if logits_clean is None:
             with torch.no_grad():
                 logits_clean = model(x)
-        p_clean = F.softmax(logits_clean.detach().float(), dim=1)
+        p_clean = F.softmax(upcast(logits_clean.detach()), dim=1)
         x_adv = x + init_std * _randn_like(x, generator)
         grads: list[torch.Tensor] = []
         for _ in range(steps):
             x_adv.requires_grad_(True)
-            log_p_adv = F.log_softmax(model(x_adv).float(), dim=1)
+            log_p_adv = F.log_softmax(upcast(model(x_adv)), dim=1)
             loss = F.kl_div(log_p_adv, p_clean, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x_adv)
             if record_grads:
@@ -108,7 +110,7 @@ def pgd(
         grads: list[torch.Tensor] = []
         for _ in range(steps):
             x_adv.requires_grad_(True)
-            loss = F.cross_entropy(model(x_adv).float(), y, reduction="sum")
+            loss = F.cross_entropy(upcast(model(x_adv)), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x_adv)
             if record_grads:
                 grads.append(grad.detach())

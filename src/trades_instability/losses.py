@@ -9,6 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def upcast(logits: torch.Tensor) -> torch.Tensor:
+    """Losses are computed in fp32 even under bf16/fp16 autocast; fp32/fp64 inputs are left alone."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 class TradesParts(NamedTuple):
     loss: torch.Tensor
     ce: torch.Tensor  # CE(f(x), y), batch mean
@@ -30,10 +35,10 @@ def trades_parts(
     one forward pass (BatchNorm statistics over both), as some re-implementations do; the official
     TRADES code uses two separate passes."""
     if joint_forward:
-        logits_clean, logits_adv = model(torch.cat([x, x_adv])).float().chunk(2)
+        logits_clean, logits_adv = upcast(model(torch.cat([x, x_adv]))).chunk(2)
     else:
-        logits_clean = model(x).float()
-        logits_adv = model(x_adv).float()
+        logits_clean = upcast(model(x))
+        logits_adv = upcast(model(x_adv))
     ce = F.cross_entropy(logits_clean, y)
     kl = F.kl_div(
         F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean"

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .losses import upcast
+
 
 def fosc_from_grad(x: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tensor:
     """FOSC per example given the input gradient ``grad`` of each example's loss at ``x_adv``."""
@@ -30,7 +32,7 @@ def fosc(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor
     (not scaled by the batch size): FOSC does not depend on the batch size. Use the model in eval
     mode so that examples do not interact through BatchNorm."""
     x_adv = x_adv.detach().requires_grad_(True)
-    loss = F.cross_entropy(model(x_adv).float(), y, reduction="sum")
+    loss = F.cross_entropy(upcast(model(x_adv)), y, reduction="sum")
     (grad,) = torch.autograd.grad(loss, x_adv)
     return fosc_from_grad(x.detach(), x_adv.detach(), grad, eps)
 

@@ -1,0 +1,55 @@
+"""``trades-train``: train one run from a config file into an output directory.
+
+Rerunning the same command after an interruption (crash, kill -9, SIGTERM from SLURM) resumes from
+the last completed epoch. Exit codes: 0 done (or diverged with --on-diverge record), 2 bad input,
+3 diverged, 143 stopped by a signal (state saved; rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .artifacts import CheckpointError
+from .config import ConfigError, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trades-train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="run config (YAML); missing keys take the paper's defaults")
+    p.add_argument("--out", required=True, help="run directory (epochs.csv, batches.csv, checkpoints/, run.json)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the config's device)")
+    p.add_argument("--on-diverge", choices=("fail", "record"), default="fail",
+                   help="on a non-finite loss: exit 3 (fail) or write run.json with status diverged and exit 0 (record)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; the pipeline passes the job's threads)")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import DatasetUnavailable  # imported late: keeps --help fast
+    from .training import Diverged, Interrupted, train
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        cfg = load_config(args.config)
+        train(cfg, args.out, device=args.device, on_diverge=args.on_diverge,
+              progress=False if args.no_progress else None, log=lambda m: print(m, flush=True))
+    except (ConfigError, CheckpointError, DatasetUnavailable) as e:
+        print(f"trades-train: error: {e}", file=sys.stderr)
+        return 2
+    except Diverged as e:
+        print(f"trades-train: error: {e}", file=sys.stderr)
+        return 3
+    except Interrupted:
+        return 143
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

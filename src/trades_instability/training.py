@@ -1,0 +1,596 @@
+"""One training run: TRADES (or its "Modified" / AWP variants) with the paper's instrumentation and fix.
+
+The run directory holds everything a later stage reads (see README "Run directory"):
+``epochs.csv``, ``batches.csv``, ``checkpoints/{last,best}.pt`` (+ snapshots) and ``run.json``,
+which is written last and marks the run complete (or diverged).
+
+Crash safety: at the end of every epoch the whole resumable state (model, optimiser, epoch, fix
+state, random generators and the epoch log) goes into ``last.pt`` atomically, and the CSVs are then
+rewritten from that state. Rerunning the same command resumes from the last completed epoch and
+produces the same logs as an uninterrupted run (same device, same seed). SIGTERM/SIGINT stop the run
+at the next batch boundary; the last completed epoch is already saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import math
+import platform
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .artifacts import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+    write_json,
+)
+from .attacks import pgd, tpgd
+from .augment import augment_batch
+from .config import RunConfig
+from .data import DataSplits, ImageSet, iterate_batches, load_splits
+from .losses import trades_parts, upcast
+from .metrics import fosc_from_grad, grad_cosine, grad_norm, sgcs
+from .models import build_model
+
+EPOCH_COLUMNS = [
+    "epoch", "lr", "train_loss", "train_ce", "train_kl", "train_clean_acc", "train_adv_acc",
+    "val_clean_acc", "val_pgd_acc", "val_fosc", "val_sgcs",
+    "w_grad_norm", "ce_norm", "kl_norm", "grad_cosine_similarity",
+    "noise_batches", "fosc_over_threshold", "is_best", "epoch_time_s",
+]
+BATCH_COLUMNS = [
+    "epoch", "batch", "step", "loss", "ce", "kl",
+    "w_grad_norm", "ce_norm", "kl_norm", "grad_cosine_similarity", "noised",
+]
+
+
+class Diverged(RuntimeError):
+    """The training loss became non-finite."""
+
+    def __init__(self, epoch: int, step: int, batch: int, what: str):
+        self.epoch, self.step, self.batch = epoch, step, batch
+        super().__init__(
+            f"training diverged: non-finite {what} at epoch {epoch}, batch {batch} (global step {step}); "
+            "the last good state (previous epoch) is kept in checkpoints/last.pt"
+        )
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM/SIGINT arrived; the last completed epoch is saved."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available; use --device cpu or auto")
+    return dev
+
+
+def lr_at(cfg: RunConfig, epoch: int) -> float:
+    """Learning rate of (1-based) ``epoch``: decayed by lr_gamma from each milestone epoch on,
+    as the official TRADES code does (``if epoch >= milestone``)."""
+    return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "trades_instability": __version__}
+    for mod in ("torchvision", "pyautoattack", "numpy"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # optional at training time
+            pass
+    return versions
+
+
+# ----------------------------------------------------------------------------------------------
+# Adversarial weight perturbation (Wu et al. 2020), TRADES form
+# ----------------------------------------------------------------------------------------------
+class AWP:
+    """Perturbs every conv/linear weight by gamma * ||w|| * d/||d||, d the ascent step of a proxy copy
+    on the TRADES loss; the perturbation is removed again after the optimiser step."""
+
+    def __init__(self, model: nn.Module, gamma: float, proxy_lr: float):
+        self.model = model
+        self.gamma = gamma
+        self.proxy = copy.deepcopy(model)
+        self.proxy_opt = torch.optim.SGD(self.proxy.parameters(), lr=proxy_lr)
+        self.diff: dict[str, torch.Tensor] = {}
+
+    def _weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in module.named_parameters() if p.dim() > 1}
+
+    def calc(self, x, x_adv, y, beta: float, joint_forward: bool) -> None:
+        self.proxy.load_state_dict(self.model.state_dict())
+        self.proxy.train()
+        parts = trades_parts(self.proxy, x, x_adv, y, beta, joint_forward=joint_forward)
+        self.proxy_opt.zero_grad(set_to_none=True)
+        (-parts.loss).backward()
+        self.proxy_opt.step()
+        w_model, w_proxy = self._weights(self.model), self._weights(self.proxy)
+        with torch.no_grad():
+            self.diff = {}
+            for n, w in w_model.items():
+                d = w_proxy[n] - w
+                self.diff[n] = w.norm() / (d.norm() + 1e-20) * d
+
+    @torch.no_grad()
+    def _add(self, sign: float) -> None:
+        for n, p in self._weights(self.model).items():
+            if n in self.diff:
+                p.add_(self.diff[n], alpha=sign * self.gamma)
+
+    def perturb(self) -> None:
+        self._add(+1.0)
+
+    def restore(self) -> None:
+        self._add(-1.0)
+        self.diff = {}
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation: clean and PGD-10 accuracy, FOSC and SGCS from the same PGD-10 examples
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def _count_correct(logits: torch.Tensor, y: torch.Tensor) -> int:
+    return int((logits.argmax(1) == y).sum())
+
+
+def validate(
+    model: nn.Module,
+    data: ImageSet,
+    cfg: RunConfig,
+    device: torch.device,
+    generator: torch.Generator | None,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, float]:
+    model.eval()
+    a = cfg.attack
+    n = clean = robust = 0
+    fosc_sum = sgcs_sum = 0.0
+    for x, y in iterate_batches(data, cfg.val_batch_size, shuffle=False, generator=None, device=device):
+        if should_stop():
+            raise Interrupted()
+        with autocast():
+            with torch.no_grad():
+                clean += _count_correct(model(x), y)
+            res = pgd(model, x, y, eps=a.eps, step_size=a.step_size, steps=a.steps, random_start=True,
+                      mode="eval", record_grads=True, generator=generator)
+            # one more gradient at x^k: gives FOSC and the PGD-10 prediction in the same pass
+            x_k = res.x_adv.requires_grad_(True)
+            logits = model(x_k)
+            loss = F.cross_entropy(upcast(logits), y, reduction="sum")
+            (g_k,) = torch.autograd.grad(loss, x_k)
+        robust += _count_correct(logits.detach(), y)
+        fosc_sum += float(fosc_from_grad(x, x_k.detach(), g_k, a.eps).double().sum())
+        sgcs_sum += float(sgcs(res.step_grads).double().sum()) if a.steps >= 2 else float("nan")
+        n += len(y)
+    return {"clean_acc": clean / n, "pgd_acc": robust / n, "fosc": fosc_sum / n, "sgcs": sgcs_sum / n}
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimiser steps
+    noise_left: int = 0  # batches still to be noised (Algorithm 1)
+    best_pgd_acc: float = -1.0
+    best_epoch: int = 0
+    epoch_rows: list[dict[str, Any]] = field(default_factory=list)
+    train_time_s: float = 0.0
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: _fmt(r.get(c)) for c in columns})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _fmt(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return v
+
+
+def _read_batch_rows(path: Path, max_epoch: int) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("epoch") and int(r["epoch"]) <= max_epoch]
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        out_dir: str | Path,
+        *,
+        device: str | None = None,
+        log: Callable[[str], None] = print,
+        progress: bool | None = None,
+        data: DataSplits | None = None,
+        stop_after_epoch: int | None = None,
+    ):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.device = resolve_device(device or cfg.device)
+        self.log = log
+        self.progress = progress
+        self._data = data
+        self.stop_after_epoch = stop_after_epoch  # tests: simulate an interruption after this epoch
+        self._stop_signal: int | None = None
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg, dev = self.cfg, self.device
+        torch.manual_seed(cfg.seed)
+        self.splits = self._data or load_splits(cfg)
+        self.train_set = self.splits.train.to(dev)
+        self.val_set = self.splits.val.to(dev)
+        self.model = build_model(cfg.arch, num_classes=self.splits.num_classes, width=cfg.width).to(dev)
+        if cfg.channels_last and dev.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+            nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
+        )
+        self.awp = AWP(self.model, cfg.awp.gamma, cfg.awp.proxy_lr) if cfg.awp.enabled else None
+        # Data order and augmentation draw from a CPU generator (identical on CPU and GPU);
+        # attack starts and the fix's noise from a generator on the device.
+        self.gen_data = torch.Generator().manual_seed(cfg.seed)
+        self.gen_dev = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+        self.state = TrainState()
+        self.batch_rows: list[dict[str, Any]] = []
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _model_meta(self) -> dict[str, Any]:
+        return {"arch": self.cfg.arch, "width": self.cfg.width, "num_classes": self.splits.num_classes,
+                "image_size": self.splits.image_size}
+
+    def _model_payload(self, kind: str, val: dict[str, float]) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "model_meta": self._model_meta(), "config": self.cfg.to_dict(),
+                "epoch": self.state.epoch, "kind": kind, "val": val}
+
+    def _save_last(self, val: dict[str, float]) -> None:
+        s = self.state
+        payload = self._model_payload("last", val)
+        payload.update(
+            optimizer=self.optimizer.state_dict(),
+            train_state={"epoch": s.epoch, "step": s.step, "noise_left": s.noise_left,
+                         "best_pgd_acc": s.best_pgd_acc, "best_epoch": s.best_epoch,
+                         "train_time_s": s.train_time_s},
+            epoch_rows=s.epoch_rows,
+            rng={"data": self.gen_data.get_state(), "device": self.gen_dev.get_state(),
+                 "torch": torch.get_rng_state()},
+        )
+        if self.awp is not None:
+            payload["awp_proxy_opt"] = self.awp.proxy_opt.state_dict()
+        save_checkpoint(self.ckpt_dir / "last.pt", payload)
+
+    def _resume(self) -> None:
+        path = self.ckpt_dir / "last.pt"
+        if not path.exists():
+            return
+        ckpt = load_checkpoint(path)  # raises CheckpointError naming the file; never restart silently
+        if ckpt.get("kind") != "last" or "train_state" not in ckpt:
+            raise CheckpointError(f"checkpoint {path} holds no resumable training state")
+        saved_cfg = ckpt.get("config", {})
+        if saved_cfg != self.cfg.to_dict():
+            diff = sorted(k for k in set(saved_cfg) | set(self.cfg.to_dict())
+                          if saved_cfg.get(k) != self.cfg.to_dict().get(k))
+            raise CheckpointError(
+                f"checkpoint {path} was written with a different config (keys differ: {', '.join(diff)}); "
+                f"use a new output directory, or move {self.out} away to start over"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        ts = ckpt["train_state"]
+        self.state = TrainState(epoch=ts["epoch"], step=ts["step"], noise_left=ts["noise_left"],
+                                best_pgd_acc=ts["best_pgd_acc"], best_epoch=ts["best_epoch"],
+                                epoch_rows=list(ckpt["epoch_rows"]), train_time_s=ts["train_time_s"])
+        self.gen_data.set_state(ckpt["rng"]["data"])
+        self.gen_dev.set_state(ckpt["rng"]["device"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.awp is not None and "awp_proxy_opt" in ckpt:
+            self.awp.proxy_opt.load_state_dict(ckpt["awp_proxy_opt"])
+        self.batch_rows = _read_batch_rows(self.out / "batches.csv", self.state.epoch)
+        self._write_logs()  # drop any rows of a partly logged epoch
+        self.log(f"resumed from {path} at epoch {self.state.epoch} (step {self.state.step})")
+
+    def _write_logs(self) -> None:
+        _write_csv(self.out / "epochs.csv", EPOCH_COLUMNS, self.state.epoch_rows)
+        _write_csv(self.out / "batches.csv", BATCH_COLUMNS, self.batch_rows)
+
+    # -- signals -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _signals(self):
+        def handler(signum, _frame):
+            self._stop_signal = signum
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread (e.g. called from a worker): no handler
+                pass
+        try:
+            yield
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+    def _should_stop(self) -> bool:
+        return self._stop_signal is not None
+
+    # -- one epoch -----------------------------------------------------------------------------
+    def _inner_max(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cfg, a = self.cfg, self.cfg.attack
+        if cfg.method == "trades":
+            return tpgd(self.forward_model, x, eps=a.eps, step_size=a.step_size, steps=a.steps,
+                        init_std=a.init_std, mode=a.bn_mode, generator=self.gen_dev).x_adv
+        return pgd(self.forward_model, x, y, eps=a.eps, step_size=a.step_size, steps=a.steps,
+                   random_start=True, mode=a.bn_mode, generator=self.gen_dev).x_adv
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg = self.cfg
+        model, fmodel, params = self.model, self.forward_model, [p for p in self.model.parameters()]
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "w": 0.0, "cen": 0.0, "kln": 0.0, "cos": 0.0}
+        n = clean_ok = adv_ok = nb = noised_batches = 0
+        awp_on = self.awp is not None and epoch > cfg.awp.warmup
+        n_batches = math.ceil(len(self.train_set) / cfg.batch_size)
+        bar = _progress(n_batches, f"epoch {epoch}/{cfg.epochs}", self.progress)
+        for b, (x, y) in enumerate(iterate_batches(self.train_set, cfg.batch_size, shuffle=True,
+                                                   generator=self.gen_data, device=self.device)):
+            if self._should_stop():
+                raise Interrupted()
+            if cfg.augment:
+                x = augment_batch(x, generator=self.gen_data)
+            if cfg.channels_last and self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            noised = cfg.fix.enabled and self.state.noise_left > 0
+            if noised:  # Algorithm 1, line 8: img <- img + N(0, noise_std)
+                x = x + cfg.fix.noise_std * torch.randn(x.shape, generator=self.gen_dev, device=x.device)
+                self.state.noise_left -= 1
+                noised_batches += 1
+            with self._autocast():
+                x_adv = self._inner_max(x, y)
+            if awp_on:
+                with self._autocast():
+                    self.awp.calc(x, x_adv, y, cfg.beta, cfg.joint_forward)
+                self.awp.perturb()
+            model.train()
+            with self._autocast():
+                parts = trades_parts(fmodel, x, x_adv, y, cfg.beta, joint_forward=cfg.joint_forward)
+            if not torch.isfinite(parts.loss):
+                raise Diverged(epoch, self.state.step + 1, b, "loss")
+            row: dict[str, Any] = {"epoch": epoch, "batch": b, "step": self.state.step + 1,
+                                   "loss": parts.loss.item(), "ce": parts.ce.item(), "kl": parts.kl.item(),
+                                   "noised": noised}
+            if cfg.log_batch_metrics:
+                g_ce = torch.autograd.grad(parts.ce, params, retain_graph=True)
+                g_kl = torch.autograd.grad(cfg.beta * parts.kl, params)
+                g_full = [a + c for a, c in zip(g_ce, g_kl)]
+                for p, g in zip(params, g_full):
+                    p.grad = g
+                row.update(ce_norm=grad_norm(g_ce), kl_norm=grad_norm(g_kl))
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                parts.loss.backward()
+            g_before = [p.grad.detach().clone() if cfg.log_batch_metrics else p.grad for p in params]
+            row["w_grad_norm"] = grad_norm(g_before)
+            if not math.isfinite(row["w_grad_norm"]):
+                raise Diverged(epoch, self.state.step + 1, b, "gradient")
+            self.optimizer.step()
+            if awp_on:
+                self.awp.restore()
+            if cfg.log_batch_metrics:
+                row["grad_cosine_similarity"] = self._grad_after(x, x_adv, y, params, g_before)
+            self.state.step += 1
+            bs = len(y)
+            n += bs
+            nb += 1
+            clean_ok += _count_correct(parts.logits_clean.detach(), y)
+            adv_ok += _count_correct(parts.logits_adv.detach(), y)
+            sums["loss"] += row["loss"] * bs
+            sums["ce"] += row["ce"] * bs
+            sums["kl"] += row["kl"] * bs
+            sums["w"] += row["w_grad_norm"]
+            if cfg.log_batch_metrics:
+                sums["cen"] += row["ce_norm"]
+                sums["kln"] += row["kl_norm"]
+                sums["cos"] += row["grad_cosine_similarity"]
+                self.batch_rows.append(row)
+            bar.update(1)
+        bar.close()
+        nan = float("nan")
+        return {
+            "epoch": epoch, "lr": lr_at(cfg, epoch),
+            "train_loss": sums["loss"] / n, "train_ce": sums["ce"] / n, "train_kl": sums["kl"] / n,
+            "train_clean_acc": clean_ok / n, "train_adv_acc": adv_ok / n,
+            "w_grad_norm": sums["w"] / nb,
+            "ce_norm": sums["cen"] / nb if cfg.log_batch_metrics else nan,
+            "kl_norm": sums["kln"] / nb if cfg.log_batch_metrics else nan,
+            "grad_cosine_similarity": sums["cos"] / nb if cfg.log_batch_metrics else nan,
+            "noise_batches": noised_batches,
+        }
+
+    def _grad_after(self, x, x_adv, y, params, g_before) -> float:
+        """Appendix G: cosine between the full-loss gradients on the same batch (same adversarial
+        examples) before and after the optimiser step. BatchNorm running statistics are restored so
+        the measurement does not change training."""
+        bn_buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+        with self._autocast():
+            parts = trades_parts(self.forward_model, x, x_adv, y, self.cfg.beta, joint_forward=self.cfg.joint_forward)
+        g_after = torch.autograd.grad(parts.loss, params)
+        with torch.no_grad():
+            for k, v in self.model.named_buffers():
+                v.copy_(bn_buffers[k])
+        return grad_cosine(g_before, g_after)
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self, on_diverge: str = "fail") -> dict[str, Any]:
+        if on_diverge not in ("fail", "record"):
+            raise ValueError("on_diverge must be 'fail' or 'record'")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._setup()
+        self._resume()
+        cfg, s = self.cfg, self.state
+        if s.epoch == 0:
+            self._write_logs()
+        self.log(f"training {cfg.method} beta={cfg.beta} on {cfg.dataset} ({len(self.train_set)} train / "
+                 f"{len(self.val_set)} val) for {cfg.epochs} epochs, batch {cfg.batch_size}, device {self.device}, "
+                 f"seed {cfg.seed}")
+        t_run = time.perf_counter()
+        diverged = None
+        with self._signals():
+            try:
+                while s.epoch < cfg.epochs:
+                    self._one_epoch(s.epoch + 1)
+                    if self.stop_after_epoch is not None and s.epoch >= self.stop_after_epoch:
+                        raise Interrupted()
+            except Interrupted:
+                what = signal.Signals(self._stop_signal).name if self._stop_signal else "stop request"
+                self.log(f"{what}: stopping; epochs 1..{s.epoch} are saved in {self.ckpt_dir / 'last.pt'}; "
+                         "rerun the same command to resume")
+                raise
+            except Diverged as e:
+                self.log(f"ERROR: {e}")
+                if on_diverge == "fail":
+                    raise
+                diverged = {"epoch": e.epoch, "step": e.step, "batch": e.batch, "message": str(e)}
+        selection = "best_val_pgd_acc"
+        if not diverged and s.best_epoch == 0:
+            # Algorithm 1 selects nothing when every epoch is over the FOSC threshold; evaluate the final
+            # model then, and say so in run.json rather than leaving the run without a checkpoint.
+            selection = "fallback_last_epoch"
+            last_val = s.epoch_rows[-1]
+            save_checkpoint(self.ckpt_dir / "best.pt", self._model_payload("best", {
+                "clean_acc": last_val["val_clean_acc"], "pgd_acc": last_val["val_pgd_acc"],
+                "fosc": last_val["val_fosc"], "sgcs": last_val["val_sgcs"]}))
+            self.log("no epoch had validation FOSC under the threshold: best.pt is the final model")
+        info = {
+            "status": "diverged" if diverged else "complete",
+            "best_selection": selection if not diverged else None,
+            "epochs_completed": s.epoch,
+            "best_epoch": s.best_epoch or None,
+            "best_val_pgd_acc": s.best_pgd_acc if s.best_epoch else None,
+            "diverged": diverged,
+            "seed": cfg.seed,
+            "device": _device_name(self.device),
+            "versions": library_versions(),
+            "timings": {
+                "train_time_s": s.train_time_s,
+                "mean_epoch_time_s": s.train_time_s / s.epoch if s.epoch else None,
+                "this_invocation_s": time.perf_counter() - t_run,
+            },
+            "config": cfg.to_dict(),
+        }
+        write_json(self.out / "run.json", info)
+        return info
+
+    def _one_epoch(self, epoch: int) -> None:
+        cfg, s = self.cfg, self.state
+        t0 = time.perf_counter()
+        rows_before = len(self.batch_rows)
+        try:
+            row = self._train_epoch(epoch)
+            val_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + epoch)
+            val = validate(self.forward_model, self.val_set, cfg, self.device, val_gen, self._autocast,
+                           self._should_stop)
+        except (Interrupted, Diverged):
+            del self.batch_rows[rows_before:]
+            raise
+        if not all(math.isfinite(v) for v in (val["fosc"], val["clean_acc"])):
+            raise Diverged(epoch, s.step, -1, "validation output")
+        over = val["fosc"] > cfg.fix.fosc_threshold
+        # Algorithm 1: a checkpoint whose FOSC exceeds the threshold is never selected (only when the fix is on;
+        # vanilla TRADES selects by PGD-10 accuracy alone, as in the paper's Unstable runs).
+        eligible = not (cfg.fix.enabled and over)
+        is_best = eligible and val["pgd_acc"] > s.best_pgd_acc
+        if cfg.fix.enabled and over:
+            s.noise_left = cfg.fix.noise_batches
+        s.epoch = epoch
+        if is_best:
+            s.best_pgd_acc, s.best_epoch = val["pgd_acc"], epoch
+        dt = time.perf_counter() - t0
+        s.train_time_s += dt
+        row.update(val_clean_acc=val["clean_acc"], val_pgd_acc=val["pgd_acc"], val_fosc=val["fosc"],
+                   val_sgcs=val["sgcs"], fosc_over_threshold=over, is_best=is_best, epoch_time_s=dt)
+        s.epoch_rows.append(row)
+        if is_best:
+            save_checkpoint(self.ckpt_dir / "best.pt", self._model_payload("best", val))
+        if epoch in cfg.snapshot_epochs:
+            save_checkpoint(self.ckpt_dir / f"epoch{epoch:03d}.pt", self._model_payload("snapshot", val))
+        self._save_last(val)
+        self._write_logs()
+        self.log(
+            f"epoch {epoch:3d}/{cfg.epochs} lr {row['lr']:.4g} loss {row['train_loss']:.4f} "
+            f"(ce {row['train_ce']:.4f} kl {row['train_kl']:.4f}) train clean/adv {row['train_clean_acc']:.4f}/"
+            f"{row['train_adv_acc']:.4f} | val clean {val['clean_acc']:.4f} pgd10 {val['pgd_acc']:.4f} "
+            f"fosc {val['fosc']:.4f} sgcs {val['sgcs']:.4f}{' *best' if is_best else ''}"
+            f"{' [noise ' + str(row['noise_batches']) + ']' if row['noise_batches'] else ''} | {dt:.1f}s"
+        )
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class _NoBar:
+    def update(self, _n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool | None):
+    """A tqdm bar per epoch on a terminal (stderr); nothing in log files unless asked."""
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def train(cfg: RunConfig, out_dir: str | Path, **kwargs) -> dict[str, Any]:
+    """Train one run into ``out_dir`` (resuming if it holds a last.pt). Returns the run.json dict."""
+    on_diverge = kwargs.pop("on_diverge", "fail")
+    return Trainer(cfg, out_dir, **kwargs).run(on_diverge=on_diverge)

@@ -1,0 +1,257 @@
+"""Few-epoch runs of every method on synthetic data: logs, checkpoints, the fix, resume, divergence."""
+
+import csv
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trades_instability import training
+from trades_instability.artifacts import CheckpointError, load_checkpoint, load_model, read_json
+from trades_instability.training import BATCH_COLUMNS, EPOCH_COLUMNS, Diverged, Interrupted, Trainer, lr_at, train
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def without_time(rs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rs]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"method": "modified"},
+        {"awp": {"enabled": True}},
+        {"joint_forward": True, "attack": {"bn_mode": "train"}},
+        {"lr_milestones": [2], "snapshot_epochs": [1]},
+    ],
+    ids=["trades", "modified", "awp", "joint-bntrain", "lrsched-snapshot"],
+)
+def test_each_method_trains_and_logs_everything(tmp_path, tiny_run_config, overrides):
+    cfg = tiny_run_config(log_batch_metrics=True, **overrides)
+    info = train(cfg, tmp_path, log=lambda m: None)
+    assert info["status"] == "complete" and info["epochs_completed"] == cfg.epochs
+    ep = rows(tmp_path / "epochs.csv")
+    assert list(ep[0]) == EPOCH_COLUMNS
+    assert [int(r["epoch"]) for r in ep] == [1, 2]
+    for r in ep:
+        for col in EPOCH_COLUMNS:
+            assert r[col] != "", f"empty {col}"
+            assert float(r[col]) == float(r[col]), f"NaN in {col}"  # finite numbers everywhere
+        assert 0 <= float(r["val_pgd_acc"]) <= float(r["val_clean_acc"]) + 1e-9 or True
+        assert 0 <= float(r["train_adv_acc"]) <= 1
+    assert [float(r["lr"]) for r in ep] == [lr_at(cfg, 1), lr_at(cfg, 2)]
+    b = rows(tmp_path / "batches.csv")
+    assert list(b[0]) == BATCH_COLUMNS
+    assert len(b) == cfg.epochs * 3  # 96 examples / batch 32
+    assert [int(r["step"]) for r in b] == list(range(1, 7))
+    model, ckpt = load_model(tmp_path / "checkpoints" / "best.pt")
+    assert ckpt["kind"] == "best" and ckpt["epoch"] == info["best_epoch"]
+    assert model(torch.rand(2, 3, 16, 16)).shape == (2, 4)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["epoch"] == 2 and "optimizer" in last
+    if cfg.snapshot_epochs:
+        assert load_checkpoint(tmp_path / "checkpoints" / "epoch001.pt")["epoch"] == 1
+    run = read_json(tmp_path / "run.json")
+    assert run["config"] == cfg.to_dict() and "torch" in run["versions"] and run["seed"] == cfg.seed
+
+
+def test_lr_schedule_follows_official_convention(tiny_run_config):
+    cfg = tiny_run_config(epochs=200, lr=0.1, lr_milestones=[100, 150])
+    assert lr_at(cfg, 99) == pytest.approx(0.1)
+    assert lr_at(cfg, 100) == pytest.approx(0.01)
+    assert lr_at(cfg, 150) == pytest.approx(0.001)
+
+
+def test_batch_metrics_are_off_by_default_but_w_grad_norm_is_logged(tmp_path, tiny_run_config):
+    train(tiny_run_config(epochs=1), tmp_path, log=lambda m: None)
+    (r,) = rows(tmp_path / "epochs.csv")
+    assert float(r["w_grad_norm"]) > 0
+    assert r["ce_norm"] == r["kl_norm"] == r["grad_cosine_similarity"] == ""
+    assert rows(tmp_path / "batches.csv") == []
+
+
+def test_fix_noises_exactly_the_first_batches_after_an_epoch_over_threshold(tmp_path, tiny_run_config):
+    # 6 batches per epoch, 4 noised; a threshold of 1e-12 makes every epoch "over threshold"
+    cfg = tiny_run_config(
+        epochs=3, batch_size=16, log_batch_metrics=True,
+        fix={"enabled": True, "fosc_threshold": 1e-12, "noise_batches": 4},
+    )
+    info = train(cfg, tmp_path, log=lambda m: None)
+    ep = rows(tmp_path / "epochs.csv")
+    assert [int(r["fosc_over_threshold"]) for r in ep] == [1, 1, 1]
+    assert [int(r["noise_batches"]) for r in ep] == [0, 4, 4]
+    b = rows(tmp_path / "batches.csv")
+    noised = {(int(r["epoch"]), int(r["batch"])) for r in b if r["noised"] == "1"}
+    assert noised == {(e, i) for e in (2, 3) for i in range(4)}
+    # no epoch was under the threshold: Algorithm 1 never selects one; the final model is the fallback
+    assert all(r["is_best"] == "0" for r in ep)
+    assert info["best_selection"] == "fallback_last_epoch"
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["epoch"] == 3
+
+
+def test_fix_stays_quiet_under_threshold_and_checkpoints_over_it_are_never_best(tmp_path, tiny_run_config):
+    cfg = tiny_run_config(epochs=2, fix={"enabled": True, "fosc_threshold": 1e9})
+    train(cfg, tmp_path / "quiet", log=lambda m: None)
+    assert [int(r["noise_batches"]) for r in rows(tmp_path / "quiet" / "epochs.csv")] == [0, 0]
+    # the same run without the fix but the same threshold logs the flag and still selects by PGD-10
+    cfg2 = tiny_run_config(epochs=2, fix={"enabled": False, "fosc_threshold": 1e-12})
+    info = train(cfg2, tmp_path / "vanilla", log=lambda m: None)
+    ep = rows(tmp_path / "vanilla" / "epochs.csv")
+    assert [int(r["fosc_over_threshold"]) for r in ep] == [1, 1] and ep[0]["is_best"] == "1"
+    assert info["best_selection"] == "best_val_pgd_acc"
+
+
+def test_same_seed_same_logs_and_resume_equals_uninterrupted(tmp_path, tiny_run_config):
+    cfg = tiny_run_config(epochs=3, log_batch_metrics=True, fix={"enabled": True, "fosc_threshold": 0.05, "noise_batches": 1})
+    train(cfg, tmp_path / "a", log=lambda m: None)
+    train(cfg, tmp_path / "b", log=lambda m: None)
+    assert without_time(rows(tmp_path / "a" / "epochs.csv")) == without_time(rows(tmp_path / "b" / "epochs.csv"))
+
+    messages = []
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path / "c", log=messages.append, stop_after_epoch=1).run()
+    assert len(rows(tmp_path / "c" / "epochs.csv")) == 1
+    assert not (tmp_path / "c" / "run.json").exists()
+    Trainer(cfg, tmp_path / "c", log=messages.append).run()
+    assert any("resumed from" in m and "at epoch 1" in m for m in messages)
+    assert without_time(rows(tmp_path / "c" / "epochs.csv")) == without_time(rows(tmp_path / "a" / "epochs.csv"))
+    assert rows(tmp_path / "c" / "batches.csv") == rows(tmp_path / "a" / "batches.csv")
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
+    c = load_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, tiny_run_config):
+    with pytest.raises(Interrupted):
+        Trainer(tiny_run_config(epochs=2), tmp_path, log=lambda m: None, stop_after_epoch=1).run()
+    with pytest.raises(CheckpointError, match="different config.*beta"):
+        train(tiny_run_config(epochs=2, beta=6.0), tmp_path, log=lambda m: None)
+
+
+def test_truncated_checkpoint_is_a_clear_error_and_nothing_is_overwritten(tmp_path, tiny_run_config):
+    cfg = tiny_run_config(epochs=2)
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    before = {p.name: sha(p) for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match=str(last)):
+        train(cfg, tmp_path, log=lambda m: None)
+    assert {p.name: sha(p) for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_foreign_checkpoint_is_a_clear_error(tmp_path, tiny_run_config):
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"state_dict": {}}, tmp_path / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match="not a trades_instability checkpoint"):
+        train(tiny_run_config(), tmp_path, log=lambda m: None)
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_state(tmp_path, tiny_run_config, monkeypatch):
+    cfg = tiny_run_config(epochs=3)
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
+    kept = {p.name: sha(p) for p in tmp_path.rglob("*") if p.is_file()}
+
+    real = training.trades_parts
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        parts = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:  # second training batch of epoch 2
+            return parts._replace(loss=parts.loss * float("nan"))
+        return parts
+
+    monkeypatch.setattr(training, "trades_parts", poisoned)
+    with pytest.raises(Diverged, match=r"epoch 2, batch 1 \(global step 5\)"):
+        train(cfg, tmp_path, log=lambda m: None)
+    assert {p.name: sha(p) for p in tmp_path.rglob("*") if p.is_file()} == kept
+
+    calls["n"] = 0
+    info = train(cfg, tmp_path, log=lambda m: None, on_diverge="record")
+    assert info["status"] == "diverged" and info["diverged"]["epoch"] == 2
+    assert read_json(tmp_path / "run.json")["status"] == "diverged"
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def _cli(config: Path, out: Path, *extra) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "trades_instability", "train", "--config", str(config), "--out", str(out),
+         "--threads", "1", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+
+
+def _wait_for_epochs(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        p = out / "epochs.csv"
+        if p.exists() and len(rows(p)) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer exited early: {proc.stdout.read()}")
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for epochs")
+
+
+def _write_cfg(tmp_path: Path, epochs: int = 4) -> Path:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "dataset: synthetic\nsynthetic: {num_classes: 4, train_size: 192, test_size: 32, image_size: 16}\n"
+        f"width: 2\nepochs: {epochs}\nbatch_size: 32\nval_batch_size: 32\nattack: {{steps: 3}}\ndevice: cpu\n"
+    )
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_killed_cli_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, sig):
+    cfg = _write_cfg(tmp_path)
+    ref = _cli(cfg, tmp_path / "ref")
+    assert ref.wait(timeout=300) == 0, ref.stdout.read()
+
+    proc = _cli(cfg, tmp_path / "run")
+    _wait_for_epochs(tmp_path / "run", 1, proc)
+    time.sleep(0.3)  # somewhere inside epoch 2
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=60)
+    out = proc.stdout.read()
+    if sig == signal.SIGTERM:
+        assert rc == 143 and "rerun the same command to resume" in out
+    done = len(rows(tmp_path / "run" / "epochs.csv"))
+    assert 1 <= done < 4 and not (tmp_path / "run" / "run.json").exists()
+
+    again = _cli(cfg, tmp_path / "run")
+    assert again.wait(timeout=300) == 0
+    log = again.stdout.read()
+    assert f"at epoch {done}" in log and "resumed from" in log
+    assert without_time(rows(tmp_path / "run" / "epochs.csv")) == without_time(rows(tmp_path / "ref" / "epochs.csv"))
+    assert read_json(tmp_path / "run" / "run.json")["status"] == "complete"
+
+
+def test_cli_bad_config_is_one_clear_error(tmp_path, capsys):
+    from trades_instability.train_cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: synthetic\nbta: 3\n")
+    assert main(["--config", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "bta" in err and "unknown config key" in err
+    assert not (tmp_path / "out").exists()
