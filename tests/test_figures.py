@@ -108,6 +108,8 @@ def test_fosc_threshold_sources(tmp_path):
     (tmp_path / "run.json").write_text('{"config": {"fix": {"fosc_threshold": 0.2}}}')
     assert F.fosc_threshold({}, tmp_path) == (0.2, "run.json")
     assert F.fosc_threshold({}, tmp_path / "nowhere")[1] == "default"
+    assert F.fosc_threshold({}, tmp_path / "nowhere", 0.3) == (0.3, "summary.csv")
+    assert F.fosc_threshold({}, tmp_path / "nowhere", float("nan"))[1] == "default"
 
 
 def _config(results_dir="results"):

@@ -90,8 +90,10 @@ def read_landscape(run_dir: str | os.PathLike | None) -> dict[str, np.ndarray] |
         return {k: z[k] for k in z.files}
 
 
-def fosc_threshold(spec: Mapping, run_dir: str | os.PathLike | None) -> tuple[float, str]:
-    """The run's fix threshold: spec ``fosc_threshold`` > run.json config > run config.yaml > default."""
+def fosc_threshold(spec: Mapping, run_dir: str | os.PathLike | None,
+                   summary_value: Any = None) -> tuple[float, str]:
+    """The run's fix threshold: spec ``fosc_threshold`` > run.json config > run config.yaml >
+    summary.csv ``fosc_threshold`` of the run > :data:`DEFAULT_FOSC_THRESHOLD`."""
     if spec.get("fosc_threshold") is not None:
         return float(spec["fosc_threshold"]), "config figures spec"
     if run_dir is not None:
@@ -113,6 +115,12 @@ def fosc_threshold(spec: Mapping, run_dir: str | os.PathLike | None) -> tuple[fl
                     return float(v), "run config.yaml"
             except (yaml.YAMLError, AttributeError):
                 pass
+    try:
+        v = float(summary_value)
+        if np.isfinite(v):
+            return v, "summary.csv"
+    except (TypeError, ValueError):
+        pass
     return DEFAULT_FOSC_THRESHOLD, "default"
 
 
@@ -276,7 +284,9 @@ def _figure4(spec, summary, selection, run_dirs):
     elif epochs is None:
         message = f"no epochs.csv for {s} seed {seed}"
     else:
-        thr, src = fosc_threshold(spec, run_dir)
+        row = summary[(summary["setting"] == s) & (summary["seed"] == seed)]
+        from_summary = row["fosc_threshold"].iloc[0] if "fosc_threshold" in row.columns and len(row) else None
+        thr, _src = fosc_threshold(spec, run_dir, from_summary)
         epoch, reason = fosc_rise_epoch(epochs, thr)
         if epoch is None:
             message = f"no val_fosc in epochs.csv of {s} seed {seed}"

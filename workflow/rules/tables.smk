@@ -1,10 +1,16 @@
 # Tables 1-7 of the paper and the cell-by-cell comparison with the published numbers.
-# Reads only the aggregation outputs (results/summary.csv, results/selection.json) and the
-# `tables:` section of config.yaml (see notes in CONTRACTS.md); logic in trades_instability.tables.
+# Reads only aggregation outputs (summary.csv, selection.json) and the `tables:` section of the config;
+# logic in trades_instability.tables, LaTeX layout in workflow/templates/*.tex.j2.
+#
+# Inside the full Snakefile (common.smk included first) a table reads the per-target aggregation
+# results/aggregate/{table}/summary.csv (only the settings that table names, so that
+# `snakemake tables/table3.tex` trains just what Table 3 needs); included on its own it reads the
+# global results/summary.csv. The comparison always reads the global one (it covers every table).
 import os as _tables_os
 from pathlib import Path as _TablesPath
 
 _TABLES_RESULTS = str(config.get("results_dir", "results")).rstrip("/")
+_TABLES_DIR = str(config.get("tables_dir", "tables")).rstrip("/")
 
 
 def _tables_template_dir():
@@ -27,13 +33,20 @@ def _table_spec(wildcards):
     return specs[wildcards.table]
 
 
+def _table_inputs(wildcards):
+    """summary.csv + selection.json covering the table (per-target ones when common.smk provides them)."""
+    if "summary_for" in globals() and "selection_for" in globals():
+        return {"summary": summary_for(wildcards.table), "selection": selection_for(wildcards.table)}
+    return {"summary": _tables_os.path.join(_TABLES_RESULTS, "summary.csv"),
+            "selection": _tables_os.path.join(_TABLES_RESULTS, "selection.json")}
+
+
 rule table:
-    """Render tables/{table}.tex (booktabs LaTeX) from summary.csv and selection.json."""
+    """Render {tables_dir}/{table}.tex (booktabs LaTeX) from summary.csv and selection.json."""
     input:
-        summary=_tables_os.path.join(_TABLES_RESULTS, "summary.csv"),
-        selection=_tables_os.path.join(_TABLES_RESULTS, "selection.json"),
+        unpack(_table_inputs),
     output:
-        tex=report("tables/{table}.tex", category="Tables", labels={"table": "{table}", "format": "LaTeX"}),
+        tex=report(_TABLES_DIR + "/{table}.tex", category="Tables", labels={"table": "{table}", "format": "LaTeX"}),
     params:
         spec=_table_spec,
         template_dir=_TABLES_TEMPLATES,
@@ -47,6 +60,9 @@ rule table:
         mem_mb=1000,
         runtime=10,
     threads: 1
+    localrule: True
+    conda:
+        "../../envs/trades.yaml"
     script:
         "../scripts/render_table.py"
 
@@ -57,8 +73,10 @@ rule comparison:
         summary=_tables_os.path.join(_TABLES_RESULTS, "summary.csv"),
         selection=_tables_os.path.join(_TABLES_RESULTS, "selection.json"),
     output:
-        tex=report("tables/comparison.tex", category="Tables", labels={"table": "comparison", "format": "LaTeX"}),
-        csv=report("tables/comparison.csv", category="Tables", labels={"table": "comparison", "format": "CSV"}),
+        tex=report(_TABLES_DIR + "/comparison.tex", category="Tables",
+                   labels={"table": "comparison", "format": "LaTeX"}),
+        csv=report(_TABLES_DIR + "/comparison.csv", category="Tables",
+                   labels={"table": "comparison", "format": "CSV"}),
     params:
         specs=lambda wildcards: config.get("tables") or {},
         template_dir=_TABLES_TEMPLATES,
@@ -70,5 +88,8 @@ rule comparison:
         mem_mb=1000,
         runtime=10,
     threads: 1
+    localrule: True
+    conda:
+        "../../envs/trades.yaml"
     script:
         "../scripts/render_comparison.py"

@@ -2,10 +2,12 @@
 import logging
 import sys
 import traceback
-
-from trades_instability.tables import render_comparison
+from pathlib import Path
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+sys.path.insert(0, str(Path(smk.scriptdir).resolve().parents[1] / "src"))  # without pip install -e
+from trades_instability.tables import render_comparison  # noqa: E402
+
 logging.basicConfig(filename=smk.log[0], filemode="w", level=logging.INFO, format="%(asctime)s %(message)s")
 try:
     df = render_comparison(smk.input.summary, smk.input.selection, dict(smk.params.specs), smk.output.tex,

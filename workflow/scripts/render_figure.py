@@ -2,13 +2,17 @@
 import logging
 import sys
 import traceback
-
-from trades_instability.figures import render_figure, run_dirs_from_paths
+from pathlib import Path
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+sys.path.insert(0, str(Path(smk.scriptdir).resolve().parents[1] / "src"))  # without pip install -e
+from trades_instability.figures import render_figure, run_dirs_from_paths  # noqa: E402
+
 logging.basicConfig(filename=smk.log[0], filemode="w", level=logging.INFO, format="%(asctime)s %(message)s")
 try:
-    run_dirs = run_dirs_from_paths(smk.input.runs)
+    runs = getattr(smk.input, "runs", [])
+    runs = [runs] if isinstance(runs, str) else list(runs)  # snakemake hands a 1-item list as a str
+    run_dirs = run_dirs_from_paths(runs)
     logging.info("%d run directories: %s", len(run_dirs), sorted(run_dirs))
     pdf, png = render_figure(smk.wildcards.figure, dict(smk.params.spec), smk.input.summary, smk.input.selection,
                              run_dirs, smk.output.pdf)
