@@ -1,0 +1,106 @@
+# Reproduction pipeline of "Adversarial Robustness Overestimation and Instability in TRADES"
+# (arXiv 2410.07675).
+#
+#   snakemake --cores all                     # everything: rule `paper` (7 tables, 7 figures, comparison)
+#   snakemake --cores all tables/table3.tex   # one table with exactly the runs it needs
+#   snakemake -n paper                        # dry run: every job of the paper (no data needed)
+#   snakemake --workflow-profile workflow/profiles/slurm paper   # on a SLURM cluster
+#   snakemake --report report.html            # HTML report with every table and figure
+#
+# Config: config.yaml next to this file, or --configfile FILE (which then REPLACES config.yaml instead
+# of being merged into it, so a small test config never inherits the paper's settings);
+# --config key=value overrides single keys (e.g. results_dir=/scratch/results).
+#
+# GPUs on one machine: every training / evaluation / landscape job claims the resource gpu=1, and
+# local runs get the global limit gpu=<config local_gpus, default 1> unless --resources gpu=N is
+# given, so `snakemake --cores all ...` on a workstation never runs two GPU jobs at once. On a cluster
+# (--jobs/--executor, e.g. the SLURM profile) no limit is set: the scheduler places the jobs.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+from snakemake_interface_executor_plugins.settings import ExecMode
+
+min_version("9.0")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also without `pip install -e .`
+from trades_instability import pipeline_config  # noqa: E402
+
+
+# ---------------------------------------------------------------------------- config + validation
+if not workflow.config_settings.configfiles:
+    workflow.configfile(os.path.join(workflow.basedir, "config.yaml"))
+try:
+    PC = pipeline_config.validate(
+        dict(config),
+        source=", ".join(map(str, workflow.config_settings.configfiles))
+        or os.path.join(workflow.basedir, "config.yaml"),
+    )
+except pipeline_config.PipelineConfigError as e:
+    raise WorkflowError(str(e)) from None
+for _key, _value in pipeline_config.DEFAULTS_TOP.items():
+    config.setdefault(_key, _value)
+
+
+# ------------------------------------------------------------- one GPU job per GPU on one machine
+# workflow.resource_settings.nodes is set by --jobs for cluster/cloud executors (for the local
+# executor snakemake turns --jobs into --cores); remote job steps run in ExecMode.REMOTE.
+if (
+    "gpu" not in workflow.global_resources
+    and workflow.resource_settings.nodes is None
+    and workflow.exec_mode == ExecMode.DEFAULT
+):
+    workflow.global_resources["gpu"] = int(PC.raw["local_gpus"])
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/tables.smk"
+include: "workflow/rules/figures.smk"
+
+
+localrules:
+    all,
+    paper,
+
+
+PAPER_TARGETS = (
+    [f"{PC.tables_dir}/{t}.tex" for t in TABLES]
+    + [f"{PC.tables_dir}/comparison.tex"]
+    + [f"{PC.figures_dir}/{f}.{ext}" for f in FIGURES for ext in ("pdf", "png")]
+)
+
+
+rule all:
+    """Default target: the whole paper."""
+    input:
+        PAPER_TARGETS,
+    default_target: True
+
+
+rule paper:
+    """Every table (1-7), figure (1-7) and the paper-vs-reproduction comparison."""
+    input:
+        PAPER_TARGETS,
+
+
+# ------------------------------------------------------- datasets: checked before any job starts
+onstart:
+    # Real runs only (not -n): the settings whose train / evaluate / landscape jobs are scheduled
+    # must find their dataset on disk, otherwise stop now with where to put it.
+    _needed = []
+    for _job in workflow.dag.needrun_jobs():
+        _s = getattr(_job, "wildcards_dict", {}).get("setting")
+        if _job.rule.name in ("train", "evaluate", "landscape") and _s and _s not in _needed:
+            _needed.append(_s)
+    try:
+        pipeline_config.check_data_available(PC, _needed)
+    except pipeline_config.PipelineConfigError as e:
+        raise WorkflowError(str(e)) from None

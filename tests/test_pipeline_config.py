@@ -1,0 +1,231 @@
+"""The paper config (config.yaml) encodes every experiment of the paper, and the pipeline config
+machinery (expansion, resolved run configs, state/publish helpers, data check) behaves as documented."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trades_instability import config as run_config_mod
+from trades_instability import pipeline_config as pc
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT / "config.yaml"
+SMOKE = ROOT / "tests" / "configs" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def paper() -> pc.PipelineConfig:
+    return pc.load(PAPER)
+
+
+def rc(cfg, setting, seed=0):
+    return cfg.run_config(setting, seed)
+
+
+# ------------------------------------------------------------------------------- the paper config
+
+
+def test_paper_config_counts(paper):
+    assert len(paper.settings) == 28
+    runs = paper.runs()
+    assert len(runs) == 219 == len(set(runs))
+    resolved = [yaml.safe_dump(rc(paper, s), sort_keys=True) for s in paper.settings]
+    assert len(set(resolved)) == len(resolved), "a setting is a unique set of overrides"
+
+
+def test_default_setting(paper):
+    d = rc(paper, "default")
+    assert (d["dataset"], d["beta"], d["batch_size"], d["lr"], d["epochs"]) == ("cifar100", 3.0, 256, 0.1, 200)
+    assert d["lr_milestones"] == [] and d["method"] == "trades"
+    assert d["log_batch_metrics"] is True and not d["fix"]["enabled"] and not d["awp"]["enabled"]
+    assert paper.seeds("default") == list(range(10))
+    assert paper.suites_of("default") == ["full"] and paper.has_landscape("default")
+    assert d["attack"]["eps"] == 8 / 255 and d["attack"]["step_size"] == 2 / 255 and d["attack"]["steps"] == 10
+    assert (d["momentum"], d["nesterov"], d["weight_decay"]) == (0.9, True, 5e-4)
+    assert d["awp"]["gamma"] == 0.005
+
+
+def _cells(paper, settings, row, col):
+    return {(rc(paper, s)[row], rc(paper, s)[col]): s for s in settings}
+
+
+def test_table2_grids(paper):
+    p1, p2 = paper.raw["tables"]["table2"]["panels"]
+    cells = _cells(paper, p1["settings"], "beta", "batch_size")
+    assert set(cells) == set(itertools.product([1.0, 3.0, 6.0], [128, 256, 512]))
+    assert cells[(3.0, 256)] == "default"
+    assert all(rc(paper, s)["lr"] == 0.1 and rc(paper, s)["dataset"] == "cifar100" for s in p1["settings"])
+    cells2 = _cells(paper, p2["settings"], "beta", "lr")
+    assert set(cells2) == set(itertools.product([1.0, 3.0, 6.0], [0.01, 0.05, 0.1]))
+    assert all(rc(paper, s)["batch_size"] == 128 for s in p2["settings"])
+    # the (beta, bs 128, lr 0.1) cells are the SAME settings in both panels
+    for beta in (1.0, 3.0, 6.0):
+        assert cells[(beta, 128)] == cells2[(beta, 0.1)]
+    for s in set(p1["settings"]) | set(p2["settings"]):
+        assert paper.seeds(s) == list(range(10))
+        assert "square" in paper.setting_attacks(s) or "autoattack_individual" in paper.setting_attacks(s)
+
+
+def test_table4_grid(paper):
+    spec = paper.raw["tables"]["table4"]
+    cells = _cells(paper, spec["settings"], "beta", "dataset")
+    assert set(cells) == set(itertools.product([1.0, 3.0, 6.0], ["cifar10", "cifar100", "tinyimagenet"]))
+    assert cells[(3.0, "cifar100")] == "default"
+    p1 = paper.raw["tables"]["table2"]["panels"][0]["settings"]
+    for beta in (1.0, 6.0):  # the CIFAR-100 column is Table 2's batch-256 column
+        assert cells[(beta, "cifar100")] in p1
+    n_seeds = {"cifar10": 6, "cifar100": 10, "tinyimagenet": 3}
+    for (beta, ds), s in cells.items():
+        r = rc(paper, s)
+        assert len(paper.seeds(s)) == n_seeds[ds] and r["batch_size"] == 256 and r["lr"] == 0.1
+        assert r["epochs"] == (100 if ds == "tinyimagenet" else 200)
+
+
+def test_fixed_lrsched_modified_awp(paper):
+    d, f = rc(paper, "default"), rc(paper, "fixed")
+    assert paper.seeds("fixed") == paper.seeds("default")
+    assert f["fix"]["enabled"] and {**f, "fix": d["fix"]} == d, "fixed = default + the fix, nothing else"
+    for beta in (1, 3, 6):
+        r = rc(paper, f"lrsched_b{beta}")
+        assert r["beta"] == beta and r["lr_milestones"] == [100, 150] and r["lr_gamma"] == 0.1
+        assert paper.seeds(f"lrsched_b{beta}") == [0, 1, 2] and paper.suites_of(f"lrsched_b{beta}") == ["aa"]
+    m = rc(paper, "modified")
+    assert m["method"] == "modified" and {**m, "method": "trades", "log_batch_metrics": True} == d
+    assert len(paper.seeds("modified")) == 3
+    for beta in (1, 3):
+        r = rc(paper, f"awp_b{beta}")
+        assert r["awp"]["enabled"] and r["awp"]["gamma"] == 0.005 and r["beta"] == beta
+        assert len(paper.seeds(f"awp_b{beta}")) == 10 and paper.suites_of(f"awp_b{beta}") == ["aa"]
+
+
+def test_suites_per_table(paper):
+    t = paper.raw["tables"]
+    assert paper.suites_of(t["table1"]["setting"]) == ["full"]
+    for s in [t["table3"]["fixed"], t["table6"]["modified"], *t["table5"]["settings"], *t["table7"]["settings"]]:
+        assert "autoattack" in paper.setting_attacks(s)
+    cheap = set(t["table4"]["settings"]) | {s for p in t["table2"]["panels"] for s in p["settings"]}
+    assert all(paper.suites_of(s) == ["cheap"] for s in cheap - {"default"})
+    assert [s for s in paper.settings if paper.run_config(s, 0)["log_batch_metrics"]] == ["default", "fixed"]
+    assert paper.raw["figures"]["figure7"] == {"unstable": "lrsched_b1", "regular": "lrsched_b6"}
+    assert paper.selection_threshold() == 0.08
+
+
+def test_config_suites_agree_with_evaluation_module(paper):
+    evaluation = pytest.importorskip("trades_instability.evaluation")
+    builtin = evaluation.builtin_suites()
+    for cfg in (paper, pc.load(SMOKE)):
+        for name, spec in cfg.raw["suites"].items():
+            evaluation.suite_from_dict(name, spec or {}, base=builtin.get(name))
+    assert set(pc.BUILTIN_SUITES) == set(builtin)
+    for name, suite in builtin.items():
+        assert pc._BUILTIN_ATTACKS[name] == suite.attacks
+
+
+def test_resources_sized_from_epochs(paper):
+    assert all(paper.train_runtime_min(s) > 60 for s in paper.settings)
+    assert paper.train_runtime_min("default") > paper.train_runtime_min("c100_b1_bs256_lr0.1")  # batch metrics
+    assert paper.train_runtime_min("tiny_b1") > paper.train_runtime_min("c10_b1")  # 64x64, 4x the pixels
+    assert paper.train_runtime_min("c100_b1_bs128_lr0.1") > paper.train_runtime_min("c100_b1_bs256_lr0.1")
+    assert paper.eval_runtime_min("default", "full") > paper.eval_runtime_min("default", "cheap")
+
+
+# -------------------------------------------------------------------------- expansion / run configs
+
+
+def test_run_config_yaml_round_trips(paper):
+    text = paper.run_config_yaml("awp_b3", 7)
+    data = yaml.safe_load(text)
+    assert data == rc(paper, "awp_b3", 7) and data["seed"] == 7 and data["data_root"] == "data"
+    assert run_config_mod.from_dict(data).to_dict() == data
+    assert paper.run_config_yaml("awp_b3", 7) == text  # deterministic
+    assert "data_root" not in yaml.safe_load(paper.run_config_yaml("awp_b3", 7, with_data_root=False))
+
+
+def test_overrides_and_paths():
+    cfg = pc.load(PAPER, overrides={"results_dir": "/scratch/r", "data_root": "/data/x"})
+    assert cfg.results_dir == "/scratch/r" and cfg.run_dir("default", 3) == "/scratch/r/runs/default/seed3"
+    assert cfg.run_config("default", 0)["data_root"] == "/data/x"
+
+
+def test_deep_merge_replaces_lists_and_merges_mappings():
+    base = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+    out = pc.deep_merge(base, {"a": {"c": [3]}, "e": 2})
+    assert out == {"a": {"b": 1, "c": [3]}, "d": 1, "e": 2} and base["a"]["c"] == [1, 2]
+
+
+def test_named_and_inline_seeds():
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["settings"]["modified"]["seeds"] = [4, 9]
+    cfg = pc.validate(raw)
+    assert cfg.seeds("modified") == [4, 9] and cfg.seeds("default") == [0, 1]
+
+
+# ---------------------------------------------------------------------------------- data check
+
+
+def test_data_check_names_the_folder(tmp_path: Path, paper):
+    raw = dict(paper.raw, data_root=str(tmp_path / "data"))
+    cfg = pc.validate(raw)
+    with pytest.raises(pc.PipelineConfigError) as info:
+        pc.check_data_available(cfg, ["default", "fixed"])
+    msg = str(info.value)
+    assert "cifar-100-python" in msg and str(tmp_path / "data") in msg and "data_root" in msg
+    assert "tiny-imagenet-200" not in msg  # only what the requested settings need
+    with pytest.raises(pc.PipelineConfigError) as info:
+        pc.check_data_available(cfg)
+    assert all(f in str(info.value) for f in ("cifar-10-batches-py", "cifar-100-python", "tiny-imagenet-200"))
+    folder = tmp_path / "data" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for f in ("train", "test", "meta"):
+        (folder / f).write_bytes(b"x")
+    pc.check_data_available(cfg, ["default", "fixed"])  # present (file presence; the loader checks md5)
+
+
+def test_synthetic_needs_no_data(tmp_path: Path):
+    cfg = pc.load(SMOKE, overrides={"data_root": str(tmp_path / "nothing")}, check_data=True)
+    pc.check_data_available(cfg)
+
+
+# ------------------------------------------------------------------------ state / publish helpers
+
+
+def test_prepare_state_keeps_resumes_and_moves_aside(tmp_path: Path):
+    conf = tmp_path / "config.yaml"
+    conf.write_text("beta: 3.0\nseed: 0\n")
+    state = tmp_path / "state"
+    assert "fresh" in pc.prepare_state(conf, state)
+    (state / "checkpoints").mkdir()
+    (state / "checkpoints" / "last.pt").write_bytes(b"x")
+    conf.write_text("# reformatted\nseed: 0\nbeta: 3.0\n")  # same content, other text: keep
+    assert "resuming" in pc.prepare_state(conf, state)
+    assert (state / "checkpoints" / "last.pt").exists()
+    conf.write_text("beta: 6.0\nseed: 0\n")  # a different run: start over, keep the old state
+    msg = pc.prepare_state(conf, state)
+    assert "moved" in msg
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith("state.stale-")]
+    assert len(stale) == 1 and (stale[0] / "checkpoints" / "last.pt").exists()
+    assert not (state / "checkpoints").exists() and (state / "run_config.yaml").read_text() == conf.read_text()
+
+
+def test_publish_links_outputs(tmp_path: Path):
+    state, run = tmp_path / "state", tmp_path / "run"
+    (state / "checkpoints").mkdir(parents=True)
+    for rel in ("epochs.csv", "batches.csv", "checkpoints/best.pt", "checkpoints/last.pt"):
+        (state / rel).write_text(rel)
+    with pytest.raises(pc.PipelineConfigError, match="run.json"):
+        pc.publish(state, run)
+    (state / "run.json").write_text('{"status": "complete"}')
+    pc.publish(state, run)
+    for rel in pc.PUBLISHED:
+        assert (run / rel).read_text() == (state / rel).read_text()
+    assert not (run / "checkpoints" / "last.pt").exists(), "resume state is never an output"
+    (run / "run.json").unlink()  # snakemake deleting its outputs leaves the state intact
+    assert (state / "run.json").exists()
+    (state / "checkpoints" / "best.pt").unlink()
+    (state / "run.json").write_text('{"status": "diverged"}')
+    with pytest.raises(pc.PipelineConfigError, match="best.pt"):
+        pc.publish(state, tmp_path / "run2")

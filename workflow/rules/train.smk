@@ -1,0 +1,70 @@
+# Training: one job per run (setting x seed).
+#
+# Layout of a run directory results/runs/{setting}/seed{seed}/ :
+#   config.yaml            resolved run config            (rule run_config; input of train)
+#   state/                 the trainer's own output folder (trades-train --out): checkpoints/last.pt
+#                          (resume state), checkpoints/best.pt, epochs.csv, batches.csv, run.json,
+#                          run_config.yaml (the config it was started with)
+#   train.log              the trainer's output of every attempt (appended; {log} holds the last one)
+#   run.json, epochs.csv, batches.csv, checkpoints/best.pt
+#                          the DECLARED outputs: hard links (or copies) of the files in state/, made
+#                          only after the trainer finished (pipeline_config publish)
+#
+# Why state/ is not an output: Snakemake deletes the declared outputs of a job before it (re)runs it
+# (Job.prepare -> remove_existing_output, for incomplete jobs too), and on failure. The resume state
+# must survive an interrupted job (SIGTERM at a SLURM time limit, preemption, kill -9), so nothing
+# under state/ is ever declared: a rerun of the same job finds state/checkpoints/last.pt and resumes.
+# A changed run config moves state/ aside (state.stale-<time>/) and starts over.
+
+
+rule run_config:
+    """Write the resolved run config of one run (params: a config change reruns exactly its runs)."""
+    output:
+        f"{R}/runs/{{setting}}/seed{{seed}}/config.yaml",
+    params:
+        # the whole run config except data_root, as deterministic YAML: the rerun trigger. data_root is
+        # appended from the current config (not a param: moving the data is not a new experiment)
+        text=lambda w: PC.run_config_yaml(w.setting, w.seed, with_data_root=False),
+        data_root=DATA_ROOT_LINE,
+    log:
+        "logs/run_config/{setting}/seed{seed}.log",
+    benchmark:
+        "benchmarks/run_config/{setting}/seed{seed}.tsv"
+    localrule: True
+    shell:
+        # a shell one-liner, not a run: block: local run: jobs are executed by a new snakemake process
+        # that parses the whole workflow again (seconds per job, 219 jobs)
+        "( printf '%s' {params.text:q}; printf '%s\\n' {params.data_root:q} ) > {output}.tmp "
+        "&& mv {output}.tmp {output} && echo wrote {output} > {log}"
+
+
+rule train:
+    """Train one run with TRADES (or its variants); resumes from state/checkpoints/last.pt."""
+    input:
+        config=f"{R}/runs/{{setting}}/seed{{seed}}/config.yaml",
+    output:
+        run=f"{R}/runs/{{setting}}/seed{{seed}}/run.json",
+        epochs=f"{R}/runs/{{setting}}/seed{{seed}}/epochs.csv",
+        batches=f"{R}/runs/{{setting}}/seed{{seed}}/batches.csv",
+        best=f"{R}/runs/{{setting}}/seed{{seed}}/checkpoints/best.pt",
+    params:
+        run_dir=lambda w: run_dir(w.setting, w.seed),
+        state=lambda w: f"{run_dir(w.setting, w.seed)}/state",
+        src=SRC,
+    log:
+        "logs/train/{setting}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train/{setting}/seed{seed}.tsv"
+    threads: train_resource("threads")
+    resources:
+        gpu=train_resource("gpu"),
+        mem_mb=train_resource("mem_mb"),
+        runtime=lambda w: PC.train_runtime_min(w.setting),
+    conda:
+        ENV
+    shell:
+        "export PYTHONPATH={params.src}${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        "( python -m trades_instability.pipeline_config prepare-state --config {input.config} --state {params.state} "
+        "&& python -m trades_instability train --config {input.config} --out {params.state} --on-diverge record --no-progress "
+        "&& python -m trades_instability.pipeline_config publish --state {params.state} --run-dir {params.run_dir} "
+        ") 2>&1 | tee -a {params.run_dir}/train.log > {log}"
