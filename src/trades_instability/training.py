@@ -159,17 +159,22 @@ def validate(
     generator: torch.Generator | None,
     autocast: Callable[[], contextlib.AbstractContextManager],
     should_stop: Callable[[], bool] = lambda: False,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     model.eval()
     a = cfg.attack
-    n = clean = robust = 0
-    fosc_sum = sgcs_sum = 0.0
+    n = 0
+    # sums on the device (no host sync per batch); float64 as the host-side sums they replace
+    counts = torch.zeros(2, dtype=torch.int64, device=device)  # clean, robust
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # fosc, sgcs
     for x, y in iterate_batches(data, cfg.val_batch_size, shuffle=False, generator=None, device=device):
         if should_stop():
             raise Interrupted()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
             with torch.no_grad():
-                clean += _count_correct(model(x), y)
+                clean_correct = (model(x).argmax(1) == y).sum()
             res = pgd(model, x, y, eps=a.eps, step_size=a.step_size, steps=a.steps, random_start=True,
                       mode="eval", record_grads=True, generator=generator)
             # one more gradient at x^k: gives FOSC and the PGD-10 prediction in the same pass
@@ -177,10 +182,14 @@ def validate(
             logits = model(x_k)
             loss = F.cross_entropy(upcast(logits), y, reduction="sum")
             (g_k,) = torch.autograd.grad(loss, x_k)
-        robust += _count_correct(logits.detach(), y)
-        fosc_sum += float(fosc_from_grad(x, x_k.detach(), g_k, a.eps).double().sum())
-        sgcs_sum += float(sgcs(res.step_grads).double().sum()) if a.steps >= 2 else float("nan")
+        counts += torch.stack([clean_correct, (logits.detach().argmax(1) == y).sum()])
+        sums[0] += fosc_from_grad(x, x_k.detach(), g_k, a.eps).double().sum()
+        if a.steps >= 2:
+            sums[1] += sgcs(res.step_grads).double().sum()
         n += len(y)
+    clean, robust = (int(v) for v in counts.cpu())
+    fosc_sum = float(sums[0])
+    sgcs_sum = float(sums[1]) if a.steps >= 2 else float("nan")
     return {"clean_acc": clean / n, "pgd_acc": robust / n, "fosc": fosc_sum / n, "sgcs": sgcs_sum / n}
 
 
@@ -254,13 +263,15 @@ class Trainer:
         self.train_set = self.splits.train.to(dev)
         self.val_set = self.splits.val.to(dev)
         self.model = build_model(cfg.arch, num_classes=self.splits.num_classes, width=cfg.width).to(dev)
-        if cfg.channels_last and dev.type == "cuda":
+        self._channels_last = cfg.channels_last and dev.type == "cuda"
+        if self._channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
             nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
         )
+        self._params = list(self.model.parameters())
         self.awp = AWP(self.model, cfg.awp.gamma, cfg.awp.proxy_lr) if cfg.awp.enabled else None
         # Data order and augmentation draw from a CPU generator (identical on CPU and GPU);
         # attack starts and the fix's noise from a generator on the device.
@@ -356,6 +367,14 @@ class Trainer:
         return self._stop_signal is not None
 
     # -- one epoch -----------------------------------------------------------------------------
+    # Hot-loop policy (see DESIGN.md "Performance principles"): the dataset stays on the device and is
+    # augmented there batch by batch; epoch statistics are accumulated in device tensors (no per-step
+    # .item()/float(), so the host never waits for the accelerator); a non-finite loss or gradient is
+    # detected every FINITE_CHECK_EVERY steps and at the end of the epoch (one host sync each), and the
+    # first offending step is located from the per-step values. Nothing of an epoch is saved before that
+    # check, so the run still stops with the epoch and step named and the previous epoch kept.
+    FINITE_CHECK_EVERY = 25
+
     def _inner_max(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         cfg, a = self.cfg, self.cfg.attack
         if cfg.method == "trades":
@@ -364,90 +383,96 @@ class Trainer:
         return pgd(self.forward_model, x, y, eps=a.eps, step_size=a.step_size, steps=a.steps,
                    random_start=True, mode=a.bn_mode, generator=self.gen_dev).x_adv
 
-    def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        cfg = self.cfg
-        model, fmodel, params = self.model, self.forward_model, [p for p in self.model.parameters()]
+    def _start_epoch(self, epoch: int) -> "_EpochStats":
+        """Set the epoch's learning rate and return fresh (device-side) epoch statistics."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(cfg, epoch)
-        sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "w": 0.0, "cen": 0.0, "kln": 0.0, "cos": 0.0}
-        n = clean_ok = adv_ok = nb = noised_batches = 0
-        awp_on = self.awp is not None and epoch > cfg.awp.warmup
-        n_batches = math.ceil(len(self.train_set) / cfg.batch_size)
-        bar = _progress(n_batches, f"epoch {epoch}/{cfg.epochs}", self.progress)
-        for b, (x, y) in enumerate(iterate_batches(self.train_set, cfg.batch_size, shuffle=True,
-                                                   generator=self.gen_data, device=self.device)):
-            if self._should_stop():
-                raise Interrupted()
+            group["lr"] = lr_at(self.cfg, epoch)
+        awp_on = self.awp is not None and epoch > self.cfg.awp.warmup
+        return _EpochStats(epoch, self.device, awp_on)
+
+    def _epoch_batches(self):
+        """One epoch of training batches: shuffled on the device, augmented on the device (random crop
+        with zero padding + flip, per example), in channels_last when the model is."""
+        cfg = self.cfg
+        for x, y in iterate_batches(self.train_set, cfg.batch_size, shuffle=True,
+                                    generator=self.gen_data, device=self.device):
             if cfg.augment:
                 x = augment_batch(x, generator=self.gen_data)
-            if cfg.channels_last and self.device.type == "cuda":
+            if self._channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            noised = cfg.fix.enabled and self.state.noise_left > 0
-            if noised:  # Algorithm 1, line 8: img <- img + N(0, noise_std)
-                x = x + cfg.fix.noise_std * torch.randn(x.shape, generator=self.gen_dev, device=x.device)
-                self.state.noise_left -= 1
-                noised_batches += 1
+            yield x, y
+
+    def _train_step(self, stats: "_EpochStats", b: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimiser step on batch ``b`` of the epoch (the project's TRADES step: TPGD with the clean
+        prediction computed once, then the TRADES loss with separate clean/adversarial passes)."""
+        cfg = self.cfg
+        model, fmodel, params = self.model, self.forward_model, self._params
+        epoch, awp_on = stats.epoch, stats.awp_on
+        noised = cfg.fix.enabled and self.state.noise_left > 0
+        if noised:  # Algorithm 1, line 8: img <- img + N(0, noise_std)
+            x = x + cfg.fix.noise_std * torch.randn(x.shape, generator=self.gen_dev, device=x.device)
+            self.state.noise_left -= 1
+            stats.noised_batches += 1
+        with self._autocast():
+            x_adv = self._inner_max(x, y)
+        if awp_on:
             with self._autocast():
-                x_adv = self._inner_max(x, y)
-            if awp_on:
-                with self._autocast():
-                    self.awp.calc(x, x_adv, y, cfg.beta, cfg.joint_forward)
-                self.awp.perturb()
-            model.train()
-            with self._autocast():
-                parts = trades_parts(fmodel, x, x_adv, y, cfg.beta, joint_forward=cfg.joint_forward)
+                self.awp.calc(x, x_adv, y, cfg.beta, cfg.joint_forward)
+            self.awp.perturb()
+        model.train()
+        with self._autocast():
+            parts = trades_parts(fmodel, x, x_adv, y, cfg.beta, joint_forward=cfg.joint_forward)
+        step = self.state.step + 1
+        if cfg.log_batch_metrics:  # per-step rows need host values anyway: check at once
             if not torch.isfinite(parts.loss):
-                raise Diverged(epoch, self.state.step + 1, b, "loss")
-            row: dict[str, Any] = {"epoch": epoch, "batch": b, "step": self.state.step + 1,
+                raise Diverged(epoch, step, b, "loss")
+            row: dict[str, Any] = {"epoch": epoch, "batch": b, "step": step,
                                    "loss": parts.loss.item(), "ce": parts.ce.item(), "kl": parts.kl.item(),
                                    "noised": noised}
-            if cfg.log_batch_metrics:
-                g_ce = torch.autograd.grad(parts.ce, params, retain_graph=True)
-                g_kl = torch.autograd.grad(cfg.beta * parts.kl, params)
-                g_full = [a + c for a, c in zip(g_ce, g_kl)]
-                for p, g in zip(params, g_full):
-                    p.grad = g
-                row.update(ce_norm=grad_norm(g_ce), kl_norm=grad_norm(g_kl))
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-                parts.loss.backward()
-            g_before = [p.grad.detach().clone() if cfg.log_batch_metrics else p.grad for p in params]
-            row["w_grad_norm"] = grad_norm(g_before)
+            g_ce = torch.autograd.grad(parts.ce, params, retain_graph=True)
+            g_kl = torch.autograd.grad(cfg.beta * parts.kl, params)
+            g_full = [a + c for a, c in zip(g_ce, g_kl)]
+            for p, g in zip(params, g_full):
+                p.grad = g
+            row.update(ce_norm=grad_norm(g_ce), kl_norm=grad_norm(g_kl))
+            g_before = [p.grad.detach().clone() for p in params]
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            parts.loss.backward()
+            g_before = [p.grad for p in params]
+        w_norm = _grad_norm_tensor(g_before)
+        if cfg.log_batch_metrics:
+            row["w_grad_norm"] = float(w_norm)
             if not math.isfinite(row["w_grad_norm"]):
-                raise Diverged(epoch, self.state.step + 1, b, "gradient")
-            self.optimizer.step()
-            if awp_on:
-                self.awp.restore()
-            if cfg.log_batch_metrics:
-                row["grad_cosine_similarity"] = self._grad_after(x, x_adv, y, params, g_before)
-            self.state.step += 1
-            bs = len(y)
-            n += bs
-            nb += 1
-            clean_ok += _count_correct(parts.logits_clean.detach(), y)
-            adv_ok += _count_correct(parts.logits_adv.detach(), y)
-            sums["loss"] += row["loss"] * bs
-            sums["ce"] += row["ce"] * bs
-            sums["kl"] += row["kl"] * bs
-            sums["w"] += row["w_grad_norm"]
-            if cfg.log_batch_metrics:
-                sums["cen"] += row["ce_norm"]
-                sums["kln"] += row["kl_norm"]
-                sums["cos"] += row["grad_cosine_similarity"]
-                self.batch_rows.append(row)
+                raise Diverged(epoch, step, b, "gradient")
+        self.optimizer.step()
+        if awp_on:
+            self.awp.restore()
+        if cfg.log_batch_metrics:
+            row["grad_cosine_similarity"] = self._grad_after(x, x_adv, y, params, g_before)
+        self.state.step = step
+        stats.add(b, step, len(y), parts, y, w_norm)
+        if cfg.log_batch_metrics:
+            stats.cen += row["ce_norm"]
+            stats.kln += row["kl_norm"]
+            stats.cos += row["grad_cosine_similarity"]
+            self.batch_rows.append(row)
+        elif stats.pending >= self.FINITE_CHECK_EVERY:
+            stats.check_finite()
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg = self.cfg
+        stats = self._start_epoch(epoch)
+        n_batches = math.ceil(len(self.train_set) / cfg.batch_size)
+        bar = _progress(n_batches, f"epoch {epoch}/{cfg.epochs}", self.progress)
+        for b, (x, y) in enumerate(self._epoch_batches()):
+            if self._should_stop():
+                raise Interrupted()
+            self._train_step(stats, b, x, y)
             bar.update(1)
         bar.close()
-        nan = float("nan")
-        return {
-            "epoch": epoch, "lr": lr_at(cfg, epoch),
-            "train_loss": sums["loss"] / n, "train_ce": sums["ce"] / n, "train_kl": sums["kl"] / n,
-            "train_clean_acc": clean_ok / n, "train_adv_acc": adv_ok / n,
-            "w_grad_norm": sums["w"] / nb,
-            "ce_norm": sums["cen"] / nb if cfg.log_batch_metrics else nan,
-            "kl_norm": sums["kln"] / nb if cfg.log_batch_metrics else nan,
-            "grad_cosine_similarity": sums["cos"] / nb if cfg.log_batch_metrics else nan,
-            "noise_batches": noised_batches,
-        }
+        stats.check_finite()
+        return stats.row(lr_at(cfg, epoch), cfg.log_batch_metrics)
 
     def _grad_after(self, x, x_adv, y, params, g_before) -> float:
         """Appendix G: cosine between the full-loss gradients on the same batch (same adversarial
@@ -531,7 +556,7 @@ class Trainer:
             row = self._train_epoch(epoch)
             val_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + epoch)
             val = validate(self.forward_model, self.val_set, cfg, self.device, val_gen, self._autocast,
-                           self._should_stop)
+                           self._should_stop, channels_last=self._channels_last)
         except (Interrupted, Diverged):
             del self.batch_rows[rows_before:]
             raise
@@ -565,6 +590,73 @@ class Trainer:
             f"fosc {val['fosc']:.4f} sgcs {val['sgcs']:.4f}{' *best' if is_best else ''}"
             f"{' [noise ' + str(row['noise_batches']) + ']' if row['noise_batches'] else ''} | {dt:.1f}s"
         )
+
+
+def _grad_norm_tensor(grads: list[torch.Tensor | None]) -> torch.Tensor:
+    """:func:`metrics.grad_norm` (same float64 arithmetic, same bits) left on the device as a 0-d tensor."""
+    sq = sum((g.double() ** 2).sum() for g in grads if g is not None)
+    return torch.as_tensor(sq).sqrt()
+
+
+class _EpochStats:
+    """Training statistics of one epoch, accumulated on the device: one host sync per finiteness
+    check and one at the end of the epoch, instead of several per step. The arithmetic is that of
+    host-side accumulation of ``loss.item() * batch`` in float64, so the logged numbers are unchanged."""
+
+    def __init__(self, epoch: int, device: torch.device, awp_on: bool):
+        self.epoch, self.awp_on = epoch, awp_on
+        f64 = dict(dtype=torch.float64, device=device)
+        self.loss = torch.zeros((), **f64)
+        self.ce = torch.zeros((), **f64)
+        self.kl = torch.zeros((), **f64)
+        self.w = torch.zeros((), **f64)
+        self.correct = torch.zeros(2, dtype=torch.int64, device=device)  # clean, adversarial
+        self.n = self.nb = self.noised_batches = 0
+        self.cen = self.kln = self.cos = 0.0  # host floats (only with log_batch_metrics)
+        self._pending: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # (batch, step, loss, w_norm)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def add(self, b: int, step: int, bs: int, parts, y: torch.Tensor, w_norm: torch.Tensor) -> None:
+        loss = parts.loss.detach()
+        self.loss += loss.double() * bs
+        self.ce += parts.ce.detach().double() * bs
+        self.kl += parts.kl.detach().double() * bs
+        self.w += w_norm
+        self.correct += torch.stack([(parts.logits_clean.detach().argmax(1) == y).sum(),
+                                     (parts.logits_adv.detach().argmax(1) == y).sum()])
+        self.n += bs
+        self.nb += 1
+        self._pending.append((b, step, loss, w_norm))
+
+    def check_finite(self) -> None:
+        """Raise :class:`Diverged` naming the first step since the last check whose loss (or, with a
+        finite loss, gradient norm) is not finite."""
+        if not self._pending:
+            return
+        pend, self._pending = self._pending, []
+        values = torch.stack([torch.stack([lo.float(), w.float()]) for _, _, lo, w in pend])  # (k, 2)
+        bad = (~torch.isfinite(values)).cpu()  # the one host sync
+        if bool(bad.any()):
+            i = int(bad.any(1).nonzero()[0])
+            b, step = pend[i][0], pend[i][1]
+            raise Diverged(self.epoch, step, b, "loss" if bool(bad[i, 0]) else "gradient")
+
+    def row(self, lr: float, batch_metrics: bool) -> dict[str, Any]:
+        n, nb, nan = self.n, self.nb, float("nan")
+        clean_ok, adv_ok = (int(v) for v in self.correct.cpu())
+        return {
+            "epoch": self.epoch, "lr": lr,
+            "train_loss": float(self.loss) / n, "train_ce": float(self.ce) / n, "train_kl": float(self.kl) / n,
+            "train_clean_acc": clean_ok / n, "train_adv_acc": adv_ok / n,
+            "w_grad_norm": float(self.w) / nb,
+            "ce_norm": self.cen / nb if batch_metrics else nan,
+            "kl_norm": self.kln / nb if batch_metrics else nan,
+            "grad_cosine_similarity": self.cos / nb if batch_metrics else nan,
+            "noise_batches": self.noised_batches,
+        }
 
 
 def _device_name(dev: torch.device) -> str:
