@@ -221,47 +221,6 @@ def test_profile_toy_workflow(cluster, tmp_path):
 
 
 # ------------------------------------------------------------------- the pipeline on SLURM
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_pipeline_on_slurm_matches_local_run(cluster, local_reference, tmp_path):
-    wd = tmp_path / "slurm-run"
-    log = tmp_path / "snakemake-slurm.log"
-    t0 = time.monotonic()
-    p = _run(_snakemake(wd, TABLE, slurm=True), _slurm_env(cluster), log, timeout=600)
-    assert p.returncode == 0, _tail(log)
-    print(f"{TABLE} through SLURM: {time.monotonic() - t0:.1f}s")
-
-    # the GPU stages went to SLURM, one job each, with the profile's / config's resources
-    calls = _sbatch_calls(log)
-    by_rule = {r: [c for c in calls if f"--comment rule_{r}_" in c] for r in ("train", "evaluate")}
-    assert len(by_rule["train"]) == 1 and len(by_rule["evaluate"]) == 1, calls
-    for c in by_rule["train"] + by_rule["evaluate"]:
-        assert "--gpus=1" in c and f"-p {cluster.partition}" in c and "--mem 2000" in c, c
-        assert re.search(r" -t \d+ ", c), c
-    # runtime: minutes_base 5 + 1.0 min/epoch x 6 epochs (tests/configs/slurm.yaml)
-    assert " -t 11 " in by_rule["train"][0], by_rule["train"][0]
-    submitted = {m.group(1) for c in calls for m in [re.search(r"--comment rule_(\w+?)_wildcards", c)] if m}
-    assert submitted == {"train", "evaluate"}, f"only GPU rules go to SLURM, got {submitted}"
-
-    # ... and ran there: their SLURM job logs, the jobs COMPLETED in slurmctld's table
-    logs = _slurm_logs(wd)
-    assert set(logs) == {"train", "evaluate"}, logs
-    jobs = {j["jobid"]: j for j in cluster.jobs()}
-    for rule, paths in logs.items():
-        (path,) = paths
-        job = jobs[path.stem]
-        assert job["state"] == "COMPLETED" and job["comment"].startswith(f"rule_{rule}_"), job
-        assert "srun" in path.read_text(), "the rule ran as a job step inside the SLURM job"
-
-    # rendered output and the numbers behind it equal the local run's
-    ref = local_reference
-    assert (wd / TABLE).read_text() == (ref / TABLE).read_text()
-    assert _epochs_without_time(wd / RUN / "epochs.csv") == _epochs_without_time(ref / RUN / "epochs.csv")
-    keys = ("clean_acc", "pgd10_acc", "square_acc", "fosc", "sgcs", "gap_pgd_square", "unstable", "epoch")
-    ev, ev_ref = (json.loads((d / RUN / "eval_cheap.json").read_text()) for d in (wd, ref))
-    assert {k: ev.get(k) for k in keys} == {k: ev_ref.get(k) for k in keys}
-
-
 def _data_rows(path: Path) -> int:
     try:
         return max(0, len(path.read_text().strip().splitlines()) - 1)
@@ -269,22 +228,28 @@ def _data_rows(path: Path) -> int:
         return 0
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_scancel_then_rerun_resumes_training(cluster, local_reference, tmp_path):
-    """scancel a training job after >= 1 epoch; rerunning the same command resumes from the
-    checkpoint (not epoch 0) and ends with the epochs.csv of an uninterrupted run."""
-    wd = tmp_path / "resume"
-    target = f"{RUN}/run.json"
+@pytest.fixture(scope="session")
+def slurm_pipeline(cluster, local_reference, tmp_path_factory):
+    """`snakemake tables/table4.tex` through the SLURM profile, interrupted: the training job
+    is scancel'ed after >= 1 epoch, then the same command is run again and completes.
+    (One run serves both pipeline tests: two trainings on 2 cores would double their time.)"""
+    base = tmp_path_factory.mktemp("slurm-pipeline")
+    wd = base / "work"
     env = _slurm_env(cluster)
     state_epochs = wd / RUN / "state" / "epochs.csv"
-    log1 = tmp_path / "snakemake-1.log"
-    cmd = _snakemake(wd, target, slurm=True, extra=("--retries", "0"))
+    t0 = time.monotonic()
+
+    # 1st run: --retries 0 so that the cancelled job fails the run (with the profile's
+    # retries the executor would resubmit it itself -- the same resume path)
+    log1 = base / "snakemake-1.log"
+    cmd = _snakemake(wd, TABLE, slurm=True, extra=("--retries", "0"))
+    jobid = None
     with open(log1, "w") as fh:
+        fh.write("$ " + shlex.join(cmd) + "\n")
+        fh.flush()
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
         try:
-            deadline = time.monotonic() + 180
-            jobid = None
+            deadline = time.monotonic() + 240
             while time.monotonic() < deadline and proc.poll() is None:
                 running = [j for j in cluster.jobs() if j["comment"].startswith("rule_train_") and j["state"] == "RUNNING"]
                 if running and _data_rows(state_epochs) >= 1:
@@ -293,33 +258,86 @@ def test_scancel_then_rerun_resumes_training(cluster, local_reference, tmp_path)
                 time.sleep(0.2)
             assert jobid is not None, f"training never got to its first epoch under SLURM:\n{_tail(log1)}"
             cluster.run("scancel", jobid)
-            assert cluster.wait_job(jobid, timeout=60) == "CANCELLED"
-            proc.wait(timeout=180)
+            cancelled_state = cluster.wait_job(jobid, timeout=60)
+            proc.wait(timeout=240)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    assert proc.returncode != 0, "snakemake must report the cancelled job as failed"
     done_at_cancel = _data_rows(state_epochs)
-    assert 1 <= done_at_cancel < EPOCHS, f"cancelled after {done_at_cancel} epochs: not mid-run"
-    assert not (wd / target).exists()
-    assert (wd / RUN / "state" / "checkpoints" / "last.pt").exists()
+    run1 = SimpleNamespace(returncode=proc.returncode, cancelled=jobid, cancelled_state=cancelled_state,
+                           done_at_cancel=done_at_cancel, run_json_after=(wd / RUN / "run.json").exists(),
+                           last_pt_after=(wd / RUN / "state" / "checkpoints" / "last.pt").exists(),
+                           seconds=time.monotonic() - t0)
 
-    # rerun: the same command (profile: rerun-incomplete)
-    log2 = tmp_path / "snakemake-2.log"
-    p = _run(_snakemake(wd, target, slurm=True), env, log2, timeout=300)
+    # 2nd run: the same command, profile defaults (rerun-incomplete, retries)
+    log2 = base / "snakemake-2.log"
+    t1 = time.monotonic()
+    p = _run(_snakemake(wd, TABLE, slurm=True), env, log2, timeout=600)
     assert p.returncode == 0, _tail(log2)
-    train_logs = _slurm_logs(wd)["train"]
-    assert len(train_logs) == 2 and jobid in {p.stem for p in train_logs}
-    rerun_log = (wd / "logs" / "train" / "b1" / "seed0.log").read_text()  # this attempt only
+    print(f"\n{TABLE} through SLURM: cancelled run {run1.seconds:.0f}s, rerun {time.monotonic() - t1:.0f}s")
+    return SimpleNamespace(wd=wd, log1=log1, log2=log2, run1=run1, jobs={j["jobid"]: j for j in cluster.jobs()})
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_pipeline_on_slurm_matches_local_run(slurm_pipeline, local_reference, cluster):
+    sp, wd = slurm_pipeline, slurm_pipeline.wd
+
+    # the GPU stages went to SLURM with the config's resources and the profile's mapping
+    calls1, calls2 = _sbatch_calls(sp.log1), _sbatch_calls(sp.log2)
+    train = [c for c in calls1 + calls2 if "--comment rule_train_" in c]
+    evaluate = [c for c in calls2 if "--comment rule_evaluate_" in c]
+    assert len(train) == 2 and len(evaluate) == 1, calls1 + calls2
+    for c in train + evaluate:
+        assert "--gpus=1" in c and f"-p {cluster.partition}" in c and "--mem 2000" in c, c
+        assert "--cpus-per-task=1" in c, c
+    # runtime: minutes_base 5 + 1.0 min/epoch x 6 epochs (tests/configs/slurm.yaml)
+    assert all(" -t 11 " in c for c in train), train
+    submitted = {m.group(1) for c in calls1 + calls2 for m in [re.search(r"--comment rule_(\w+?)_wildcards", c)] if m}
+    assert submitted == {"train", "evaluate"}, f"only the GPU rules go to SLURM, got {submitted}"
+
+    # ... and ran there: the SLURM job logs the executor kept, the jobs in slurmctld's table
+    logs = _slurm_logs(wd)
+    assert set(logs) == {"train", "evaluate"} and len(logs["train"]) == 2 and len(logs["evaluate"]) == 1, logs
+    for rule, paths in logs.items():
+        for path in paths:
+            job = sp.jobs[path.stem]
+            assert job["comment"].startswith(f"rule_{rule}_"), job
+            expected = "CANCELLED" if path.stem == sp.run1.cancelled else "COMPLETED"
+            assert job["state"] == expected, job
+            assert "srun" in path.read_text(), "the rule runs as a job step inside the SLURM job"
+
+    # rendered output and the numbers behind it equal those of the local run
+    ref = local_reference
+    assert (wd / TABLE).read_text() == (ref / TABLE).read_text()
+    keys = ("clean_acc", "pgd10_acc", "square_acc", "fosc", "sgcs", "gap_pgd_square", "unstable", "epoch")
+    ev, ev_ref = (json.loads((d / RUN / "eval_cheap.json").read_text()) for d in (wd, ref))
+    assert {k: ev.get(k) for k in keys} == {k: ev_ref.get(k) for k in keys}
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_scancel_then_rerun_resumes_training(slurm_pipeline, local_reference):
+    """scancel of the training job after >= 1 epoch; rerunning the same command resumes from
+    the checkpoint (not epoch 0) and ends with the epochs.csv of an uninterrupted run."""
+    sp, wd = slurm_pipeline, slurm_pipeline.wd
+    r1 = sp.run1
+    assert r1.cancelled_state == "CANCELLED"
+    assert r1.returncode != 0, "snakemake must report the cancelled job as failed"
+    assert 1 <= r1.done_at_cancel < EPOCHS, f"cancelled after {r1.done_at_cancel} epochs: not mid-run"
+    assert not r1.run_json_after and r1.last_pt_after, "interrupted: no run.json, but a resumable last.pt"
+
+    rerun_log = (wd / "logs" / "train" / "b1" / "seed0.log").read_text()  # the last attempt only
     m = re.search(r"resumed from \S*last\.pt at epoch (\d+)", rerun_log)
     assert m, f"no resume line in the rerun's training log:\n{rerun_log[-3000:]}"
     resumed_at = int(m.group(1))
-    assert 1 <= resumed_at < EPOCHS and resumed_at >= done_at_cancel
+    assert r1.done_at_cancel <= resumed_at < EPOCHS
     trained = [int(e) for e in re.findall(r"^epoch\s+(\d+)/\d+", rerun_log, flags=re.M)]
-    assert trained and min(trained) == resumed_at + 1, f"rerun trained epochs {trained}"
-    assert json.loads((wd / target).read_text())["epochs_completed"] == EPOCHS
-    assert _epochs_without_time(wd / RUN / "epochs.csv") == _epochs_without_time(local_reference / RUN / "epochs.csv")
+    assert trained and min(trained) == resumed_at + 1, f"the rerun trained epochs {trained}"
+    assert json.loads((wd / RUN / "run.json").read_text())["epochs_completed"] == EPOCHS
+    ours, ref = (_epochs_without_time(d / RUN / "epochs.csv") for d in (wd, local_reference))
+    assert len(ours) == EPOCHS and ours == ref
 
 
 # ------------------------------------------------------- the paper config: sbatch options
