@@ -10,7 +10,10 @@ ENV = "../../envs/trades.yaml"  # conda env of the jobs that run the library (--
 SETTINGS = list(PC.settings)
 SUITES = PC.suite_names
 LANDSCAPE_SUITE = PC.landscape_suite
+DATA_ROOT = PC.data_root
 DATA_ROOT_LINE = "data_root: " + _json.dumps(PC.data_root)  # JSON string = valid YAML scalar
+# SRC, DATA_ROOT and DATA_ROOT_LINE are used in shell commands as globals, NOT as params: params are a
+# rerun trigger, and neither moving the clone nor moving the data is a new experiment.
 TABLES = sorted(config.get("tables") or {}, key=lambda n: int(n.removeprefix("table")))
 FIGURES = sorted(config.get("figures") or {}, key=lambda n: int(n.removeprefix("figure")))
 AGG_TARGETS = TABLES + FIGURES

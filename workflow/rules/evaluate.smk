@@ -25,9 +25,6 @@ rule evaluate:
         suites=f"{R}/suites/{{suite}}.yaml",
     output:
         f"{R}/runs/{{setting}}/seed{{seed}}/eval_{{suite}}.json",
-    params:
-        src=SRC,
-        data_root=PC.data_root,
     log:
         "logs/evaluate/{setting}/seed{seed}/{suite}.log",
     benchmark:
@@ -40,9 +37,9 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "export PYTHONPATH={params.src}${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        "export PYTHONPATH={SRC:q}${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
         "python -m trades_instability eval --checkpoint {input.ckpt} --suite {wildcards.suite} "
-        "--suites {input.suites} --data-root {params.data_root} --out {output} > {log} 2>&1"
+        "--suites {input.suites} --data-root {DATA_ROOT:q} --out {output} > {log} 2>&1"
 
 
 rule landscape:
@@ -55,8 +52,6 @@ rule landscape:
         npz=f"{R}/runs/{{setting}}/seed{{seed}}/landscape.npz",
         json=f"{R}/runs/{{setting}}/seed{{seed}}/landscape.json",
     params:
-        src=SRC,
-        data_root=PC.data_root,
         suite=LANDSCAPE_SUITE,
     log:
         "logs/landscape/{setting}/seed{seed}.log",
@@ -70,7 +65,7 @@ rule landscape:
     conda:
         ENV
     shell:
-        "export PYTHONPATH={params.src}${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        "export PYTHONPATH={SRC:q}${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
         "python -m trades_instability eval --checkpoint {input.ckpt} --suite {params.suite} "
-        "--suites {input.suites} --data-root {params.data_root} --out {output.json} "
+        "--suites {input.suites} --data-root {DATA_ROOT:q} --out {output.json} "
         "--landscape-out {output.npz} > {log} 2>&1"

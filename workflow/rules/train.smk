@@ -25,7 +25,6 @@ rule run_config:
         # the whole run config except data_root, as deterministic YAML: the rerun trigger. data_root is
         # appended from the current config (not a param: moving the data is not a new experiment)
         text=lambda w: PC.run_config_yaml(w.setting, w.seed, with_data_root=False),
-        data_root=DATA_ROOT_LINE,
     log:
         "logs/run_config/{setting}/seed{seed}.log",
     benchmark:
@@ -34,7 +33,7 @@ rule run_config:
     shell:
         # a shell one-liner, not a run: block: local run: jobs are executed by a new snakemake process
         # that parses the whole workflow again (seconds per job, 219 jobs)
-        "( printf '%s' {params.text:q}; printf '%s\\n' {params.data_root:q} ) > {output}.tmp "
+        "( printf '%s' {params.text:q}; printf '%s\\n' {DATA_ROOT_LINE:q} ) > {output}.tmp "
         "&& mv {output}.tmp {output} && echo wrote {output} > {log}"
 
 
@@ -50,7 +49,6 @@ rule train:
     params:
         run_dir=lambda w: run_dir(w.setting, w.seed),
         state=lambda w: f"{run_dir(w.setting, w.seed)}/state",
-        src=SRC,
     log:
         "logs/train/{setting}/seed{seed}.log",
     benchmark:
@@ -63,7 +61,7 @@ rule train:
     conda:
         ENV
     shell:
-        "export PYTHONPATH={params.src}${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        "export PYTHONPATH={SRC:q}${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
         "( python -m trades_instability.pipeline_config prepare-state --config {input.config} --state {params.state} "
         "&& python -m trades_instability train --config {input.config} --out {params.state} --on-diverge record --no-progress "
         "&& python -m trades_instability.pipeline_config publish --state {params.state} --run-dir {params.run_dir} "

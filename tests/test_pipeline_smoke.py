@@ -1,0 +1,174 @@
+"""End-to-end: the whole pipeline on tests/configs/smoke.yaml (CPU, minutes), the paper config's dry
+run, the missing-dataset stop and the one-GPU-job-at-a-time rule. All run snakemake in a temporary
+working directory (--directory), so the repository is never written to."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+SMOKE = ROOT / "tests" / "configs" / "smoke.yaml"
+TABLES = [f"table{i}" for i in range(1, 8)]
+FIGURES = [f"figure{i}" for i in range(1, 8)]
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [sys.executable, "-m", "snakemake", *args, "--snakefile", str(SNAKEFILE), "--directory", str(workdir)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def job_counts(out: str) -> dict[str, int]:
+    block = out.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
+
+
+# ------------------------------------------------------------------------------------ smoke run
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> tuple[Path, float, str]:
+    work = tmp_path_factory.mktemp("smoke")
+    t0 = time.perf_counter()
+    r = snakemake(work, "paper", "--cores", "2", "--configfile", str(SMOKE), "--show-failed-logs")
+    wall = time.perf_counter() - t0
+    print(f"smoke pipeline: {wall:.0f} s")
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-5000:]
+    return work, wall, r.stdout + r.stderr
+
+
+def _rows(tex: str) -> list[str]:
+    rows = []
+    for block in re.findall(r"\\begin\{tabular\}.*?\\end\{tabular\}", tex, re.S):
+        body = block.split("\\midrule")[-1].split("\\bottomrule")[0]
+        rows += [ln.split("&")[0].strip() for ln in body.strip().splitlines() if "&" in ln]
+    return rows
+
+
+def test_smoke_every_target(smoke):
+    work, wall, _ = smoke
+    assert wall < 900
+    for t in TABLES + ["comparison"]:
+        tex = (work / "tables" / f"{t}.tex").read_text()
+        assert "\\begin{tabular}" in tex and "\\bottomrule" in tex, t
+    assert (work / "tables" / "comparison.csv").stat().st_size > 0
+    for f in FIGURES:
+        png, pdf = work / "figures" / f"{f}.png", work / "figures" / f"{f}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, f
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 2000, f
+    assert not (ROOT / "results").exists() or not any((ROOT / "results").iterdir()), "repo untouched"
+
+
+def test_smoke_table_layout(smoke):
+    work = smoke[0]
+    tex = {t: (work / "tables" / f"{t}.tex").read_text() for t in TABLES}
+    header1 = re.search(r"^ & Clean.*\\\\$", tex["table1"], re.M).group(0)
+    assert [c.strip(" \\") for c in header1.split("&")[1:]] == [
+        "Clean", "PGD-10", "AutoAttack", "APGD-CE", "APGD-DLR", "FAB", "Square"]
+    assert [r.split(" (")[0] for r in _rows(tex["table1"])] == ["Regular", "Unstable"]
+    assert tex["table2"].count("\\begin{tabular}") == 2
+    assert "Learning Rate = 0.1" in tex["table2"] and "Batch Size = 32" in tex["table2"]
+    assert _rows(tex["table2"]) == ["1", "3", "3"]  # panel 1: beta 1, 3; panel 2: beta 3
+    for t, rows in {"table3": ["Regular", "Unstable", "Fixed"], "table6": ["Regular", "Unstable", "Modified"]}.items():
+        assert [r.split(" (")[0] for r in _rows(tex[t])] == rows, (t, _rows(tex[t]))
+    assert len(_rows(tex["table4"])) == 2 and len(_rows(tex["table5"])) == 2 and len(_rows(tex["table7"])) == 1
+
+
+def test_smoke_summary_and_selection(smoke):
+    work = smoke[0]
+    import json
+
+    from trades_instability.aggregate import load_summary
+
+    cfg = yaml.safe_load(SMOKE.read_text())
+    df = load_summary(work / "results" / "summary.csv")
+    n_runs = sum(len(cfg["seeds"][s["seeds"]]) if isinstance(s["seeds"], str) else len(s["seeds"])
+                 for s in cfg["settings"].values())
+    assert len(df) == n_runs and set(df["setting"]) == set(cfg["settings"])
+    assert df["status"].eq("complete").all() and df["pgd10_acc"].notna().all()
+    sel = json.loads((work / "results" / "selection.json").read_text())
+    assert set(sel["groups"]) == set(cfg["settings"]) and sel["threshold"] == 0.08
+    for g in sel["groups"].values():
+        assert set(g) >= {"regular", "unstable", "diverged", "self_healing", "representative"}
+    # resume state lives outside the declared outputs
+    run = work / "results" / "runs" / "default" / "seed0"
+    assert (run / "state" / "checkpoints" / "last.pt").exists() and (run / "checkpoints" / "best.pt").exists()
+    assert not (run / "checkpoints" / "last.pt").exists()
+
+
+def test_smoke_rerun_is_a_no_op_and_report(smoke):
+    work = smoke[0]
+    r = snakemake(work, "paper", "-n", "--configfile", str(SMOKE))
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-3000:]
+    r = snakemake(work, "--report", str(work / "report.html"), "--configfile", str(SMOKE))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    html = (work / "report.html").read_text(errors="replace")
+    for name in ["figure1.png", "figure7.pdf", "table3.tex", "comparison.tex", "summary.csv"]:
+        assert name in html, name
+
+
+# ------------------------------------------------------------------------------ paper config
+
+
+def test_paper_dry_run_lists_every_job(tmp_path: Path):
+    r = snakemake(tmp_path, "paper", "-n", "--quiet", "rules")  # no data in tmp_path: a dry run needs none
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    n = job_counts(out)
+    assert n["train"] == n["run_config"] == n["evaluate"] == 219
+    assert n["landscape"] == 10 and n["table"] == 7 and n["figure"] == 7 and n["comparison"] == 1
+    assert n["suite_file"] == 4 and n["aggregate"] == 1 and n["paper"] == 1
+
+
+def test_one_table_trains_only_its_settings(tmp_path: Path):
+    r = snakemake(tmp_path, "tables/table3.tex", "-n", "--quiet", "rules")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert job_counts(r.stdout + r.stderr)["train"] == 20  # default + fixed, 10 seeds each
+
+
+def test_missing_dataset_stops_before_any_job(tmp_path: Path):
+    t0 = time.perf_counter()
+    r = snakemake(tmp_path, "tables/table3.tex", "--cores", "2", timeout=300)
+    wall = time.perf_counter() - t0
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-3000:]
+    assert "cifar-100-python" in out and "data_root" in out, out[-3000:]
+    assert "rule train" not in out and "rule run_config" not in out, out[-3000:]
+    assert not (tmp_path / "results").exists()
+    assert wall < 120
+
+
+def test_local_runs_never_share_a_gpu(tmp_path: Path):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0, 1], "suites": ["cheap"]}}
+    cfg["resources"]["train"]["gpu"] = 1
+    for k in ("tables", "figures"):
+        cfg.pop(k)
+    conf = tmp_path / "gpu.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    work.mkdir()
+    targets = [f"results/runs/a/seed{s}/run.json" for s in (0, 1)]
+    r = snakemake(work, *targets, "--cores", "2", "--configfile", str(conf))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert re.search(r'Provided resources:.*gpu=(Resource\("gpu", )?1\b', out), out[-3000:]
+    running, peak = 0, 0
+    for line in out.splitlines():
+        if re.match(r"^(local)?rule train:", line.strip()):
+            running += 1
+            peak = max(peak, running)
+        elif "(Rule: train)" in line and "Finished" in line:
+            running -= 1
+    assert peak == 1, out[-3000:]
