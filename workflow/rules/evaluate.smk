@@ -33,7 +33,7 @@ rule evaluate:
     resources:
         gpu=stage_resource("evaluate", "gpu"),
         mem_mb=stage_resource("evaluate", "mem_mb"),
-        runtime=lambda w: PC.eval_runtime_min(w.setting, w.suite),
+        runtime=lambda w, attempt: PC.eval_runtime_min(w.setting, w.suite) * attempt,
     conda:
         ENV
     shell:
@@ -61,7 +61,7 @@ rule landscape:
     resources:
         gpu=stage_resource("landscape", "gpu"),
         mem_mb=stage_resource("landscape", "mem_mb"),
-        runtime=stage_resource("landscape", "minutes"),
+        runtime=lambda w, attempt: stage_resource("landscape", "minutes") * attempt,
     conda:
         ENV
     shell:

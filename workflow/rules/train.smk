@@ -57,7 +57,8 @@ rule train:
     resources:
         gpu=train_resource("gpu"),
         mem_mb=train_resource("mem_mb"),
-        runtime=lambda w: PC.train_runtime_min(w.setting),
+        # a retry (time limit, preemption) gets a longer limit; training resumes from state/ anyway
+        runtime=lambda w, attempt: PC.train_runtime_min(w.setting) * attempt,
     conda:
         ENV
     shell:
