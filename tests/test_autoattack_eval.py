@@ -13,14 +13,6 @@ EPS = 8 / 255
 SMALL = dict(apgd_iters=5, fab_iters=5, n_target_classes=2, square_queries=30)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine has 2 cores shared with other jobs: intra-op threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _tiny_model_and_data(n: int = 12, num_classes: int = 10):
     """A small conv net fitted in a second to easy 8x8 data: most examples clean-correct, some

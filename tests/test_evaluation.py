@@ -15,14 +15,6 @@ EPS = 8 / 255
 K = 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine has 2 cores shared with other jobs: intra-op threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ------------------------------------------------------------------ synthetic task and models
 

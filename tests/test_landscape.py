@@ -11,14 +11,6 @@ from trades_instability import models
 from trades_instability.landscape import LandscapeConfig, compute_landscape, save_landscape
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine has 2 cores shared with other jobs: intra-op threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def model_and_data():

@@ -17,6 +17,8 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from .artifacts import read_json
+
 DEFAULT_THRESHOLD = 0.08
 _EPS = 1e-9  # accuracies are k/n fractions: compare gaps with a tolerance for float round-off
 
@@ -73,11 +75,9 @@ def _num(v: Any) -> float | None:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AggregateError(f"{path} is missing") from None
-    except json.JSONDecodeError as e:
-        raise AggregateError(f"{path} is not valid JSON ({e})") from None
+        return read_json(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise AggregateError(str(e)) from None
 
 
 def _read_epochs(path: Path) -> pd.DataFrame:

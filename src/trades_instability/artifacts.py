@@ -14,9 +14,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where needed: the report stages read JSON/CSV only
+    import torch
 
 CHECKPOINT_FORMAT = "trades_instability/checkpoint-v1"
 
@@ -60,7 +61,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, torch.Tensor):
+    if hasattr(o, "tolist") and getattr(o, "ndim", 0) > 0:  # tensors and arrays
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
@@ -81,15 +82,19 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """Atomically save a checkpoint dict (tensors, containers and plain Python values only)."""
+    import torch
+
     buf = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **payload}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, map_location: "str | torch.device" = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
 
     Raises :class:`CheckpointError` naming the file when it is missing, truncated, or not one of ours."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -109,7 +114,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+def load_model(path: str | os.PathLike, device: "str | torch.device" = "cpu"):
     """Rebuild the model stored in a checkpoint; returns ``(model, checkpoint_dict)`` in eval mode.
 
     A checkpoint whose weights do not fit the architecture it declares raises CheckpointError."""
