@@ -341,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="data", help="where CIFAR-100 lives (with --dataset cifar100)")
     p.add_argument("--num-classes", type=int, default=100, help="classes of the synthetic data (CIFAR-100: 100)")
     p.add_argument("--image-size", type=int, default=None, help="synthetic image size (default 32; tiny 16)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the project's model (RunConfig.compile)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the project's step with torch.compile (RunConfig.compile); compile time is "
+                        "spent in the warm-up steps, so give --warmup >= 2")
     p.add_argument("--no-bf16", action="store_true", help="skip the project's bf16 rows")
     p.add_argument("--ref-workers", type=int, default=1, help="DataLoader workers of the reference (official: 1)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -386,7 +388,7 @@ def _run_config(args: argparse.Namespace, device: torch.device, precision: str, 
                       "image_size": args.image_size, "seed": args.seed},
         "width": args.width, "batch_size": args.batch_size, "epochs": 1,
         "val_batch_size": args.eval_batch_size or 512,
-        "precision": precision, "compile": bool(args.compile), "device": str(device),
+        "precision": precision, "compile": False, "device": str(device),
     })
 
 
@@ -407,6 +409,11 @@ EVAL_HEADERS = ["evaluation", "precision", "examples", "batch", "seconds", "exam
 
 
 def main(argv: list[str] | None = None) -> int:
+    with tempfile.TemporaryDirectory(prefix="trades-bench-") as tmp:
+        return _main(argv, tmp)
+
+
+def _main(argv: list[str] | None, tmp: str) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from .training import Trainer, resolve_device
@@ -435,10 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trades-bench: {e}", file=sys.stderr)
         return 2
 
-    def project(precision: str) -> ProjectStepper:
+    def project(precision: str, compiled: bool = False) -> ProjectStepper:
         cfg = _run_config(args, device, precision, train_size)
-        tmp = tempfile.mkdtemp(prefix="trades-bench-")  # the Trainer writes nothing here when stepped
-        return ProjectStepper(Trainer(cfg, tmp, device=str(device), log=lambda m: None, progress=False, data=splits))
+        cfg.compile = compiled
+        # the Trainer's run directory: nothing is written there when it is only stepped
+        return ProjectStepper(Trainer(cfg, f"{tmp}/{precision}{'-compiled' if compiled else ''}", device=str(device),
+                                      log=lambda m: None, progress=False, data=splits))
 
     fast32 = project("fp32")  # sets cudnn.benchmark on CUDA, as in training (the reference gets it too)
     a = cfg32.attack
@@ -451,11 +460,15 @@ def main(argv: list[str] | None = None) -> int:
     ref = ReferenceTrainer(ref_model, ref_opt, loader, device, step_size=a.step_size, epsilon=a.eps,
                            num_steps=a.steps, beta=cfg32.beta)
     variants = [Variant("reference (official TRADES loop)", "fp32", ref.step, args.batch_size),
-                Variant("project (Trainer step)" + (" +compile" if args.compile else ""), "fp32", fast32.step,
-                        args.batch_size)]
-    if not args.no_bf16:
-        fast16 = project("bf16")
-        variants.append(Variant(variants[1].name, "bf16", fast16.step, args.batch_size, flop_dtype=torch.bfloat16))
+                Variant("project (Trainer step)", "fp32", fast32.step, args.batch_size)]
+    precisions = ["fp32"] if args.no_bf16 else ["fp32", "bf16"]
+    for compiled in [False, True] if args.compile else [False]:
+        for precision in precisions:
+            if precision == "fp32" and not compiled:
+                continue  # fast32, above
+            variants.append(Variant("project (Trainer step)" + (" +compile" if compiled else ""), precision,
+                                    project(precision, compiled).step, args.batch_size,
+                                    flop_dtype=torch.bfloat16 if precision == "bf16" else torch.float32))
 
     fwd = forward_flops(fast32.trainer.model, args.image_size, device, fast32.trainer._channels_last)
     print("trades_instability bench")
@@ -484,8 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(FLOP counting failed: {type(e).__name__}: {e})")
     finally:
         fast32.trainer.forward_model = fm
-    if len(variants) > 2:
-        variants[2].fwd_eq_per_image = variants[1].fwd_eq_per_image  # same ops, other dtype
+    for v in variants[2:]:
+        v.fwd_eq_per_image = variants[1].fwd_eq_per_image  # the same step (other dtype / compiled)
 
     # ---- warm-up, then interleaved timed rounds --------------------------------------------------
     for v in variants:
