@@ -214,3 +214,34 @@ def test_a_non_finite_gradient_alone_is_reported_as_such(tmp_path, monkeypatch):
     with pytest.raises(Diverged, match=r"non-finite gradient at epoch 1, batch 0 \(global step 1\)"):
         stats.check_finite()
 
+
+
+# ------------------------------------------------------------------------------ torch.compile
+
+
+@pytest.mark.slow
+def test_compiled_trainer_trains_resumes_and_logs_metrics(tmp_path, tiny_run_config):
+    """RunConfig.compile works with resume, validation metrics and checkpoints (CPU: minutes of compiling,
+    and slower than eager once compiled, see bench; hence off by default and marked slow)."""
+    import csv
+    import math
+
+    from trades_instability.artifacts import load_checkpoint, load_model
+    from trades_instability.training import Interrupted
+
+    cfg = tiny_run_config(epochs=2, compile=True)
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
+    messages = []
+    info = Trainer(cfg, tmp_path, log=messages.append).run()
+    assert info["status"] == "complete" and any("resumed from" in m and "at epoch 1" in m for m in messages)
+    with open(tmp_path / "epochs.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for r in rows:
+        for k in ("train_loss", "train_adv_acc", "val_pgd_acc", "val_fosc", "val_sgcs", "w_grad_norm"):
+            assert math.isfinite(float(r[k])), k
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
+    assert not any(k.startswith("_orig_mod") for k in state)  # the plain module's weights are saved
+    model, _ = load_model(tmp_path / "checkpoints" / "best.pt")
+    assert model(torch.rand(2, 3, 16, 16)).shape == (2, 4)
