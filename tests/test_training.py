@@ -255,3 +255,24 @@ def test_cli_bad_config_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bta" in err and "unknown config key" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_divergence_in_the_first_epoch_is_recorded_with_the_initial_weights(tmp_path, tiny_run_config, monkeypatch):
+    real = training.trades_parts
+
+    def poisoned(*args, **kwargs):
+        parts = real(*args, **kwargs)
+        return parts._replace(loss=parts.loss * float("nan"))
+
+    monkeypatch.setattr(training, "trades_parts", poisoned)
+    cfg = tiny_run_config(epochs=2)
+    info = train(cfg, tmp_path, log=lambda m: None, on_diverge="record")
+    assert info["status"] == "diverged" and info["epochs_completed"] == 0
+    assert info["best_selection"] == "diverged_last_good_state"
+    model, ckpt = load_model(tmp_path / "checkpoints" / "best.pt")  # the pipeline can still evaluate it
+    torch.manual_seed(cfg.seed)
+    from trades_instability.models import build_model
+
+    init = build_model(cfg.arch, num_classes=4, width=cfg.width).state_dict()
+    assert all(torch.equal(init[k], ckpt["model"][k]) for k in init)
+    assert rows(tmp_path / "epochs.csv") == []

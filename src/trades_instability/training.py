@@ -521,7 +521,12 @@ class Trainer:
                     raise
                 diverged = {"epoch": e.epoch, "step": e.step, "batch": e.batch, "message": str(e)}
         selection = "best_val_pgd_acc"
-        if not diverged and s.best_epoch == 0:
+        if diverged and not (self.ckpt_dir / "best.pt").exists():
+            # Diverged before any epoch was selected: keep the pipeline's contract (every finished run has a
+            # best.pt) with the last good weights; run.json says diverged and aggregation leaves it out.
+            selection = "diverged_last_good_state"
+            self._save_last_good_as_best()
+        elif not diverged and s.best_epoch == 0:
             # Algorithm 1 selects nothing when every epoch is over the FOSC threshold; evaluate the final
             # model then, and say so in run.json rather than leaving the run without a checkpoint.
             selection = "fallback_last_epoch"
@@ -532,7 +537,7 @@ class Trainer:
             self.log("no epoch had validation FOSC under the threshold: best.pt is the final model")
         info = {
             "status": "diverged" if diverged else "complete",
-            "best_selection": selection if not diverged else None,
+            "best_selection": selection,
             "epochs_completed": s.epoch,
             "best_epoch": s.best_epoch or None,
             "best_val_pgd_acc": s.best_pgd_acc if s.best_epoch else None,
@@ -549,6 +554,16 @@ class Trainer:
         }
         write_json(self.out / "run.json", info)
         return info
+
+    def _save_last_good_as_best(self) -> None:
+        last = self.ckpt_dir / "last.pt"
+        if last.exists():
+            weights = load_checkpoint(last)["model"]
+        else:  # diverged in epoch 1: the initial weights, rebuilt from the seed
+            torch.manual_seed(self.cfg.seed)
+            weights = build_model(self.cfg.arch, num_classes=self.splits.num_classes, width=self.cfg.width).state_dict()
+        self.model.load_state_dict(weights)
+        save_checkpoint(self.ckpt_dir / "best.pt", self._model_payload("best", {}))
 
     def _one_epoch(self, epoch: int) -> None:
         cfg, s = self.cfg, self.state
