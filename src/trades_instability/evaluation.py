@@ -101,6 +101,8 @@ def builtin_suites() -> dict[str, SuiteConfig]:
         "cheap": SuiteConfig(attacks=["clean", "pgd10", "square"]),
         "aa": SuiteConfig(attacks=["clean", "pgd10", "square", "autoattack"]),
         "full": SuiteConfig(attacks=["clean", "pgd10", "autoattack", "autoattack_individual"]),
+        # Figure 1: the landscape itself comes from --landscape-out; clean accuracy is a sanity check
+        "landscape": SuiteConfig(attacks=["clean"], n_examples=1000),
     }
 
 

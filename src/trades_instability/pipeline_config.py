@@ -12,7 +12,7 @@ of tables and figures read it. A *run* is one (setting, seed) pair; its resolved
    so a typo in a pipeline key fails);
 2. semantic checks: every setting's resolved run config passes :func:`trades_instability.config.from_dict`
    (unknown RunConfig keys, wrong types, impossible values, named as ``settings.<name>.overrides.<key>``
-   or ``defaults.<key>``), seeds, suites (builtin ``cheap``/``aa``/``full`` plus the ``suites:`` section,
+   or ``defaults.<key>``), seeds, suites (builtin ``cheap``/``aa``/``full``/``landscape`` plus the ``suites:`` section,
    checked by :mod:`trades_instability.evaluation` when importable), the settings named by every table
    and figure (and that they produce what the table/figure reads), and, only when asked
    (``check_data=True``), that the datasets are on disk.
@@ -48,13 +48,14 @@ from . import config as run_config_mod
 from .config import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-BUILTIN_SUITES = ("cheap", "aa", "full")
+BUILTIN_SUITES = ("cheap", "aa", "full", "landscape")
 # attacks of the builtin suites (kept in step with evaluation.builtin_suites; used only when that module
 # cannot be imported, e.g. without torch)
 _BUILTIN_ATTACKS = {
     "cheap": ["clean", "pgd10", "square"],
     "aa": ["clean", "pgd10", "square", "autoattack"],
     "full": ["clean", "pgd10", "autoattack", "autoattack_individual"],
+    "landscape": ["clean"],
 }
 FORBIDDEN_RUN_KEYS = {
     "seed": "seeds come from the setting's 'seeds:' list",
