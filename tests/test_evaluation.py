@@ -199,3 +199,31 @@ def test_cli_bad_arguments(tmp_path, capsys):
     bad_suites = _suites_file(tmp_path, attacks="[clean, deepfool]")
     _bad(tmp_path, capsys, ["--checkpoint", str(good), "--suite", "tiny", "--suites", str(bad_suites)], "deepfool")
     _bad(tmp_path, capsys, ["--checkpoint", str(good)], "required")
+
+
+def test_autoattack_batch_halves_on_out_of_memory(monkeypatch):
+    """aa_batch_size null = the largest batch that fits: a CUDA out-of-memory error halves the batch and
+    the call is repeated; the JSON reports the batch that worked. (Simulated: no GPU here.)"""
+    from trades_instability import autoattack_eval
+
+    seen = []
+    real = autoattack_eval.run_individual
+
+    def tight_memory(*, batch_size, **kw):
+        seen.append(batch_size)
+        if batch_size > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(batch_size=batch_size, **kw)
+
+    monkeypatch.setattr(autoattack_eval, "run_individual", tight_memory)
+    torch.manual_seed(0)
+    model = models.build_model("resnet18", num_classes=4, width=2).eval()
+    x, y = torch.rand(20, 3, 8, 8), torch.randint(0, 4, (20,))
+    suite = evaluation.suite_from_dict("s", {"attacks": ["clean", "square"], "square_queries": 5, "aa_batch_size": 32,
+                                             "n_target_classes": 3})
+    res = evaluation.evaluate_model(model, x, y, suite, num_classes=4)
+    assert seen == [20, 10, 5]  # starts at min(aa_batch_size, n), halves until it fits
+    assert res["aa_batch_size"] == 5 and res["square_acc"] is not None
+    # null: on the CPU the suite's batch_size is the start
+    assert evaluation.aa_start_batch(evaluation.suite_from_dict("t", {"batch_size": 7}), 100, torch.device("cpu")) == 7
+    assert evaluation.aa_start_batch(evaluation.suite_from_dict("t", {}), 100, torch.device("cuda")) == 100

@@ -73,7 +73,10 @@ class SuiteConfig:
 
     attacks: list[str] = field(default_factory=lambda: ["clean", "pgd10"])
     n_examples: int | None = None  # first n test examples; None = the whole test set
-    batch_size: int = 500
+    batch_size: int = 500  # clean / PGD-10 batches (PGD's random start is drawn batch by batch)
+    # AutoAttack batch: null = the largest that fits (on a GPU: start at AA_AUTO_START and halve on
+    # out-of-memory; on the CPU: batch_size). pyautoattack only attacks still-robust examples either way.
+    aa_batch_size: int | None = None
     seed: int = 0  # attack seed: PGD random start and every AutoAttack component
     eps: float = 8 / 255
     pgd_steps: int = 10
@@ -115,6 +118,7 @@ def _validate_suite(name: str, s: SuiteConfig) -> SuiteConfig:
     req(not unknown, "attacks", f"has unknown attack(s) {unknown}; allowed: {', '.join(ATTACK_NAMES)}")
     req(len(s.attacks) > 0, "attacks", "must not be empty")
     req(s.n_examples is None or s.n_examples > 0, "n_examples", f"must be > 0 or null, got {s.n_examples}")
+    req(s.aa_batch_size is None or s.aa_batch_size > 0, "aa_batch_size", f"must be > 0 or null, got {s.aa_batch_size}")
     for key in ("batch_size", "pgd_steps", "square_queries", "apgd_iters", "fab_iters", "n_target_classes"):
         req(getattr(s, key) > 0, key, f"must be > 0, got {getattr(s, key)}")
     for key in ("eps", "pgd_step_size"):
@@ -295,11 +299,31 @@ def pgd_eval(
     return {"flags": torch.cat(flags), "fosc": torch.cat(foscs), "sgcs": torch.cat(sgcss), "x_adv": torch.cat(advs)}
 
 
-def _aa_call(fn, rng_device: torch.device, **kw):
+AA_AUTO_START = 4096  # first AutoAttack batch tried on a GPU when aa_batch_size is null
+
+
+def _aa_call(fn, rng_device: torch.device, used: dict[str, int], **kw):
+    """Run one pyautoattack call; on CUDA out-of-memory, halve its batch and run it again from scratch
+    (same seed). ``used["aa_batch_size"]`` keeps the batch that worked, so later calls start there."""
     # pyautoattack reseeds the global RNGs; keep the caller's RNG state untouched
     devices = [rng_device] if rng_device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        return fn(**kw)
+    while True:
+        try:
+            with torch.random.fork_rng(devices=devices):
+                return fn(batch_size=used["aa_batch_size"], **kw)
+        except torch.cuda.OutOfMemoryError:
+            if used["aa_batch_size"] == 1:
+                raise
+            used["aa_batch_size"] = max(1, used["aa_batch_size"] // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def aa_start_batch(suite: "SuiteConfig", n: int, device: torch.device) -> int:
+    """The AutoAttack batch to try first: the suite's, else the largest that may fit."""
+    if suite.aa_batch_size is not None:
+        return min(suite.aa_batch_size, max(n, 1))
+    return min(AA_AUTO_START if device.type == "cuda" else suite.batch_size, max(n, 1))
 
 
 def _empty_result() -> dict[str, Any]:
@@ -332,7 +356,7 @@ def evaluate_model(
         num_classes = getattr(getattr(model, "linear", None), "out_features", None)
     res: dict[str, Any] = _empty_result()
     res.update(status="ok", message=None, unstable=None, unstable_threshold=suite.unstable_threshold,
-               autoattack_version=None, autoattack_attacks=None, timings_s={})
+               autoattack_version=None, autoattack_attacks=None, aa_batch_size=None, timings_s={})
     timings = res["timings_s"]
     run = set(suite.attacks)
     aa_settings = suite.aa_settings()
@@ -356,8 +380,9 @@ def evaluate_model(
                 res["sgcs"] = float(p["sgcs"].double().mean())
                 timings["pgd10"] = time.perf_counter() - t
             # pyautoattack uses .view() on inputs: give it the standard (contiguous) layout
-            aa_kw = dict(model=model, x=x.contiguous(memory_format=torch.contiguous_format), y=y, batch_size=bs, settings=aa_settings, device=device,
-                         num_classes=num_classes)
+            used = {"aa_batch_size": aa_start_batch(suite, x.shape[0], device)}
+            aa_kw = dict(model=model, x=x.contiguous(memory_format=torch.contiguous_format), y=y, used=used,
+                         settings=aa_settings, device=device, num_classes=num_classes)
             if "autoattack_individual" in run:
                 t = time.perf_counter()
                 flags, v = _aa_call(autoattack_eval.run_individual, device,
@@ -383,6 +408,8 @@ def evaluate_model(
                     ens = ens & flags
                 res["autoattack_acc"] = _acc(ens)
                 timings["autoattack"] = time.perf_counter() - t
+            if robust_parts or aa_versions:
+                res["aa_batch_size"] = used["aa_batch_size"]
             if aa_versions:
                 res["autoattack_version"] = "custom" if "custom" in aa_versions else "standard"
                 res["autoattack_attacks"] = list(autoattack_eval.STANDARD_ATTACKS)
@@ -454,6 +481,7 @@ def evaluate_checkpoint(
         "eps": suite.eps,
         "autoattack_version": res["autoattack_version"],
         "autoattack_attacks": res["autoattack_attacks"],
+        "aa_batch_size": res.get("aa_batch_size"),  # the AutoAttack batch that fitted (see SuiteConfig)
         "paper_columns": PAPER_COLUMNS,
         "suite_config": suite.to_dict(),
         "landscape": landscape_path,
