@@ -39,7 +39,6 @@ import argparse
 import contextlib
 import copy
 import math
-import platform
 import shlex
 import statistics
 import sys
@@ -52,6 +51,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .runtime import device_description, resolve_device
 
 FLOOR_FWD_PER_IMAGE = 27  # forward-pass equivalents per image of an efficient TRADES-10 step
 CIFAR_TRAIN_SIZE = 50_000
@@ -292,12 +293,6 @@ def peak_gemm_flops(device: torch.device, dtype: torch.dtype, *, n: int, reps: i
     return 2 * n**3 / min(times)
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} ({device})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
-
-
 def precision_policy(device: torch.device) -> str:
     if device.type != "cuda":
         return "CPU: fp32 math; bf16 rows use torch.autocast(cpu, bfloat16)"
@@ -416,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None, tmp: str) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from .training import Trainer, resolve_device
+    from .training import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -427,7 +422,7 @@ def _main(argv: list[str] | None, tmp: str) -> int:
         return 2
     args = _resolve(args, device)
     command = shlex.join(getattr(sys, "orig_argv", sys.argv))  # the process's exact command line
-    out: dict[str, Any] = {"command": command, "bench_args": argv, "device": device_name(device),
+    out: dict[str, Any] = {"command": command, "bench_args": argv, "device": device_description(device),
                            "torch": torch.__version__}
 
     # ---- data (shared by every path) -------------------------------------------------------------
@@ -474,7 +469,7 @@ def _main(argv: list[str] | None, tmp: str) -> int:
     print("trades_instability bench")
     print(f"command: {command}")
     print(f"bench arguments: {shlex.join(argv) or '(none)'}")
-    print(f"device: {device_name(device)}; torch {torch.__version__}")
+    print(f"device: {device_description(device)}; torch {torch.__version__}")
     print(f"precision policy: {precision_policy(device)}")
     print(f"model: resnet18 width {args.width}, {splits.num_classes} classes, {args.image_size}x{args.image_size}; "
           f"batch {args.batch_size}; data {splits.name} ({len(splits.train)} train images); TRADES-{a.steps} "

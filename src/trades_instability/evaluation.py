@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__, artifacts, attacks, autoattack_eval, metrics
+from . import artifacts, attacks, autoattack_eval, metrics
 from .config import ConfigError, _from_dict
 from .landscape import LandscapeConfig, compute_landscape, save_landscape
+from .runtime import device_description, library_versions, resolve_device
 
 # AutoAttack attack name -> column name in the paper's Table 1. The standard version's DLR and FAB
 # attacks are the targeted variants (apgd-t, fab-t); the paper's columns "APGD-DLR" and "FAB" hold them.
@@ -213,31 +212,6 @@ def fp32_precision():
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old[0], old[1]
         torch.set_float32_matmul_precision(old[2])
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available")
-    return dev
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version(), "trades_instability": __version__}
-    for pkg in ("torch", "torchvision", "pyautoattack", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
 
 
 def classify(pgd10_acc: float | None, square_acc: float | None, threshold: float = DEFAULT_UNSTABLE_THRESHOLD) -> bool | None:
@@ -485,7 +459,7 @@ def evaluate_checkpoint(
         "paper_columns": PAPER_COLUMNS,
         "suite_config": suite.to_dict(),
         "landscape": landscape_path,
-        "versions": versions(),
+        "versions": library_versions(),
         "device": device_description(device),
         "precision": "fp32 (TF32 off)",
         "wall_time_s": wall,
@@ -502,5 +476,5 @@ def evaluate_checkpoint(
 __all__ = [
     "PAPER_COLUMNS", "ATTACK_KEYS", "ATTACK_NAMES", "NUMBER_KEYS", "SuiteConfig", "SuiteError", "builtin_suites",
     "load_suites", "suite_from_dict", "get_suite", "fp32_precision", "resolve_device", "classify", "clean_flags",
-    "pgd_eval", "evaluate_model", "evaluate_checkpoint", "versions", "LandscapeConfig",
+    "pgd_eval", "evaluate_model", "evaluate_checkpoint", "LandscapeConfig",
 ]

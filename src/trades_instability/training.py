@@ -18,7 +18,6 @@ import copy
 import csv
 import io
 import math
-import platform
 import signal
 import sys
 import time
@@ -30,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__
 from .artifacts import (
     CheckpointError,
     atomic_write_text,
@@ -45,6 +43,7 @@ from .data import DataSplits, ImageSet, iterate_batches, load_splits
 from .losses import trades_parts, upcast
 from .metrics import fosc_from_grad, grad_cosine, grad_norm, sgcs
 from .models import build_model
+from .runtime import device_description, library_versions, resolve_device
 
 EPOCH_COLUMNS = [
     "epoch", "lr", "train_loss", "train_ce", "train_kl", "train_clean_acc", "train_adv_acc",
@@ -73,29 +72,10 @@ class Interrupted(RuntimeError):
     """SIGTERM/SIGINT arrived; the last completed epoch is saved."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available; use --device cpu or auto")
-    return dev
-
-
 def lr_at(cfg: RunConfig, epoch: int) -> float:
     """Learning rate of (1-based) ``epoch``: decayed by lr_gamma from each milestone epoch on,
     as the official TRADES code does (``if epoch >= milestone``)."""
     return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "trades_instability": __version__}
-    for mod in ("torchvision", "pyautoattack", "numpy"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # optional at training time
-            pass
-    return versions
 
 
 # ----------------------------------------------------------------------------------------------
@@ -543,7 +523,7 @@ class Trainer:
             "best_val_pgd_acc": s.best_pgd_acc if s.best_epoch else None,
             "diverged": diverged,
             "seed": cfg.seed,
-            "device": _device_name(self.device),
+            "device": device_description(self.device),
             "versions": library_versions(),
             "timings": {
                 "train_time_s": s.train_time_s,
@@ -674,12 +654,6 @@ class _EpochStats:
             "grad_cosine_similarity": self.cos / nb if batch_metrics else nan,
             "noise_batches": self.noised_batches,
         }
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 class _NoBar:
