@@ -204,15 +204,24 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     return validate(_from_dict(RunConfig, data))
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a run config (YAML or JSON; a missing key keeps the paper's default)."""
+def read_yaml_mapping(path: str | Path, what: str, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """Read a YAML (or JSON) file that must hold a mapping; an empty file is ``{}``. Any problem raises
+    ``error`` with one line naming ``what`` and the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"run config {path} does not exist")
+        raise error(f"{what} {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"run config {path} is not valid YAML: {e}") from None
+        raise error(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise error(f"{what} {path} must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a run config (YAML or JSON; a missing key keeps the paper's default)."""
+    data = read_yaml_mapping(path, "run config")
     try:
         return from_dict(data)
     except ConfigError as e:

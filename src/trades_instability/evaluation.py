@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import artifacts, attacks, autoattack_eval, metrics
-from .config import ConfigError, _from_dict
+from .config import ConfigError, _from_dict, read_yaml_mapping
 from .landscape import LandscapeConfig, compute_landscape, save_landscape
 from .runtime import device_description, library_versions, resolve_device
 
@@ -167,20 +167,10 @@ def load_suites(path: str | Path | None = None) -> dict[str, SuiteConfig]:
 
     A suite named like a builtin starts from the builtin; a new name starts from the defaults and
     must list its ``attacks``."""
-    import yaml
-
     suites = builtin_suites()
     if path is None:
         return suites
-    path = Path(path)
-    if not path.is_file():
-        raise SuiteError(f"suites file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SuiteError(f"suites file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise SuiteError(f"suites file {path} must map suite names to settings")
+    data = read_yaml_mapping(path, "suites file", SuiteError)
     for name, spec in data.items():
         if name not in suites and not (isinstance(spec, dict) and "attacks" in spec):
             raise SuiteError(f"{path}: new suite '{name}' must list its 'attacks'")

@@ -93,27 +93,21 @@ class Cell:
 
     def text(self) -> str:
         """Plain text (CSV / comparison): ``0.5342 ± 0.0019``, ``7/10``, ``0.1215``, ``--``."""
-        if self.kind == "none" or self.value is None:
-            return "--"
-        if self.kind == "prob":
-            return f"{self.k}/{self.n}"
-        if self.kind == "meanstd":
-            if self.std is None or not math.isfinite(self.std):
-                return f"{self.value:.4f}"
-            return f"{self.value:.4f} ± {self.std:.4f}"
-        return f"{self.value:.4f}"
+        return self._render(pm="±", mark="", bold=False)
 
     def latex(self) -> str:
         mark = rf"\textsuperscript{{{self.marker}}}" if self.marker else ""
+        return self._render(pm=r"$\pm$", mark=mark, bold=True)
+
+    def _render(self, *, pm: str, mark: str, bold: bool) -> str:
         if self.kind == "none" or self.value is None:
             return "--" + mark
         if self.kind == "prob":
-            k = rf"\textbf{{{self.k}}}" if self.k is not None and self.n and self.k > self.n / 2 else str(self.k)
+            majority = bold and self.k is not None and self.n and self.k > self.n / 2
+            k = rf"\textbf{{{self.k}}}" if majority else str(self.k)
             return f"{k}/{self.n}{mark}"
-        if self.kind == "meanstd":
-            if self.std is None or not math.isfinite(self.std):
-                return f"{self.value:.4f}{mark}"
-            return rf"{self.value:.4f} $\pm$ {self.std:.4f}{mark}"
+        if self.kind == "meanstd" and self.std is not None and math.isfinite(self.std):
+            return f"{self.value:.4f} {pm} {self.std:.4f}{mark}"
         return f"{self.value:.4f}{mark}"
 
 
