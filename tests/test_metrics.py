@@ -131,6 +131,32 @@ def test_trades_loss_matches_independent_computation():
     torch.testing.assert_close(trades_loss(model, x, x_adv, y, beta, joint_forward=True), ce + beta * kl)
 
 
+def test_trades_loss_gradient_stays_finite_when_a_clean_probability_underflows():
+    """A clean logit gap of 120 makes softmax give an exact 0 in fp32. The official form
+    KLDivLoss(log_softmax(adv), softmax(clean)) then has a NaN gradient (0 * log 0); ours must give the
+    gradient that float64 (no underflow until a gap of ~745) gives."""
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    x_adv = torch.tensor([[0.9, 0.1], [0.1, 0.9]])
+    y = torch.tensor([0, 1])
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        m = nn.Linear(2, 3, bias=False).to(dtype)
+        with torch.no_grad():
+            m.weight.copy_(torch.tensor([[120.0, 0.0], [0.0, 60.0], [0.0, 0.0]]))
+        loss = trades_loss(m, x.to(dtype), x_adv.to(dtype), y, beta=6.0)
+        (grads[dtype],) = torch.autograd.grad(loss, m.weight)
+        assert torch.isfinite(loss)
+    assert (torch.softmax(torch.tensor([[120.0, 0.0, 0.0]]), 1) == 0).any()  # the underflow is real in fp32
+    torch.testing.assert_close(grads[torch.float32].double(), grads[torch.float64], rtol=1e-4, atol=1e-5)
+    # the official formulation on the same fp32 numbers: NaN
+    m = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor([[120.0, 0.0], [0.0, 60.0], [0.0, 0.0]]))
+    official = F.kl_div(F.log_softmax(m(x_adv), 1), F.softmax(m(x), 1), reduction="batchmean")
+    (g,) = torch.autograd.grad(official, m.weight)
+    assert torch.isnan(g).any()
+
+
 def test_grad_norm_and_cosine():
     a = [torch.tensor([3.0]), torch.tensor([[4.0]])]
     b = [torch.tensor([-3.0]), torch.tensor([[-4.0]])]

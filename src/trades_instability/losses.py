@@ -40,8 +40,12 @@ def trades_parts(
         logits_clean = upcast(model(x))
         logits_adv = upcast(model(x_adv))
     ce = F.cross_entropy(logits_clean, y)
+    # KL(p(x) || p(x_adv)) from log-probabilities on both sides (log_target): the same value as the
+    # official KLDivLoss(log_softmax(adv), softmax(clean)), but its gradient with respect to the clean
+    # logits stays finite when a clean probability underflows to exactly 0 (a logit gap above ~104 in
+    # fp32), where the official form's d/dp of p*log(p) is 0 * -inf = NaN and poisons every weight.
     kl = F.kl_div(
-        F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean"
+        F.log_softmax(logits_adv, dim=1), F.log_softmax(logits_clean, dim=1), reduction="batchmean", log_target=True
     )
     return TradesParts(ce + beta * kl, ce, kl, logits_clean, logits_adv)
 
