@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import precision_check
 from .runtime import device_description, resolve_device
 
 FLOOR_FWD_PER_IMAGE = 27  # forward-pass equivalents per image of an efficient TRADES-10 step
@@ -349,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PGD-10 validation batch (default 512) and AutoAttack batch (default: all --eval-n at once)")
     p.add_argument("--aa-budget", choices=("standard", "reduced"), default=None,
                    help="AutoAttack budget (default: standard on CUDA, reduced on CPU and tiny)")
+    p.add_argument("--checkpoint", default=None, metavar="CKPT",
+                   help="a trained checkpoint (trades-train's best.pt or last.pt): time PGD-10 and AutoAttack on "
+                        "it and its own test set instead of on the untrained model, and print the fp32-vs-bf16 "
+                        "agreement of clean, PGD-10, Square, FOSC and SGCS (precision_check)")
     p.add_argument("--json", metavar="OUT", default=None, help="write every number to this JSON file")
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -421,6 +426,19 @@ def _main(argv: list[str] | None, tmp: str) -> int:
         print(f"trades-bench: {e}", file=sys.stderr)
         return 2
     args = _resolve(args, device)
+    trained = None
+    if args.checkpoint is not None and not args.no_eval:  # a bad checkpoint stops here, before any timing
+        from .eval_cli import CheckpointInputError, load_checkpoint_with_data
+
+        try:
+            trained = load_checkpoint_with_data(args.checkpoint, device, args.data_root if args.dataset == "cifar100" else None)
+        except CheckpointInputError as e:
+            print(f"trades-bench: {e}", file=sys.stderr)
+            return 2
+    elif args.checkpoint is not None:
+        print("trades-bench: --checkpoint is only used by the evaluation timings; drop --no-eval or --checkpoint",
+              file=sys.stderr)
+        return 2
     command = shlex.join(getattr(sys, "orig_argv", sys.argv))  # the process's exact command line
     out: dict[str, Any] = {"command": command, "bench_args": argv, "device": device_description(device),
                            "torch": torch.__version__}
@@ -546,12 +564,33 @@ def _main(argv: list[str] | None, tmp: str) -> int:
 
     # ---- evaluation timings ----------------------------------------------------------------------
     if not args.no_eval:
-        eval_rows, eval_json = _bench_eval(args, device, fast32, splits)
+        if trained is None:
+            model, channels_last, test, num_classes = (fast32.trainer.model, fast32.trainer._channels_last,
+                                                       splits.test, splits.num_classes)
+            what = "the untrained model (give --checkpoint for a trained one)"
+        else:
+            model, ckpt, tsplits = trained
+            channels_last = fast32.trainer._channels_last
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            test, num_classes = tsplits.test, tsplits.num_classes
+            what = f"checkpoint {args.checkpoint} (epoch {ckpt.get('epoch')}, {ckpt['model_meta']}) on its {tsplits.name} test set"
         print()
+        print(f"evaluation: {what}")
+        eval_rows, eval_json = _bench_eval(args, device, model, channels_last, test, num_classes)
         print(render_table(EVAL_HEADERS, eval_rows))
         print("PGD-10 validation: training.validate (what the trainer runs each epoch); AutoAttack: "
               "evaluation.evaluate_model, fp32 with TF32 off; its time depends on how many examples stay robust")
         out["eval"] = eval_json
+        if trained is not None and not args.no_bf16:
+            rows, agree_json = _precision_agreement(args, device, model, test, num_classes)
+            print()
+            print(render_table(precision_check.HEADERS, rows))
+            print("fp32 and bf16 autocast on the same examples with the same attack seed (PGD-10 via "
+                  "evaluation.pgd_eval, Square via pyautoattack); 'fp32 seed+1' reruns fp32 with the next attack "
+                  "seed; SE: standard error of the fp32 number on these examples; 'changed ex.': examples whose "
+                  "flag differs between fp32 and bf16")
+            out["precision_agreement"] = agree_json
     if args.json:
         from .artifacts import write_json
 
@@ -560,16 +599,14 @@ def _main(argv: list[str] | None, tmp: str) -> int:
     return 0
 
 
-def _bench_eval(args, device: torch.device, fast32: ProjectStepper, splits):
+def _bench_eval(args, device: torch.device, model: nn.Module, channels_last: bool, test, num_classes: int):
     from . import evaluation
     from .data import ImageSet
     from .training import validate
 
-    trainer = fast32.trainer
-    model = trainer.model
-    n = min(args.eval_n, len(splits.test))
-    xs = splits.test.images[:n]
-    ys = splits.test.labels[:n]
+    n = min(args.eval_n, len(test))
+    xs = test.images[:n]
+    ys = test.labels[:n]
     val_set = ImageSet(xs, ys).to(device)
     rows, out = [], []
     for precision in ("fp32",) if args.no_bf16 else ("fp32", "bf16"):
@@ -577,11 +614,11 @@ def _bench_eval(args, device: torch.device, fast32: ProjectStepper, splits):
         cfg.val_batch_size = args.eval_batch_size or 512
         ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
         gen = torch.Generator(device=device).manual_seed(args.seed)
-        validate(model, ImageSet(xs[:2], ys[:2]).to(device), cfg, device, gen, ac, channels_last=trainer._channels_last)
+        validate(model, ImageSet(xs[:2], ys[:2]).to(device), cfg, device, gen, ac, channels_last=channels_last)
         sync(device)
         t = time.perf_counter()
         gen = torch.Generator(device=device).manual_seed(args.seed)
-        val = validate(model, val_set, cfg, device, gen, ac, channels_last=trainer._channels_last)
+        val = validate(model, val_set, cfg, device, gen, ac, channels_last=channels_last)
         sync(device)
         dt = time.perf_counter() - t
         res = f"clean {val['clean_acc']:.3f} pgd10 {val['pgd_acc']:.3f} fosc {val['fosc']:.4f}"
@@ -596,7 +633,7 @@ def _bench_eval(args, device: torch.device, fast32: ProjectStepper, splits):
     )
     model_eval = copy.deepcopy(model).eval()
     t = time.perf_counter()
-    res = evaluation.evaluate_model(model_eval, xs, ys, suite, device=device, num_classes=splits.num_classes)
+    res = evaluation.evaluate_model(model_eval, xs, ys, suite, device=device, num_classes=num_classes)
     sync(device)
     dt = time.perf_counter() - t
     budget = ("standard" if standard else
@@ -609,6 +646,24 @@ def _bench_eval(args, device: torch.device, fast32: ProjectStepper, splits):
                 "examples_per_s": n / dt, "budget": budget, "autoattack_acc": res.get("autoattack_acc"),
                 "version": res.get("autoattack_version")})
     return rows, out
+
+
+def _precision_agreement(args, device: torch.device, model: nn.Module, test, num_classes: int):
+    """fp32 vs bf16 autocast on the trained model: :func:`precision_check.compare` on the first eval-n
+    test examples, Square at the bench's AutoAttack budget."""
+    from . import evaluation
+
+    n = min(args.eval_n, len(test))
+    x = test.images[:n].to(device).float().div_(255.0)
+    y = test.labels[:n].to(device)
+    standard = args.aa_budget == "standard"
+    suite = evaluation.SuiteConfig(batch_size=args.eval_batch_size or 512, seed=args.seed,
+                                   square_queries=5000 if standard else (20 if args.tiny else 200))
+    print(f"precision agreement: {n} examples, PGD-{suite.pgd_steps}, Square {suite.square_queries} queries")
+    sys.stdout.flush()
+    rows = precision_check.compare(copy.deepcopy(model).eval(), x, y, suite, device=device, num_classes=num_classes)
+    return precision_check.table_rows(rows), {"n": n, "square_queries": suite.square_queries,
+                                              "rows": [r.to_dict() for r in rows]}
 
 
 if __name__ == "__main__":

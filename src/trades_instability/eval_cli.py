@@ -23,6 +23,45 @@ class _ArgError(Exception):
     pass
 
 
+class CheckpointInputError(ValueError):
+    """A checkpoint or its test set cannot be used; the message names the file and the problem."""
+
+
+def load_checkpoint_with_data(checkpoint, device, data_root: str | None = None):
+    """Load a trades-train checkpoint and the test set its stored run config names (``data_root``
+    overrides the folder); returns ``(model, ckpt, splits)``. Every problem (missing, truncated or
+    foreign file, weights that do not fit, a config that disagrees with the weights, a missing dataset,
+    a class count that differs) is one :class:`CheckpointInputError`, raised before any attack runs."""
+    from . import data
+
+    try:
+        model, ckpt = artifacts.load_model(checkpoint, device)
+    except (artifacts.CheckpointError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointInputError(str(e)) from None
+    try:
+        cfg = from_dict(ckpt["config"])
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointInputError(f"checkpoint {checkpoint} has no valid stored run config ({e})") from None
+    meta = ckpt["model_meta"]
+    if (cfg.arch, cfg.width) != (meta.get("arch"), meta.get("width")):
+        raise CheckpointInputError(
+            f"checkpoint {checkpoint}: model_meta {meta} disagrees with its run config "
+            f"(arch={cfg.arch}, width={cfg.width})"
+        )
+    if data_root is not None:
+        cfg.data_root = data_root
+    try:
+        splits = data.load_splits(cfg)
+    except data.DatasetUnavailable as e:
+        raise CheckpointInputError(" ".join(str(e).split())) from None
+    if splits.num_classes != meta.get("num_classes"):
+        raise CheckpointInputError(
+            f"checkpoint {checkpoint} has {meta.get('num_classes')} classes but the "
+            f"{splits.name} test set has {splits.num_classes}"
+        )
+    return model, ckpt, splits
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse's default prints the usage too)
         raise _ArgError(f"trades-eval: {message}")
@@ -43,8 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _prepare(argv):
     """Parse and check everything that can be wrong with the arguments; load model and data."""
-    from . import data
-
     args = build_parser().parse_args(argv)
     try:
         suites = evaluation.load_suites(args.suites)
@@ -58,30 +95,9 @@ def _prepare(argv):
     except RuntimeError as e:
         raise _ArgError(f"trades-eval: {e}") from None
     try:
-        model, ckpt = artifacts.load_model(args.checkpoint, device)
-    except (artifacts.CheckpointError, ValueError, KeyError, TypeError) as e:
+        model, ckpt, splits = load_checkpoint_with_data(args.checkpoint, device, args.data_root)
+    except CheckpointInputError as e:
         raise _ArgError(f"trades-eval: {e}") from None
-    try:
-        cfg = from_dict(ckpt["config"])
-    except (KeyError, TypeError, ConfigError) as e:
-        raise _ArgError(f"trades-eval: checkpoint {args.checkpoint} has no valid stored run config ({e})") from None
-    meta = ckpt["model_meta"]
-    if (cfg.arch, cfg.width) != (meta.get("arch"), meta.get("width")):
-        raise _ArgError(
-            f"trades-eval: checkpoint {args.checkpoint}: model_meta {meta} disagrees with its run config "
-            f"(arch={cfg.arch}, width={cfg.width})"
-        )
-    if args.data_root is not None:
-        cfg.data_root = args.data_root
-    try:
-        splits = data.load_splits(cfg)
-    except data.DatasetUnavailable as e:
-        raise _ArgError(f"trades-eval: {' '.join(str(e).split())}") from None
-    if splits.num_classes != meta.get("num_classes"):
-        raise _ArgError(
-            f"trades-eval: checkpoint {args.checkpoint} has {meta.get('num_classes')} classes but the "
-            f"{splits.name} test set has {splits.num_classes}"
-        )
     if "autoattack_individual" in suite.attacks or "autoattack" in suite.attacks:
         if splits.num_classes < 4:
             raise _ArgError(f"trades-eval: AutoAttack's DLR attacks need at least 4 classes, {splits.name} has {splits.num_classes}")
