@@ -61,10 +61,28 @@ def test_standard_errors_and_verdict_are_the_closed_forms():
     flags = torch.tensor([True, True, True, False])
     assert precision_check._se(flags) == pytest.approx(math.sqrt(0.75 * 0.25 / 4))
     assert precision_check._se(torch.tensor([1.0, 2.0, 3.0, 4.0])) == pytest.approx(math.sqrt(5 / 3) / 2)
-    a = precision_check.Agreement("pgd10_acc", fp32=0.50, bf16=0.52, fp32_other_seed=0.49, se=0.025, changed=3)
-    assert a.same and a.diff == pytest.approx(0.02) and a.seed_diff == pytest.approx(-0.01)
-    assert not precision_check.Agreement("fosc", 0.10, 0.14, 0.10, se=0.01, changed=None).same
-    assert precision_check.table_rows([a])[0][-1] == "yes"
+    # exact McNemar: 11 examples changed, all the same way -> 2 * 0.5**11; 3 one way and 1 the other -> 2 * 5/16
+    fp = torch.zeros(40, dtype=torch.bool)
+    up = fp.clone()
+    up[:11] = True
+    assert precision_check.mcnemar_p(fp, up) == pytest.approx(2 * 0.5**11)
+    mixed = fp.clone()
+    mixed[:3] = True
+    fp_mixed = fp.clone()
+    fp_mixed[3] = True
+    assert precision_check.mcnemar_p(fp_mixed, mixed) == pytest.approx(2 * (1 + 4) / 16)
+    assert precision_check.mcnemar_p(fp, fp) == 1.0
+    # paired z: differences 1, 2, 3 -> z = 2 / (1 / sqrt 3), p = erfc(z / sqrt 2)
+    assert precision_check.paired_z_p(torch.zeros(3), torch.tensor([1.0, 2.0, 3.0])) == pytest.approx(
+        math.erfc(2 * math.sqrt(3) / math.sqrt(2)))
+    assert precision_check.paired_z_p(torch.ones(3), torch.ones(3)) == 1.0
+    # verdict: different only when systematic (p < 0.05) AND at least half a standard error
+    A = precision_check.Agreement
+    a = A("square_acc", fp32=0.56, bf16=0.582, fp32_other_seed=0.558, se=0.022, changed=11, p_value=0.001)
+    assert not a.same and a.diff == pytest.approx(0.022) and a.seed_diff == pytest.approx(-0.002)
+    assert A("pgd10_acc", 0.56, 0.60, 0.56, se=0.022, changed=40, p_value=0.2).same  # large but not systematic
+    assert A("fosc", 0.0073, 0.0072, 0.0071, se=0.0003, changed=None, p_value=1e-9).same  # systematic but tiny
+    assert precision_check.table_rows([a])[0][-2:] == ["0.001", "NO"]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,10 @@ measured here on the same device and dtype. The forward FLOPs of the model are m
 It then times PGD-10 validation (``training.validate``, fp32 and bf16) and AutoAttack through
 ``trades_instability.evaluation.evaluate_model`` (always fp32, as reported numbers are) on a fixed set
 of examples. AutoAttack's time depends on how many examples stay robust (it only attacks points still
-classified correctly), so its accuracy is printed next to its time.
+classified correctly), so its accuracy is printed next to its time. Without ``--checkpoint`` these run
+on the bench's untrained model (few robust points: AutoAttack finishes early); with ``--checkpoint`` on
+a trained one and its test set, followed by the fp32-vs-bf16 agreement table of
+:mod:`trades_instability.precision_check` (clean, PGD-10, Square, FOSC, SGCS).
 
 Timing: ``--rounds`` rounds, each running every training variant for ``--steps`` steps in turn
 (interleaved, so that a noisy shared machine affects all variants alike); the reported ms/step is the
@@ -334,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds; median reported (default 3; tiny 1)")
     p.add_argument("--dataset", choices=("synthetic", "cifar100"), default="synthetic",
                    help="synthetic CIFAR-shaped data from trades_instability.data (default) or CIFAR-100")
-    p.add_argument("--data-root", default="data", help="where CIFAR-100 lives (with --dataset cifar100)")
+    p.add_argument("--data-root", default=None, help="where CIFAR-100 lives (with --dataset cifar100; default data); "
+                   "with --checkpoint it also replaces the data_root stored in the checkpoint")
     p.add_argument("--num-classes", type=int, default=100, help="classes of the synthetic data (CIFAR-100: 100)")
     p.add_argument("--image-size", type=int, default=None, help="synthetic image size (default 32; tiny 16)")
     p.add_argument("--compile", action="store_true",
@@ -383,7 +387,7 @@ def _run_config(args: argparse.Namespace, device: torch.device, precision: str, 
     from .config import from_dict
 
     return from_dict({
-        "seed": args.seed, "dataset": args.dataset, "data_root": args.data_root, "download": False,
+        "seed": args.seed, "dataset": args.dataset, "data_root": args.data_root or "data", "download": False,
         "synthetic": {"num_classes": args.num_classes, "train_size": train_size, "test_size": max(args.eval_n, 16),
                       "image_size": args.image_size, "seed": args.seed},
         "width": args.width, "batch_size": args.batch_size, "epochs": 1,
@@ -431,7 +435,7 @@ def _main(argv: list[str] | None, tmp: str) -> int:
         from .eval_cli import CheckpointInputError, load_checkpoint_with_data
 
         try:
-            trained = load_checkpoint_with_data(args.checkpoint, device, args.data_root if args.dataset == "cifar100" else None)
+            trained = load_checkpoint_with_data(args.checkpoint, device, args.data_root)
         except CheckpointInputError as e:
             print(f"trades-bench: {e}", file=sys.stderr)
             return 2
@@ -588,8 +592,9 @@ def _main(argv: list[str] | None, tmp: str) -> int:
             print(render_table(precision_check.HEADERS, rows))
             print("fp32 and bf16 autocast on the same examples with the same attack seed (PGD-10 via "
                   "evaluation.pgd_eval, Square via pyautoattack); 'fp32 seed+1' reruns fp32 with the next attack "
-                  "seed; SE: standard error of the fp32 number on these examples; 'changed ex.': examples whose "
-                  "flag differs between fp32 and bf16")
+                  "seed; SE: standard error of the fp32 number; 'changed ex.': examples whose flag differs; "
+                  "paired p: McNemar (accuracies) or paired z (FOSC, SGCS); same: unless p < 0.05 and "
+                  "|bf16 - fp32| >= SE/2")
             out["precision_agreement"] = agree_json
     if args.json:
         from .artifacts import write_json
