@@ -70,3 +70,22 @@ def test_bad_arguments_are_refused(capsys):
         bench.main(["--tiny", "--steps", "0"])
     with pytest.raises(SystemExit):
         bench.main(["--dataset", "imagenet"])
+
+
+def test_bench_on_cifar100_files_and_a_clear_error_without_them(tmp_path, monkeypatch, capsys):
+    """--dataset cifar100 reads the standard cifar-100-python/ folder through torchvision (tiny real-format
+    files here); without the folder the bench stops with the dataset's own message, exit 2."""
+    import torchvision.datasets as tvd
+    from test_data import patch_md5, write_cifar100
+
+    write_cifar100(tmp_path, n_train=48, n_test=8)
+    patch_md5(monkeypatch, tvd.CIFAR100, tmp_path)
+    assert bench.main(["--tiny", "--threads", "1", "--dataset", "cifar100", "--data-root", str(tmp_path),
+                       "--no-eval"]) == 0
+    out = capsys.readouterr().out
+    assert "100 classes, 32x32" in out and "data cifar100 (48 train images)" in out
+    assert len(_table(out, "training path")) == 5
+
+    assert bench.main(["--tiny", "--dataset", "cifar100", "--data-root", str(tmp_path / "nowhere")]) == 2
+    out, err = capsys.readouterr()
+    assert "trades_instability bench" not in out and "cifar-100-python" in err
