@@ -568,13 +568,12 @@ def _main(argv: list[str] | None, tmp: str) -> int:
 
     # ---- evaluation timings ----------------------------------------------------------------------
     if not args.no_eval:
+        channels_last = fast32.trainer._channels_last
         if trained is None:
-            model, channels_last, test, num_classes = (fast32.trainer.model, fast32.trainer._channels_last,
-                                                       splits.test, splits.num_classes)
+            model, test, num_classes = fast32.trainer.model, splits.test, splits.num_classes
             what = "the untrained model (give --checkpoint for a trained one)"
         else:
             model, ckpt, tsplits = trained
-            channels_last = fast32.trainer._channels_last
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             test, num_classes = tsplits.test, tsplits.num_classes

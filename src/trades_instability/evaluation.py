@@ -266,7 +266,7 @@ def pgd_eval(
 AA_AUTO_START = 4096  # first AutoAttack batch tried on a GPU when aa_batch_size is null
 
 
-def _aa_call(fn, rng_device: torch.device, used: dict[str, int], **kw):
+def aa_call(fn, rng_device: torch.device, used: dict[str, int], **kw):
     """Run one pyautoattack call; on CUDA out-of-memory, halve its batch and run it again from scratch
     (same seed). ``used["aa_batch_size"]`` keeps the batch that worked, so later calls start there."""
     # pyautoattack reseeds the global RNGs; keep the caller's RNG state untouched
@@ -349,7 +349,7 @@ def evaluate_model(
                          settings=aa_settings, device=device, num_classes=num_classes)
             if "autoattack_individual" in run:
                 t = time.perf_counter()
-                flags, v = _aa_call(autoattack_eval.run_individual, device,
+                flags, v = aa_call(autoattack_eval.run_individual, device,
                                     attacks=list(autoattack_eval.STANDARD_ATTACKS), **aa_kw)
                 robust_parts.update(flags)
                 aa_versions.append(v)
@@ -357,14 +357,14 @@ def evaluate_model(
             if "square" in run and "square" not in robust_parts:
                 # Square alone: pyautoattack version='custom', attacks=['square'] (same as the individual run's)
                 t = time.perf_counter()
-                flags, v = _aa_call(autoattack_eval.run_individual, device, attacks=["square"], **aa_kw)
+                flags, v = aa_call(autoattack_eval.run_individual, device, attacks=["square"], **aa_kw)
                 robust_parts.update(flags)
                 timings["square"] = time.perf_counter() - t
             for name, flags in robust_parts.items():
                 res[ATTACK_KEYS[name]] = _acc(flags)
             if "autoattack" in run:
                 t = time.perf_counter()
-                ens, v = _aa_call(autoattack_eval.run_ensemble, device,
+                ens, v = aa_call(autoattack_eval.run_ensemble, device,
                                   attacks=list(autoattack_eval.STANDARD_ATTACKS), **aa_kw)
                 aa_versions.append(v)
                 res["autoattack_ensemble_acc"] = _acc(ens)
@@ -466,5 +466,5 @@ def evaluate_checkpoint(
 __all__ = [
     "PAPER_COLUMNS", "ATTACK_KEYS", "ATTACK_NAMES", "NUMBER_KEYS", "SuiteConfig", "SuiteError", "builtin_suites",
     "load_suites", "suite_from_dict", "get_suite", "fp32_precision", "resolve_device", "classify", "clean_flags",
-    "pgd_eval", "evaluate_model", "evaluate_checkpoint", "LandscapeConfig",
+    "pgd_eval", "aa_call", "aa_start_batch", "evaluate_model", "evaluate_checkpoint", "LandscapeConfig",
 ]

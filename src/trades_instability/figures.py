@@ -60,24 +60,21 @@ RunDirs = Mapping[tuple[str, int], Path]
 
 
 # --------------------------------------------------------------------------- data access
+def _read_run_csv(run_dir: str | os.PathLike | None, name: str) -> pd.DataFrame | None:
+    """``run_dir/name`` as a DataFrame, or None when there is no run dir or no such file."""
+    if run_dir is None or not (Path(run_dir) / name).exists():
+        return None
+    return pd.read_csv(Path(run_dir) / name)
+
+
 def read_epochs(run_dir: str | os.PathLike | None) -> pd.DataFrame | None:
     """epochs.csv of a run, or None when it does not exist / is empty."""
-    if run_dir is None:
-        return None
-    p = Path(run_dir) / "epochs.csv"
-    if not p.exists():
-        return None
-    df = pd.read_csv(p)
-    return df if not df.empty else None
+    df = _read_run_csv(run_dir, "epochs.csv")
+    return df if df is not None and not df.empty else None
 
 
 def read_batches(run_dir: str | os.PathLike | None) -> pd.DataFrame | None:
-    if run_dir is None:
-        return None
-    p = Path(run_dir) / "batches.csv"
-    if not p.exists():
-        return None
-    return pd.read_csv(p)
+    return _read_run_csv(run_dir, "batches.csv")
 
 
 def read_landscape(run_dir: str | os.PathLike | None) -> dict[str, np.ndarray] | None:

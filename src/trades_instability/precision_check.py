@@ -88,7 +88,7 @@ def per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: "eval
         p = evaluation.pgd_eval(model, x, y, eps=suite.eps, step_size=suite.pgd_step_size, steps=suite.pgd_steps,
                                 batch_size=suite.batch_size, seed=suite.seed)
         used = {"aa_batch_size": evaluation.aa_start_batch(suite, x.shape[0], device)}
-        flags, _ = evaluation._aa_call(autoattack_eval.run_individual, device, used, model=model, x=x, y=y,
+        flags, _ = evaluation.aa_call(autoattack_eval.run_individual, device, used, model=model, x=x, y=y,
                                        attacks=["square"], settings=suite.aa_settings(), device=device,
                                        num_classes=num_classes)
     return {"clean_acc": clean, "pgd10_acc": p["flags"], "fosc": p["fosc"], "sgcs": p["sgcs"],
