@@ -470,6 +470,8 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
                 if s not in raw["settings"]:
                     fail(f"{path}: unknown setting {s!r}; allowed: {', '.join(names)}")
     named = (raw.get("detection") or {}).get("settings", "all")
+    if isinstance(named, str) and named != "all":
+        fail(f"detection.settings: {named!r} is not allowed; use 'all' or a list of setting names")
     for i, s in enumerate([] if named == "all" else named):
         if s not in raw["settings"]:
             fail(f"detection.settings[{i}]: unknown setting {s!r}; allowed: all, {', '.join(names)}")
