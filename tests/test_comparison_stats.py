@@ -51,6 +51,8 @@ def test_intervals_closed_forms():
     half = 3.182446305 * 0.1 / 2  # t(0.975, 3) * s / sqrt(n)
     assert (lo, hi) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
     assert CS.mean_interval(0.3, 0.0, 3) == (0.3, 0.3)
+    v = CS.meanstd_verdict(0.06, 0.044, 2, 0.53, 0.002, 3, bounds=(0.0, 1.0))  # t(0.975, 1) = 12.7: clipped
+    assert v.low == 0.0 and v.high == pytest.approx(0.06 + 12.7062 * 0.044 / math.sqrt(2), rel=1e-4)
 
 
 def test_not_testable_cells_say_why():

@@ -78,12 +78,16 @@ def prob_verdict(k: int, n: int, paper_k: int, paper_n: int) -> Verdict:
 
 
 def meanstd_verdict(mean: float, std: float | None, n: int, paper_mean: float, paper_std: float,
-                    paper_n: int | None, *, paper_n_assumed: bool = False) -> Verdict:
-    """Our mean ± std over ``n`` seeds against the paper's: t interval, Welch's t-test."""
+                    paper_n: int | None, *, paper_n_assumed: bool = False,
+                    bounds: tuple[float, float] | None = None) -> Verdict:
+    """Our mean ± std over ``n`` seeds against the paper's: t interval (clipped to ``bounds``, e.g.
+    [0, 1] for an accuracy, since 2-3 seeds give t intervals wider than the scale), Welch's t-test."""
     if n < 2 or std is None or not math.isfinite(std):
         return Verdict(None, None, "", None, NOT_TESTABLE,
                        f"{n} run{'s' if n != 1 else ''} reproduced: no standard deviation, so no interval or test")
     lo, hi = mean_interval(mean, std, n)
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     if paper_n is None or paper_n < 2:
         return Verdict(lo, hi, "", None, NOT_TESTABLE, "the paper gives no seed count of at least 2 for this cell")
     p = welch_p(mean, std, n, paper_mean, paper_std, paper_n)

@@ -635,7 +635,9 @@ def _cell_verdict(pc, cell: Cell, ddof: int) -> "CS.Verdict":
     std = cell.std
     if std is not None and math.isfinite(std) and ddof == 0 and n > 1:  # the tests want the sample std
         std = std * math.sqrt(n / (n - 1))
-    return CS.meanstd_verdict(cell.value, std, n, pc.value, pc.std, pc.n, paper_n_assumed=pc.n_assumed)
+    bounds = (-1.0, 1.0) if pc.column == "Gap" else (0.0, 1.0)  # a gap of accuracies, or an accuracy
+    return CS.meanstd_verdict(cell.value, std, n, pc.value, pc.std, pc.n, paper_n_assumed=pc.n_assumed,
+                              bounds=bounds)
 
 
 def _fmt_num(v: Any, kind: str) -> str:
