@@ -90,6 +90,7 @@ def test_render_from_fake_results(tmp_path):
     runs = pd.read_csv(csv)
     assert len(runs) == 8 and set(runs["label"]) == {"Regular", "Unstable"}
     assert (runs.loc[runs.label == "Unstable", "first_epoch_over_configured"] == 6).all()
+    assert ",Unstable,10,0.16" in csv.read_text() and ",6,0.1,6\n" in csv.read_text()  # integer epochs
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -10,7 +10,7 @@ Per cell kind (distributions and tests from scipy.stats):
   means, sample standard deviations and seed counts (``ttest_ind_from_stats``, unequal variances: the
   two sides are different hardware and code, nothing says their seed noise is equal).
 * ``value`` (one run, Table 1): ``not testable``: one run per side says nothing about seed-to-seed
-  variation, and Table 1 shows that two seeds of one setting can differ by 0.14 in AutoAttack accuracy.
+  variation, and Table 1 shows two seeds of one setting 0.10 apart in AutoAttack accuracy.
 
 ``differs`` means p < ``ALPHA``. The p-values are per cell and not corrected for multiple comparisons:
 among N testable cells about ``ALPHA * N`` differ by chance alone even when everything reproduces.

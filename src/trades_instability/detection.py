@@ -256,7 +256,7 @@ def runs_frame(report: DetectionReport) -> pd.DataFrame:
         })
     cols = ["setting", "seed", "label", "best_epoch", "peak_val_fosc", "peak_epoch", "calibrated_threshold",
             "first_epoch_over_calibrated", "configured_threshold", "first_epoch_over_configured"]
-    return pd.DataFrame.from_records(recs, columns=cols).astype(object)
+    return pd.DataFrame(recs, columns=cols, dtype=object)  # object: epochs stay integers beside empty cells
 
 
 def draw(report: DetectionReport):
