@@ -98,3 +98,17 @@ def test_comparison_marks_differing_cells(tmp_path):
     back = pd.read_csv(csv)
     assert set(back["verdict"]) == {"consistent", "differs", "not testable"}
     assert (back.loc[back.table == "table1", "verdict"] == "not testable").all()
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_welch_uses_the_sample_std_whatever_the_table_ddof(tmp_path, ddof):
+    clean = [0.50, 0.52, 0.57]
+    rows = [{"setting": "d", "seed": s, "status": "complete", "clean_acc": c, "pgd10_acc": 0.24, "square_acc": 0.23,
+             "autoattack_acc": 0.2, "unstable": False} for s, c in enumerate(clean)]
+    selection = {"groups": {"d": {"regular": [0, 1, 2], "unstable": [], "diverged": []}}}
+    spec = {"table3": {"regular_unstable": "d", "fixed": "d", "ddof": ddof}}
+    df = T.comparison_frame(pd.DataFrame(rows), selection, spec)
+    r = df[(df.table == "table3") & (df.row == "Regular") & (df.column == "Clean")].iloc[0]
+    assert r.reproduced_std == pytest.approx(np.std(clean, ddof=ddof))
+    assert r.paper_n == 3 and r.p_value == pytest.approx(
+        stats.ttest_ind_from_stats(np.mean(clean), np.std(clean, ddof=1), 3, 0.5342, 0.0019, 3, equal_var=False).pvalue)
