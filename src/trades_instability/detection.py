@@ -183,7 +183,8 @@ def load_traces(summary, selection, run_dirs: Mapping[tuple[str, int], str | os.
             path = run_dirs.get((setting, seed))
             epochs = None
             if why is None:
-                epochs = pd.read_csv(Path(path) / "epochs.csv") if path is not None and (Path(path) / "epochs.csv").exists() else None
+                csv = None if path is None else Path(path) / "epochs.csv"
+                epochs = pd.read_csv(csv) if csv is not None and csv.exists() else None
                 if epochs is None or "val_fosc" not in epochs.columns or epochs["val_fosc"].notna().sum() == 0:
                     why = "no validation FOSC logged"
             if why is not None:
@@ -279,7 +280,8 @@ def draw(report: DetectionReport):
         for thr in g.configured_thresholds:
             ax.axhline(thr, color="#555555", ls=":", lw=1.2, label=f"configured fix.fosc_threshold = {thr:g}")
         if g.threshold is not None:
-            ax.axhline(g.threshold, color="black", ls="--", lw=1.2, label=f"calibrated (Youden's J) = {g.threshold:.4g}")
+            ax.axhline(g.threshold, color="black", ls="--", lw=1.2,
+                       label=f"calibrated (Youden's J) = {g.threshold:.4g}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation FOSC")
         ax.legend(loc="best", frameon=True, fontsize=8)

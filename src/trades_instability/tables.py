@@ -690,7 +690,8 @@ def render_comparison(summary, selection, specs: Mapping, out_tex: str | os.Path
             row_label = r["row"] if not r["panel"] else f"{r['panel']}: {r['row']}"
             rows.append([latex_escape(row_label), latex_escape(r["column"]), paper, repro, diff,
                          _fmt_ci(r["ci_low"], r["ci_high"]),
-                         str(int(r["n_runs"])) if _num(r["n_runs"]) is not None else "0", _fmt_p(r["p_value"]), verdict])
+                         str(int(r["n_runs"])) if _num(r["n_runs"]) is not None else "0",
+                         _fmt_p(r["p_value"]), verdict])
         blocks.append({"table": table, "number": table.removeprefix("table"), "rows": rows,
                        "summary": lines[i], "notes": [(lt, latex_escape(n)) for n, lt in letters.items()]})
     env = _env(template_dir)

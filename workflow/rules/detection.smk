@@ -11,7 +11,8 @@ rule detection:
         selection=selection_for("detection"),
         epochs=run_files(PC.detection_settings(), "epochs.csv"),
     output:
-        tex=report(f"{PC.tables_dir}/detection.tex", category="Tables", labels={"table": "detection", "format": "LaTeX"}),
+        tex=report(f"{PC.tables_dir}/detection.tex", category="Tables",
+                   labels={"table": "detection", "format": "LaTeX"}),
         csv=report(f"{PC.tables_dir}/detection.csv", category="Tables", labels={"table": "detection", "format": "CSV"}),
         pdf=report(f"{PC.figures_dir}/detection.pdf", category="Figures", subcategory="PDF",
                    labels={"figure": "detection", "format": "PDF"}),
