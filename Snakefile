@@ -64,6 +64,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/detection.smk"
 
 
 localrules:
@@ -75,6 +76,7 @@ PAPER_TARGETS = (
     [f"{PC.tables_dir}/{t}.tex" for t in TABLES]
     + [f"{PC.tables_dir}/comparison.tex"]
     + [f"{PC.figures_dir}/{f}.{ext}" for f in FIGURES for ext in ("pdf", "png")]
+    + [f"{PC.tables_dir}/detection.tex", f"{PC.figures_dir}/detection.pdf", f"{PC.figures_dir}/detection.png"]
 )
 
 
@@ -86,7 +88,7 @@ rule all:
 
 
 rule paper:
-    """Every table (1-7), figure (1-7) and the paper-vs-reproduction comparison."""
+    """Every table (1-7), figure (1-7), the paper-vs-reproduction comparison and the FOSC detector."""
     input:
         PAPER_TARGETS,
 

@@ -229,3 +229,12 @@ def test_publish_links_outputs(tmp_path: Path):
     (state / "run.json").write_text('{"status": "diverged"}')
     with pytest.raises(pc.PipelineConfigError, match="best.pt"):
         pc.publish(state, tmp_path / "run2")
+
+
+def test_detection_settings_default_to_all_and_follow_the_key(paper):
+    assert paper.detection_settings() == list(paper.settings)  # config.yaml: settings: all
+    smoke = pc.load(SMOKE)
+    assert "detection" not in yaml.safe_load(SMOKE.read_text())  # absent key = all settings
+    assert smoke.detection_settings() == list(smoke.settings)
+    picked = pc.load(SMOKE, overrides={"detection": {"settings": ["fixed", "default", "fixed"]}})
+    assert picked.detection_settings() == ["fixed", "default"]

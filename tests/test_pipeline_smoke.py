@@ -63,6 +63,21 @@ def test_smoke_every_target(smoke):
         tex = (work / "tables" / f"{t}.tex").read_text()
         assert "\\begin{tabular}" in tex and "\\bottomrule" in tex, t
     assert (work / "tables" / "comparison.csv").stat().st_size > 0
+    tex = (work / "tables" / "comparison.tex").read_text()
+    assert len(re.findall(r"^% Table \d: \d+ cells, \d+ consistent, \d+ differs?, \d+ not testable$", tex, re.M)) == 7
+    for f in ["detection"]:
+        png, pdf = work / "figures" / f"{f}.png", work / "figures" / f"{f}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, f
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 2000, f
+    det = (work / "tables" / "detection.tex").read_text()
+    assert "\\begin{tabular}" in det and "\\bottomrule" in det and "all settings" in det
+    import pandas as pd
+
+    runs = pd.read_csv(work / "tables" / "detection.csv")
+    cfg = yaml.safe_load(SMOKE.read_text())
+    # every classified run of the settings without the fix (detection.settings absent = all settings)
+    no_fix = [s for s, v in cfg["settings"].items() if not (v.get("overrides") or {}).get("fix", {}).get("enabled")]
+    assert set(runs["setting"]) == set(no_fix)
     for f in FIGURES:
         png, pdf = work / "figures" / f"{f}.png", work / "figures" / f"{f}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, f
@@ -114,7 +129,8 @@ def test_smoke_rerun_is_a_no_op_and_report(smoke):
     r = snakemake(work, "--report", str(work / "report.html"), "--configfile", str(SMOKE))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     html = (work / "report.html").read_text(errors="replace")
-    for name in ["figure1.png", "figure7.pdf", "table3.tex", "comparison.tex", "summary.csv"]:
+    for name in ["figure1.png", "figure7.pdf", "table3.tex", "comparison.tex", "summary.csv", "detection.png",
+                 "detection.tex"]:
         assert name in html, name
 
 
@@ -128,6 +144,7 @@ def test_paper_dry_run_lists_every_job(tmp_path: Path):
     n = job_counts(out)
     assert n["train"] == n["run_config"] == n["evaluate"] == 219
     assert n["landscape"] == 10 and n["table"] == 7 and n["figure"] == 7 and n["comparison"] == 1
+    assert n["detection"] == 1
     assert n["suite_file"] == 4 and n["aggregate"] == 1 and n["paper"] == 1
 
 

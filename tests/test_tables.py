@@ -210,6 +210,11 @@ def test_comparison_every_paper_cell(fake, tmp_path):
     text = tex.read_text()
     check_latex(text)
     assert text.count(r"\begin{table}") == 7
+    # every cell has a verdict; single-run Table 1 cells are never tested
+    assert df["verdict"].isin(["consistent", "differs", "not testable"]).all()
+    assert (df.loc[df.table == "table1", "verdict"] == "not testable").all()
+    r = df[(df.table == "table2") & (df.row == "beta=1") & (df.column == "batch_size=128")].iloc[0]
+    assert r.test == "Fisher exact" and r.p_value == pytest.approx(3 / 13)  # 2/3 vs 10/10, by hand
 
 
 def test_comparison_without_unstable_and_missing_spec(fake_stable, tmp_path):

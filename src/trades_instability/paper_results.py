@@ -31,6 +31,7 @@ import yaml
 
 TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7")
 CELL_KINDS = ("value", "meanstd", "prob")
+PROB = "Prob."  # the k/n column of Tables 5 and 7
 
 
 def format_key(value: Any) -> str:
@@ -69,7 +70,8 @@ class PaperCell:
     """One published cell.
 
     kind ``value``: ``value`` is an accuracy; ``meanstd``: ``value`` is the mean and ``std`` the
-    standard deviation over seeds; ``prob``: ``k`` of ``n`` instances unstable, ``value = k / n``.
+    standard deviation over ``n`` seeds (``n_assumed``: the paper does not state ``n``); ``prob``:
+    ``k`` of ``n`` instances unstable, ``value = k / n``.
     """
 
     table: str
@@ -82,6 +84,7 @@ class PaperCell:
     k: int | None = None
     n: int | None = None
     bold: bool = False
+    n_assumed: bool = False
 
     @property
     def text(self) -> str:
@@ -137,11 +140,14 @@ def _all_cells() -> tuple[PaperCell, ...]:
                                            bold=(row, col) in bold))
         elif kind == "meanstd":
             bold = _bold_set(block)
+            seeds, assumed = block.get("seeds") or {}, set(block.get("seeds_assumed") or [])
             for row, values in block["rows"].items():
                 for col in block["columns"]:
                     mean, std = values[col]
+                    n = seeds.get(row)
                     cells.append(PaperCell(table, "", row, col, "meanstd", _num(mean), _num(std),
-                                           bold=(row, col) in bold))
+                                           n=None if n is None else int(n), bold=(row, col) in bold,
+                                           n_assumed=row in assumed))
         elif kind == "prob_pivot":
             for panel in block["panels"]:
                 bold = _bold_set(panel)
@@ -161,10 +167,11 @@ def _all_cells() -> tuple[PaperCell, ...]:
                         k, n = v
                         cells.append(PaperCell(table, "", key_label(block["row"], r), col, "prob", k / n,
                                                k=int(k), n=int(n), bold=is_bold))
-                    else:
+                    else:  # mean/std over the seeds of the row's Prob. column
                         mean, std = v
                         cells.append(PaperCell(table, "", key_label(block["row"], r), col, "meanstd",
-                                               _num(mean), _num(std), bold=is_bold))
+                                               _num(mean), _num(std), n=int(block["cells"][r][PROB][1]),
+                                               bold=is_bold))
         else:  # pragma: no cover - guarded by test_paper_results
             raise ValueError(f"paper_results.yaml: {table}.kind {kind!r} unknown")
     return tuple(cells)

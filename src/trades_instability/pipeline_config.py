@@ -295,6 +295,12 @@ class PipelineConfig:
         """Settings named by ``tables.<name>`` or ``figures.<name>``, in order of appearance."""
         return _settings_in_spec(self.raw[kind][name])
 
+    def detection_settings(self) -> list[str]:
+        """Settings whose runs the FOSC detector (tables/detection.tex) reads: ``detection.settings``,
+        every setting when absent or ``all``."""
+        named = (self.raw.get("detection") or {}).get("settings", "all")
+        return list(self.settings) if named == "all" else list(dict.fromkeys(named))
+
     def selection_threshold(self) -> float:
         return float(self.raw["selection"]["unstable_threshold"])
 
@@ -463,6 +469,12 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
             for path, s in _spec_refs(spec, f"{kind}.{tname}"):
                 if s not in raw["settings"]:
                     fail(f"{path}: unknown setting {s!r}; allowed: {', '.join(names)}")
+    named = (raw.get("detection") or {}).get("settings", "all")
+    if isinstance(named, str) and named != "all":
+        fail(f"detection.settings: {named!r} is not allowed; use 'all' or a list of setting names")
+    for i, s in enumerate([] if named == "all" else named):
+        if s not in raw["settings"]:
+            fail(f"detection.settings[{i}]: unknown setting {s!r}; allowed: all, {', '.join(names)}")
     _check_target_needs(cfg, fail)
 
     if check_data:
@@ -496,6 +508,9 @@ def _check_target_needs(cfg: PipelineConfig, fail) -> None:
                 fail(f"{path}: setting {s!r} computes no loss landscape (set settings.{s}.landscape: true)")
             if fname == "figure4" and not cfg.run_config(s, 0)["log_batch_metrics"]:
                 fail(f"{path}: setting {s!r} does not log batch metrics (set log_batch_metrics: true in its overrides)")
+    for s in cfg.detection_settings():
+        need_attack("detection.settings", s, "pgd10", "the detector's labels are PGD-10 - Square >= threshold")
+        need_attack("detection.settings", s, "square", "the detector's labels are PGD-10 - Square >= threshold")
     spec = tables.get("table3") or {}
     if spec.get("fixed") and not cfg.run_config(spec["fixed"], 0)["fix"]["enabled"]:
         fail(f"tables.table3.fixed: setting {spec['fixed']!r} does not enable the fix (fix.enabled: true)")
