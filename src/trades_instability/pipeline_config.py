@@ -407,6 +407,9 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
                 value = _fraction(spec[key])
                 if value is None or value <= 0:
                     fail(f"suites.{name}.{key}: must be a number > 0 or a fraction 'a/b', got {spec[key]!r}")
+                problem = run_config_mod.image_units_problem(value)
+                if problem:
+                    fail(f"suites.{name}.{key}: {problem}")
         attacks = spec.get("attacks", _BUILTIN_ATTACKS.get(name, []))
         if "pgd10" in attacks and spec.get("pgd_steps", 10) < 2:
             fail(f"suites.{name}.pgd_steps: must be >= 2 (SGCS needs two steps), got {spec['pgd_steps']}")
