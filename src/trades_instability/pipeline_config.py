@@ -589,6 +589,21 @@ def _same_yaml(a: str, b: str) -> bool:
         return False
 
 
+def _refuse_if_locked(state: Path) -> None:
+    """Never move a state folder away under a trainer that still writes it (e.g. a job left running
+    by a killed Snakemake); the trainer itself refuses a second writer (run_lock.py)."""
+    from . import run_lock
+
+    path = state / run_lock.LOCK_NAME
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(holder, dict) and run_lock.stale_reason(holder) is None:
+        raise PipelineConfigError(
+            f"{state} is in use by {run_lock.describe(holder)}; cancel that job first (scancel / kill), then rerun")
+
+
 def prepare_state(config: str | Path, state: str | Path) -> str:
     """Keep ``state`` (the trainer's resumable output folder) if it was started from the same run
     config; otherwise move it aside to ``state.stale-<time>`` so the trainer starts over instead of
@@ -596,6 +611,7 @@ def prepare_state(config: str | Path, state: str | Path) -> str:
     config, state = Path(config), Path(state)
     marker = state / "run_config.yaml"
     text = config.read_text()
+    _refuse_if_locked(state)
     if state.exists():
         if marker.is_file() and _same_yaml(marker.read_text(), text):
             if (state / "checkpoints" / "last.pt").is_file():
