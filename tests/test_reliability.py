@@ -1,14 +1,23 @@
-"""Two Snakemake invocations on the same results folder: the second is refused by Snakemake's lock and
-the first finishes unharmed (README: "What happens when things go wrong")."""
+"""README "What happens when things go wrong", checked: Snakemake's directory lock and recovery after a
+kill -9 of the whole tree; a crash at any point of a training epoch's end leaves no hole in the logs;
+leftovers of a killed run are cleaned or refused by name; files get the user's umask; every CLI problem
+is one line before any expensive work."""
 
 from __future__ import annotations
 
+import csv
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
+
+from trades_instability import artifacts
+from trades_instability.artifacts import CheckpointError, load_checkpoint
+from trades_instability.training import Diverged, Interrupted, Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tests" / "configs" / "smoke.yaml"
@@ -41,16 +50,6 @@ def test_second_invocation_on_the_same_folder_is_refused(tmp_path: Path):
 # ------------------------------------------------------------------------------------------------
 # Training run directories (issue 13): no silent hole, truthful leftovers, one-line errors
 # ------------------------------------------------------------------------------------------------
-import csv  # noqa: E402
-import os  # noqa: E402
-
-import torch  # noqa: E402
-
-from trades_instability import artifacts  # noqa: E402
-from trades_instability.artifacts import CheckpointError, load_checkpoint  # noqa: E402
-from trades_instability.training import Diverged, Interrupted, Trainer, train  # noqa: E402
-
-
 class SimulatedCrash(BaseException):
     """A kill at one point of the end-of-epoch sequence (BaseException: nothing in the trainer catches it)."""
 
@@ -72,8 +71,7 @@ def _epoch_end_writes(cfg, out: Path) -> list[str]:
     def log(m: str) -> None:
         armed["on"] = m.startswith("epoch   1/") or (armed["on"] and not m.startswith("epoch   2/"))
 
-    import pytest as _pytest
-    mp = _pytest.MonkeyPatch()
+    mp = pytest.MonkeyPatch()
     mp.setattr(os, "replace", spy)
     try:
         train(cfg, out, log=log)
@@ -282,3 +280,33 @@ def test_eval_cli_checks_its_outputs_before_any_attack(tmp_path: Path, capsys, m
                        (["--out", str(tmp_path / "e.json"), "--landscape-out", str(tmp_path)], tmp_path)):
         rc = eval_cli.main(["--checkpoint", str(ckpt), "--suite", "cheap", "--device", "cpu", *extra])
         _one_line_error(capsys, rc, 2, str(bad), "cannot be written" if bad != tmp_path else "is a folder")
+
+
+@pytest.mark.slow
+def test_documented_recovery_after_kill_9_of_the_snakemake_tree(tmp_path: Path):
+    """README "What happens when things go wrong": after a kill -9 of Snakemake and its jobs, run
+    `snakemake --unlock` with the same arguments, then the same command with --rerun-incomplete; the
+    interrupted training resumes (its stale run lock is taken over) and the run completes."""
+    import signal
+
+    target = "results/runs/default/seed0/run.json"
+    first = subprocess.Popen(_cmd(tmp_path, target), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    last = tmp_path / "results/runs/default/seed0/state/checkpoints/last.pt"
+    t0 = time.time()
+    while not last.exists():
+        assert first.poll() is None, f"snakemake ended before the first epoch was saved:\n{first.stdout.read()}"
+        assert time.time() - t0 < 300, "no epoch saved in time"
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGKILL)  # snakemake, the job's shell and the trainer
+    first.wait()
+    assert (tmp_path / "results/runs/default/seed0/state/run.lock").exists()  # left behind by the kill
+    refused = subprocess.run(_cmd(tmp_path, target), capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "--unlock" in refused.stdout + refused.stderr
+    unlock = subprocess.run(_cmd(tmp_path, target, "--unlock"), capture_output=True, text=True, timeout=300)
+    assert unlock.returncode == 0, unlock.stdout + unlock.stderr
+    again = subprocess.run(_cmd(tmp_path, target, "--rerun-incomplete"), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    log = (tmp_path / "results/runs/default/seed0/train.log").read_text()
+    assert "taking over the stale lock" in log and "resumed from" in log, log
+    assert '"status": "complete"' in (tmp_path / target).read_text()
