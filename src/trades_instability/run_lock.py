@@ -123,6 +123,7 @@ class RunLock:
         self.log = log
         self.me: dict[str, Any] | None = None
         self._stop = threading.Event()
+        self._beat = threading.Lock()  # the thread and the epoch end both beat; one rename at a time
         self._thread: threading.Thread | None = None
         self.lost: str | None = None  # set by the heartbeat when someone else took the lock
 
@@ -181,15 +182,16 @@ class RunLock:
 
     def heartbeat(self) -> None:
         """Refresh the lease (atomic rewrite); notes in ``lost`` when another process took it over."""
-        if not self.me or self.lost:
-            return
-        if not self._owned():
-            self.lost = f"the lock {self.path} was taken over by {describe(self._read() or {})}"
-            return
-        self.me["heartbeat"] = time.time()
-        tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.me))
-        os.replace(tmp, self.path)
+        with self._beat:
+            if not self.me or self.lost:
+                return
+            if not self._owned():
+                self.lost = f"the lock {self.path} was taken over by {describe(self._read() or {})}"
+                return
+            self.me["heartbeat"] = time.time()
+            tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.me))
+            os.replace(tmp, self.path)
 
     def start_heartbeat(self, every_s: float = HEARTBEAT_S) -> None:
         def beat():

@@ -7,9 +7,9 @@ which is written last and marks the run complete (or diverged).
 Crash safety: at the end of every epoch the whole resumable state (model, optimiser, epoch, fix
 state, random generators, the epoch log and the batch log) goes into ``last.pt`` atomically, and the
 CSVs are then rewritten from that state; on resume they are reconciled with it (run_files.py). One
-process at a time writes a run directory (run_lock.py). Rerunning the same command resumes from the last completed epoch and
-produces the same logs as an uninterrupted run (same device, same seed). SIGTERM/SIGINT stop the run
-at the next batch boundary; the last completed epoch is already saved.
+process at a time writes a run directory (run_lock.py). Rerunning the same command resumes from the
+last completed epoch and produces the same logs as an uninterrupted run (same device, same seed).
+SIGTERM/SIGINT stop the run at the next batch boundary; the last completed epoch is already saved.
 """
 
 from __future__ import annotations
@@ -559,8 +559,8 @@ class Trainer:
         self._write_logs()
         if self.lock is not None:
             self.lock.heartbeat()
-        if self.lock is not None and self.lock.lost:  # another process writes this folder now: stop before mixing two runs
-            raise RunLocked(f"{self.lock.lost}; stopping after epoch {epoch} (saved in {self.files.last})")
+            if self.lock.lost:  # another process writes this folder now: stop before mixing two runs
+                raise RunLocked(f"{self.lock.lost}; stopping after epoch {epoch} (saved in {self.files.last})")
         self.log(
             f"epoch {epoch:3d}/{cfg.epochs} lr {row['lr']:.4g} loss {row['train_loss']:.4f} "
             f"(ce {row['train_ce']:.4f} kl {row['train_kl']:.4f}) train clean/adv {row['train_clean_acc']:.4f}/"
