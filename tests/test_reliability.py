@@ -59,8 +59,13 @@ def _rows(path: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in csv.DictReader(fh)]
 
 
-def _epoch_end_writes(cfg, out: Path) -> list[str]:
-    """The files renamed into place at the end of epoch 2 (the sequence a crash can interrupt)."""
+def _epoch_starts(message: str, epoch: int) -> bool:
+    """The log line after which the next file renamed belongs to the end of ``epoch``."""
+    return message.startswith("training ") if epoch == 1 else message.startswith(f"epoch {epoch - 1:3d}/")
+
+
+def _epoch_end_writes(cfg, out: Path, epoch: int) -> list[str]:
+    """The files renamed into place at the end of ``epoch`` (the sequence a crash can interrupt)."""
     seen, armed, real = [], {"on": False}, os.replace
 
     def spy(src, dst, *a, **k):
@@ -69,7 +74,10 @@ def _epoch_end_writes(cfg, out: Path) -> list[str]:
         return real(src, dst, *a, **k)
 
     def log(m: str) -> None:
-        armed["on"] = m.startswith("epoch   1/") or (armed["on"] and not m.startswith("epoch   2/"))
+        if _epoch_starts(m, epoch):
+            armed["on"] = True
+        elif m.startswith(f"epoch {epoch:3d}/"):
+            armed["on"] = False
 
     mp = pytest.MonkeyPatch()
     mp.setattr(os, "replace", spy)
@@ -80,14 +88,16 @@ def _epoch_end_writes(cfg, out: Path) -> list[str]:
     return seen
 
 
-def test_a_crash_at_any_point_of_the_epoch_end_leaves_no_hole_in_the_logs(tmp_path: Path, tiny_run_config, monkeypatch):
-    # README: rerunning after a kill ends with the same logs as an uninterrupted run. The window that
-    # lost an epoch's batch rows for good was between the rename of last.pt and that of batches.csv.
-    cfg = tiny_run_config(epochs=3, log_batch_metrics=True)
-    writes = _epoch_end_writes(cfg, tmp_path / "ref")
-    assert "last.pt" in writes and writes.index("last.pt") < writes.index("batches.csv"), writes
+@pytest.mark.parametrize("epoch", [1, 2])
+def test_a_crash_at_any_point_of_the_epoch_end_leaves_no_hole(tmp_path: Path, tiny_run_config, monkeypatch, epoch):
+    # README: rerunning after a kill ends with the same logs and checkpoints as an uninterrupted run. The
+    # window that lost an epoch's batch rows for good was between the renames of last.pt and batches.csv.
+    cfg = tiny_run_config(epochs=2, log_batch_metrics=True, snapshot_epochs=[1, 2])
+    writes = _epoch_end_writes(cfg, tmp_path / "ref", epoch)
+    assert writes.index("last.pt") < writes.index("batches.csv"), writes
+    assert epoch != 1 or "best.pt" in writes  # epoch 1 is always the best so far
     ref_epochs, ref_batches = _rows(tmp_path / "ref" / "epochs.csv"), _rows(tmp_path / "ref" / "batches.csv")
-    ref_best = load_checkpoint(tmp_path / "ref" / "checkpoints" / "best.pt")
+    ref_ckpts = {p.name: load_checkpoint(p) for p in (tmp_path / "ref" / "checkpoints").glob("*.pt")}
     real = os.replace
     for i, name in enumerate(writes):
         for when in ("before", "after"):
@@ -104,7 +114,7 @@ def test_a_crash_at_any_point_of_the_epoch_end_leaves_no_hole_in_the_logs(tmp_pa
                 return real(src, dst, *a, **k)
 
             def log(m: str) -> None:
-                if m.startswith("epoch   1/"):
+                if _epoch_starts(m, epoch):
                     armed["on"] = True
 
             monkeypatch.setattr(os, "replace", crashing)
@@ -113,13 +123,15 @@ def test_a_crash_at_any_point_of_the_epoch_end_leaves_no_hole_in_the_logs(tmp_pa
             monkeypatch.setattr(os, "replace", real)
             messages: list[str] = []
             train(cfg, out, log=messages.append)
-            where = f"crash {when} renaming {name}"
+            where = f"crash {when} renaming {name} at the end of epoch {epoch}"
             assert _rows(out / "epochs.csv") == ref_epochs, where
             assert _rows(out / "batches.csv") == ref_batches, where
-            best = load_checkpoint(out / "checkpoints" / "best.pt")
-            assert best["epoch"] == ref_best["epoch"] and all(torch.equal(best["model"][k], v)
-                                                              for k, v in ref_best["model"].items()), where
-            if when == "after" and name == "last.pt":  # the state is ahead of both CSVs: repaired, by name
+            ckpts = {p.name: load_checkpoint(p) for p in (out / "checkpoints").glob("*.pt")}
+            assert sorted(ckpts) == sorted(ref_ckpts), where
+            for n, ref in ref_ckpts.items():
+                assert ckpts[n]["epoch"] == ref["epoch"], (where, n)
+                assert all(torch.equal(ckpts[n]["model"][k], v) for k, v in ref["model"].items()), (where, n)
+            if when == "after" and name == "last.pt" and epoch == 2:  # the state is ahead of both CSVs
                 assert any("epochs.csv disagreed" in m for m in messages), messages
                 assert any("batches.csv disagreed" in m for m in messages), messages
 

@@ -703,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "publish":
             for f in publish(args.state, args.run_dir):
                 print(f"published {f}")
-    except PipelineConfigError as e:
+    except (PipelineConfigError, OSError) as e:  # an OSError names its file (full disk, permissions, ...)
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -287,7 +287,21 @@ class Trainer:
         else:  # a resume state of an older version: the CSV must cover every epoch it does
             self.batch_rows = batch_rows_from_csv(self.files.batches_csv, self.state.epoch, self.cfg.log_batch_metrics)
         self.files.reconcile_logs(self.state.epoch_rows, self.batch_rows, self.state.epoch)
+        self._restore_epoch_checkpoints(ckpt.get("val", {}))
         self.log(f"resumed from {path} at epoch {self.state.epoch} (step {self.state.step})")
+
+    def _restore_epoch_checkpoints(self, val: dict[str, float]) -> None:
+        """Write best.pt / the snapshot of the epoch saved in last.pt when a crash came before them:
+        the model just loaded from last.pt is exactly that epoch's."""
+        s = self.state
+        best = self.ckpt_dir / "best.pt"
+        if s.epoch and s.best_epoch == s.epoch and (not best.exists() or load_checkpoint(best).get("epoch") != s.epoch):
+            save_checkpoint(best, self._model_payload("best", val))
+            self.log(f"{best} lacked epoch {s.epoch} (the run stopped before writing it); rewritten from {self.files.last}")
+        snap = self.ckpt_dir / f"epoch{s.epoch:03d}.pt"
+        if s.epoch in self.cfg.snapshot_epochs and not snap.exists():
+            save_checkpoint(snap, self._model_payload("snapshot", val))
+            self.log(f"{snap} was missing (the run stopped before writing it); rewritten from {self.files.last}")
 
     def _write_logs(self) -> None:
         self.files.write_logs(self.state.epoch_rows, self.batch_rows)
@@ -551,12 +565,14 @@ class Trainer:
         row.update(val_clean_acc=val["clean_acc"], val_pgd_acc=val["pgd_acc"], val_fosc=val["fosc"],
                    val_sgcs=val["sgcs"], fosc_over_threshold=over, is_best=is_best, epoch_time_s=dt)
         s.epoch_rows.append(row)
+        # last.pt first: everything after it (CSVs, best.pt, snapshot) is derived from it and is redone
+        # on resume if a crash interrupts this sequence (_restore_epoch_checkpoints, RunFiles.reconcile_logs)
+        self._save_last(val)
+        self._write_logs()
         if is_best:
             save_checkpoint(self.ckpt_dir / "best.pt", self._model_payload("best", val))
         if epoch in cfg.snapshot_epochs:
             save_checkpoint(self.ckpt_dir / f"epoch{epoch:03d}.pt", self._model_payload("snapshot", val))
-        self._save_last(val)
-        self._write_logs()
         if self.lock is not None:
             self.lock.heartbeat()
             if self.lock.lost:  # another process writes this folder now: stop before mixing two runs
