@@ -203,7 +203,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(cfg.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     _require(cfg.attack.bn_mode in BN_MODES, "attack.bn_mode", f"must be one of {', '.join(BN_MODES)}, got {cfg.attack.bn_mode!r}")
     _require(cfg.arch == "resnet18", "arch", f"must be resnet18, got {cfg.arch!r}")
-    _require(bool(DEVICE_NAMES.match(cfg.device)), "device", f"must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
+    _require(bool(DEVICE_NAMES.match(cfg.device)), "device",
+             f"must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     _require(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
     _require(cfg.synthetic.seed >= 0, "synthetic.seed", f"must be >= 0, got {cfg.synthetic.seed}")
     for key, value in [  # counts
@@ -228,12 +229,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(0 < cfg.lr_gamma <= 1, "lr_gamma", f"must be in (0, 1], got {cfg.lr_gamma}")
     _require_epoch_list(cfg.lr_milestones, "lr_milestones", cfg.epochs)
     _require_epoch_list(cfg.snapshot_epochs, "snapshot_epochs", cfg.epochs)
-    _require(0 < cfg.awp.gamma <= 1, "awp.gamma", f"must be in (0, 1] (relative weight radius, paper 0.005), got {cfg.awp.gamma}")
+    _require(0 < cfg.awp.gamma <= 1, "awp.gamma",
+             f"must be in (0, 1] (relative weight radius, paper 0.005), got {cfg.awp.gamma}")
     _require(0 < cfg.awp.proxy_lr <= 1, "awp.proxy_lr", f"must be in (0, 1], got {cfg.awp.proxy_lr}")
     _require(0 <= cfg.awp.warmup < cfg.epochs, "awp.warmup",
              f"must be in 0..epochs-1 ({cfg.epochs - 1}) so that AWP runs at all, got {cfg.awp.warmup}")
     _require(cfg.fix.fosc_threshold > 0, "fix.fosc_threshold", f"must be > 0, got {cfg.fix.fosc_threshold}")
-    _require(cfg.fix.noise_batches > 0, "fix.noise_batches", f"must be > 0 (batches noised after a high-FOSC epoch), got {cfg.fix.noise_batches}")
+    _require(cfg.fix.noise_batches > 0, "fix.noise_batches",
+             f"must be > 0 (batches noised after a high-FOSC epoch), got {cfg.fix.noise_batches}")
     return cfg
 
 

@@ -175,7 +175,8 @@ class RunLock:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
-        raise RunLocked(f"could not take the lock {self.path}: other processes keep taking it; rerun when they are done")
+        raise RunLocked(f"could not take the lock {self.path}: other processes keep taking it; "
+                        "rerun when they are done")
 
     def _owned(self) -> bool:
         return bool(self.me) and (self._read() or {}).get("token") == self.me["token"]

@@ -36,7 +36,7 @@ from .data import DataSplits, ImageSet, iterate_batches, load_splits
 from .losses import trades_parts, upcast
 from .metrics import fosc_from_grad, grad_cosine, grad_norm, sgcs
 from .models import build_model
-from .run_files import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles, batch_rows_from_csv
+from .run_files import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles, batch_rows_from_csv  # noqa: F401 (columns re-exported)
 from .run_lock import RunLock, RunLocked
 from .runtime import device_description, library_versions, resolve_device
 
@@ -297,7 +297,8 @@ class Trainer:
         best = self.ckpt_dir / "best.pt"
         if s.epoch and s.best_epoch == s.epoch and (not best.exists() or load_checkpoint(best).get("epoch") != s.epoch):
             save_checkpoint(best, self._model_payload("best", val))
-            self.log(f"{best} lacked epoch {s.epoch} (the run stopped before writing it); rewritten from {self.files.last}")
+            self.log(f"{best} lacked epoch {s.epoch} (the run stopped before writing it); "
+                     f"rewritten from {self.files.last}")
         snap = self.ckpt_dir / f"epoch{s.epoch:03d}.pt"
         if s.epoch in self.cfg.snapshot_epochs and not snap.exists():
             save_checkpoint(snap, self._model_payload("snapshot", val))
