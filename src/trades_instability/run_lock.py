@@ -51,6 +51,8 @@ def _proc_start_time(pid: int) -> str | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0 or -1, ...) would address process groups, not a pid
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
