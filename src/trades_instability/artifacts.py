@@ -26,25 +26,72 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, foreign or does not fit the requested model."""
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where Linux allows; os.umask is process-wide)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _named(e: OSError, path: Path) -> OSError:
+    """The same OSError naming the final file (ENOSPC from write/fsync names no file at all)."""
+    return type(e)(e.errno, e.strerror or str(e), str(path)) if e.errno is not None else OSError(f"{path}: {e}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
 
     For writers that insist on a file name (``savefig``, ``np.savez``). The temporary keeps the
-    final suffix so format detection by extension still works."""
+    final suffix so format detection by extension still works. The final file gets the mode a plain
+    ``open(path, "w")`` would give (0666 minus the umask): mkstemp creates it 0600, which would hide
+    results from the rest of a group on a shared filesystem. An OSError names ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+        os.close(fd)
+    except OSError as e:
+        raise _named(e, path) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except OSError as e:
+        raise _named(e, path) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def is_orphan_temporary(path: Path) -> bool:
+    """A temporary left by :func:`atomic_path` of a killed process (``.<stem>.<random>.tmp<suffix>``)."""
+    return path.name.startswith(".") and ".tmp" in path.name and path.is_file()
+
+
+def check_writable_output(path: str | os.PathLike, what: str) -> None:
+    """Raise OSError naming ``path`` unless a file can be created there (the folder is made if needed).
+
+    Called before expensive work so that a typo'd or read-only output fails in a second, not after hours."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, f"{what} is a folder, expected a file name", str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp-probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise type(e)(e.errno, f"{what} cannot be written ({e.strerror or e})", str(path)) from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -98,11 +145,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: "str | torch.device" 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); delete it (and rerun) to start over")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle of foreign objects, random bytes ...
+        first_line = (str(e).splitlines() or [""])[0][:200]  # some errors have an empty message
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {first_line}); "
             "it is truncated or not a trades_instability checkpoint. Delete it (and rerun) only if you "
             "are sure it holds nothing you need."
         ) from None

@@ -8,6 +8,7 @@ pipeline config; this guards a run config wherever it comes from.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -166,37 +167,76 @@ def _require(cond: bool, key: str, msg: str) -> None:
         raise ConfigError(f"config key '{key}' {msg}")
 
 
+DEVICE_NAMES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def image_units_problem(value: float, *, allow_zero: bool = False) -> str | None:
+    """Why ``value`` is not a radius / step / noise std in [0, 1] image units (None when it is).
+
+    Inputs are images in [0, 1]; a value above 1 is almost always one given in pixel units (8 for 8/255)."""
+    low = "[0, 1]" if allow_zero else "(0, 1]"
+    if value < 0 or (value == 0 and not allow_zero):
+        return f"must be in {low} image units, got {value}"
+    if value > 1:
+        hint = f"; did you mean {value:g}/255 = {value / 255:.6g}?" if value <= 255 else ""
+        return f"must be in {low} image units (inputs are in [0, 1]), got {value}{hint}"
+    return None
+
+
+def _require_image_units(value: float, key: str, *, allow_zero: bool = False) -> None:
+    problem = image_units_problem(value, allow_zero=allow_zero)
+    _require(problem is None, key, problem or "")
+
+
+def _require_epoch_list(values: list[int], key: str, epochs: int) -> None:
+    """Epoch lists (1-based) are strictly increasing and inside the run: 1..epochs."""
+    _require(all(0 < m <= epochs for m in values), key, f"must lie in 1..epochs ({epochs}), got {values}")
+    _require(all(a < b for a, b in zip(values, values[1:])), key, f"must be strictly increasing, got {values}")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
-    """Check values that types alone do not catch; raise ConfigError naming the key."""
+    """Check values that types alone do not catch (each numeric key against its domain in the paper's
+    setting); raise ConfigError naming the key."""
     _require(cfg.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}")
     _require(cfg.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     _require(cfg.val_split in VAL_SPLITS, "val_split", f"must be one of {', '.join(VAL_SPLITS)}, got {cfg.val_split!r}")
     _require(cfg.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     _require(cfg.attack.bn_mode in BN_MODES, "attack.bn_mode", f"must be one of {', '.join(BN_MODES)}, got {cfg.attack.bn_mode!r}")
     _require(cfg.arch == "resnet18", "arch", f"must be resnet18, got {cfg.arch!r}")
-    for key, value in [
+    _require(bool(DEVICE_NAMES.match(cfg.device)), "device",
+             f"must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
+    _require(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
+    _require(cfg.synthetic.seed >= 0, "synthetic.seed", f"must be >= 0, got {cfg.synthetic.seed}")
+    for key, value in [  # counts
         ("epochs", cfg.epochs), ("batch_size", cfg.batch_size), ("width", cfg.width),
         ("val_batch_size", cfg.val_batch_size), ("attack.steps", cfg.attack.steps),
         ("synthetic.num_classes", cfg.synthetic.num_classes), ("synthetic.train_size", cfg.synthetic.train_size),
         ("synthetic.test_size", cfg.synthetic.test_size), ("synthetic.image_size", cfg.synthetic.image_size),
-        ("lr", cfg.lr), ("attack.eps", cfg.attack.eps), ("attack.step_size", cfg.attack.step_size),
+        ("holdout_size", cfg.holdout_size),
     ]:
         _require(value > 0, key, f"must be > 0, got {value}")
     _require(cfg.synthetic.num_classes >= 2, "synthetic.num_classes", "must be >= 2")
+    _require(cfg.val_size is None or cfg.val_size > 0, "val_size", f"must be > 0 or null, got {cfg.val_size}")
+    # radii, steps and noise live in [0, 1] image units (Appendix B: eps 8/255, step 2/255; Algorithm 1: std 0.1)
+    _require_image_units(cfg.attack.eps, "attack.eps")
+    _require_image_units(cfg.attack.step_size, "attack.step_size")
+    _require_image_units(cfg.attack.init_std, "attack.init_std", allow_zero=True)
+    _require_image_units(cfg.fix.noise_std, "fix.noise_std", allow_zero=True)
+    _require(0 < cfg.lr <= 1, "lr", f"must be in (0, 1] (the paper uses 0.01-0.1), got {cfg.lr}")
     _require(cfg.beta >= 0, "beta", f"must be >= 0, got {cfg.beta}")
-    _require(cfg.weight_decay >= 0, "weight_decay", f"must be >= 0, got {cfg.weight_decay}")
+    _require(0 <= cfg.weight_decay < 1, "weight_decay", f"must be in [0, 1), got {cfg.weight_decay}")
     _require(0 <= cfg.momentum < 1, "momentum", f"must be in [0, 1), got {cfg.momentum}")
     _require(0 < cfg.lr_gamma <= 1, "lr_gamma", f"must be in (0, 1], got {cfg.lr_gamma}")
-    _require(cfg.val_size is None or cfg.val_size > 0, "val_size", f"must be > 0 or null, got {cfg.val_size}")
-    _require(cfg.holdout_size > 0, "holdout_size", f"must be > 0, got {cfg.holdout_size}")
-    _require(all(0 < m <= cfg.epochs for m in cfg.lr_milestones), "lr_milestones", f"must lie in 1..epochs, got {cfg.lr_milestones}")
-    _require(all(0 < m <= cfg.epochs for m in cfg.snapshot_epochs), "snapshot_epochs", f"must lie in 1..epochs, got {cfg.snapshot_epochs}")
-    _require(cfg.attack.init_std >= 0, "attack.init_std", "must be >= 0")
-    _require(cfg.awp.gamma > 0, "awp.gamma", f"must be > 0, got {cfg.awp.gamma}")
-    _require(cfg.awp.warmup >= 0, "awp.warmup", "must be >= 0")
+    _require_epoch_list(cfg.lr_milestones, "lr_milestones", cfg.epochs)
+    _require_epoch_list(cfg.snapshot_epochs, "snapshot_epochs", cfg.epochs)
+    _require(0 < cfg.awp.gamma <= 1, "awp.gamma",
+             f"must be in (0, 1] (relative weight radius, paper 0.005), got {cfg.awp.gamma}")
+    _require(0 < cfg.awp.proxy_lr <= 1, "awp.proxy_lr", f"must be in (0, 1], got {cfg.awp.proxy_lr}")
+    _require(0 <= cfg.awp.warmup < cfg.epochs, "awp.warmup",
+             f"must be in 0..epochs-1 ({cfg.epochs - 1}) so that AWP runs at all, got {cfg.awp.warmup}")
     _require(cfg.fix.fosc_threshold > 0, "fix.fosc_threshold", f"must be > 0, got {cfg.fix.fosc_threshold}")
-    _require(cfg.fix.noise_std >= 0, "fix.noise_std", "must be >= 0")
-    _require(cfg.fix.noise_batches >= 0, "fix.noise_batches", "must be >= 0")
+    _require(cfg.fix.noise_batches > 0, "fix.noise_batches",
+             f"must be > 0 (batches noised after a high-FOSC epoch), got {cfg.fix.noise_batches}")
     return cfg
 
 

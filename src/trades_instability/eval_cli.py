@@ -6,7 +6,8 @@
 The test set is loaded as the checkpoint's stored run config says (dataset, data_root, synthetic.*),
 with ``--data-root`` overriding the folder. Every argument problem (missing/truncated/foreign
 checkpoint, weights that do not fit the declared architecture, unknown suite or attack, missing
-dataset) is reported as ONE line on stderr with exit code 2, before any attack runs. A diverged
+dataset, an output that cannot be written) is reported as ONE line on stderr with exit code 2, before
+any attack runs; a write that fails later (full disk) is one line naming the file, exit code 1. A diverged
 model (non-finite logits) is not an error: its JSON says ``status: "diverged"`` (exit 0).
 """
 
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _prepare(argv):
     """Parse and check everything that can be wrong with the arguments; load model and data."""
     args = build_parser().parse_args(argv)
+    for path, what in ((args.out, "--out"), (args.landscape_out, "--landscape-out")):
+        if path is not None:  # before any attack runs: a bad output must not cost the evaluation
+            try:
+                artifacts.check_writable_output(path, what)
+            except OSError as e:
+                raise _ArgError(f"trades-eval: {e}") from None
     try:
         suites = evaluation.load_suites(args.suites)
         suite = evaluation.get_suite(suites, args.suite)
@@ -110,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     except _ArgError as e:
         print(str(e), file=sys.stderr)
         return 2
-    doc = evaluation.evaluate_checkpoint(
-        model, ckpt, splits.test.images, splits.test.labels, suite,
-        suite_name=args.suite, checkpoint_path=args.checkpoint, out=args.out, device=device,
-        num_classes=splits.num_classes, landscape_out=args.landscape_out,
-    )
+    try:
+        doc = evaluation.evaluate_checkpoint(
+            model, ckpt, splits.test.images, splits.test.labels, suite,
+            suite_name=args.suite, checkpoint_path=args.checkpoint, out=args.out, device=device,
+            num_classes=splits.num_classes, landscape_out=args.landscape_out,
+        )
+    except OSError as e:  # e.g. the disk filled up while attacking: the error names the file
+        print(f"trades-eval: error: {e}", file=sys.stderr)
+        return 1
     nums = ", ".join(f"{k}={doc[k]:.4f}" for k in evaluation.NUMBER_KEYS if isinstance(doc[k], float))
     print(f"trades-eval: {args.suite} on {doc['n_examples']} examples [{doc['status']}] {nums} "
           f"unstable={doc['unstable']} ({doc['wall_time_s']:.1f} s) -> {args.out}")

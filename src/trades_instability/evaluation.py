@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import artifacts, attacks, autoattack_eval, metrics
-from .config import ConfigError, _from_dict, read_yaml_mapping
+from .config import ConfigError, _from_dict, image_units_problem, read_yaml_mapping
 from .landscape import LandscapeConfig, compute_landscape, save_landscape
 from .runtime import device_description, library_versions, resolve_device
 
@@ -121,12 +121,15 @@ def _validate_suite(name: str, s: SuiteConfig) -> SuiteConfig:
     for key in ("batch_size", "pgd_steps", "square_queries", "apgd_iters", "fab_iters", "n_target_classes"):
         req(getattr(s, key) > 0, key, f"must be > 0, got {getattr(s, key)}")
     for key in ("eps", "pgd_step_size"):
-        req(getattr(s, key) > 0, key, f"must be > 0, got {getattr(s, key)}")
+        problem = image_units_problem(getattr(s, key))
+        req(problem is None, key, problem or "")
+    req(0 < s.unstable_threshold <= 1, "unstable_threshold", f"must be in (0, 1] (an accuracy gap), got {s.unstable_threshold}")
     req(s.seed >= 0, "seed", "must be >= 0")
     req(s.pgd_steps >= 2 or "pgd10" not in s.attacks, "pgd_steps", "must be >= 2 (SGCS needs two steps)")
     lc = s.landscape
     req(lc.grid_size >= 1, "landscape.grid_size", f"must be >= 1, got {lc.grid_size}")
-    req(lc.extent >= 0, "landscape.extent", f"must be >= 0, got {lc.extent}")
+    problem = image_units_problem(lc.extent, allow_zero=True)
+    req(problem is None, "landscape.extent", problem or "")
     req(lc.n_images >= 1, "landscape.n_images", f"must be >= 1, got {lc.n_images}")
     req(lc.batch_size >= 1, "landscape.batch_size", f"must be >= 1, got {lc.batch_size}")
     return s

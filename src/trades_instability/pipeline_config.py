@@ -413,6 +413,9 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
                 value = _fraction(spec[key])
                 if value is None or value <= 0:
                     fail(f"suites.{name}.{key}: must be a number > 0 or a fraction 'a/b', got {spec[key]!r}")
+                problem = run_config_mod.image_units_problem(value)
+                if problem:
+                    fail(f"suites.{name}.{key}: {problem}")
         attacks = spec.get("attacks", _BUILTIN_ATTACKS.get(name, []))
         if "pgd10" in attacks and spec.get("pgd_steps", 10) < 2:
             fail(f"suites.{name}.pgd_steps: must be >= 2 (SGCS needs two steps), got {spec['pgd_steps']}")
@@ -601,6 +604,21 @@ def _same_yaml(a: str, b: str) -> bool:
         return False
 
 
+def _refuse_if_locked(state: Path) -> None:
+    """Never move a state folder away under a trainer that still writes it (e.g. a job left running
+    by a killed Snakemake); the trainer itself refuses a second writer (run_lock.py)."""
+    from . import run_lock
+
+    path = state / run_lock.LOCK_NAME
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(holder, dict) and run_lock.stale_reason(holder) is None:
+        raise PipelineConfigError(
+            f"{state} is in use by {run_lock.describe(holder)}; cancel that job first (scancel / kill), then rerun")
+
+
 def prepare_state(config: str | Path, state: str | Path) -> str:
     """Keep ``state`` (the trainer's resumable output folder) if it was started from the same run
     config; otherwise move it aside to ``state.stale-<time>`` so the trainer starts over instead of
@@ -608,6 +626,7 @@ def prepare_state(config: str | Path, state: str | Path) -> str:
     config, state = Path(config), Path(state)
     marker = state / "run_config.yaml"
     text = config.read_text()
+    _refuse_if_locked(state)
     if state.exists():
         if marker.is_file() and _same_yaml(marker.read_text(), text):
             if (state / "checkpoints" / "last.pt").is_file():
@@ -699,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "publish":
             for f in publish(args.state, args.run_dir):
                 print(f"published {f}")
-    except PipelineConfigError as e:
+    except (PipelineConfigError, OSError) as e:  # an OSError names its file (full disk, permissions, ...)
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -11,13 +11,24 @@ import torch
 from . import __version__
 
 
+class DeviceUnavailable(RuntimeError):
+    """The requested device does not exist here or is not a device name; the message says what to use."""
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` is CUDA when available, else CPU; asking for CUDA without it is a clear error."""
+    """``auto`` is CUDA when available, else CPU; asking for a device that is not there is a clear error."""
     if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise DeviceUnavailable(f"device {str(name)!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(name)!r} requested but CUDA is not available; use --device cpu or auto")
+        raise DeviceUnavailable(f"device {str(name)!r} requested but CUDA is not available; use --device cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceUnavailable(f"device {str(name)!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailable(f"device {str(name)!r} requested but MPS is not available; use --device cpu or auto")
     return dev
 
 

@@ -1,8 +1,11 @@
 """``trades-train``: train one run from a config file into an output directory.
 
 Rerunning the same command after an interruption (crash, kill -9, SIGTERM from SLURM) resumes from
-the last completed epoch. Exit codes: 0 done (or diverged with --on-diverge record), 2 bad input,
-3 diverged, 143 stopped by a signal (state saved; rerun to resume).
+the last completed epoch. Every problem is one line on stderr, never a traceback. Exit codes: 0 done
+(or diverged with --on-diverge record), 1 a file or folder could not be written (the message names
+it: an unwritable or impossible --out, a full disk), 2 bad input (config, device, arguments,
+checkpoint, dataset, --out in use by another run), 3 diverged, 143 stopped by a signal (state saved;
+rerun to resume).
 """
 
 from __future__ import annotations
@@ -14,14 +17,30 @@ from .artifacts import CheckpointError
 from .config import ConfigError, load_config
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's default prints the usage too)
+        print(f"trades-train: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trades-train", description=__doc__.splitlines()[0])
+    p = _Parser(prog="trades-train", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="run config (YAML); missing keys take the paper's defaults")
     p.add_argument("--out", required=True, help="run directory (epochs.csv, batches.csv, checkpoints/, run.json)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the config's device)")
     p.add_argument("--on-diverge", choices=("fail", "record"), default="fail",
                    help="on a non-finite loss: exit 3 (fail) or write run.json with status diverged and exit 0 (record)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice; the pipeline passes the job's threads)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
     return p
@@ -30,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .data import DatasetUnavailable  # imported late: keeps --help fast
+    from .run_lock import RunLocked
+    from .runtime import DeviceUnavailable
     from .training import Diverged, Interrupted, train
 
     if args.threads:
@@ -40,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         train(cfg, args.out, device=args.device, on_diverge=args.on_diverge,
               progress=False if args.no_progress else None, log=lambda m: print(m, flush=True))
-    except (ConfigError, CheckpointError, DatasetUnavailable) as e:
+    except (ConfigError, CheckpointError, DatasetUnavailable, DeviceUnavailable, RunLocked) as e:
         print(f"trades-train: error: {e}", file=sys.stderr)
         return 2
     except Diverged as e:
@@ -48,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except Interrupted:
         return 143
+    except OSError as e:  # full disk, unwritable --out, ...: the error names the file (artifacts.py)
+        print(f"trades-train: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

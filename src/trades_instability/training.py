@@ -5,18 +5,17 @@ The run directory holds everything a later stage reads (see README "Run director
 which is written last and marks the run complete (or diverged).
 
 Crash safety: at the end of every epoch the whole resumable state (model, optimiser, epoch, fix
-state, random generators and the epoch log) goes into ``last.pt`` atomically, and the CSVs are then
-rewritten from that state. Rerunning the same command resumes from the last completed epoch and
-produces the same logs as an uninterrupted run (same device, same seed). SIGTERM/SIGINT stop the run
-at the next batch boundary; the last completed epoch is already saved.
+state, random generators, the epoch log and the batch log) goes into ``last.pt`` atomically, and the
+CSVs are then rewritten from that state; on resume they are reconciled with it (run_files.py). One
+process at a time writes a run directory (run_lock.py). Rerunning the same command resumes from the
+last completed epoch and produces the same logs as an uninterrupted run (same device, same seed).
+SIGTERM/SIGINT stop the run at the next batch boundary; the last completed epoch is already saved.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import io
 import math
 import signal
 import sys
@@ -29,13 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .artifacts import (
-    CheckpointError,
-    atomic_write_text,
-    load_checkpoint,
-    save_checkpoint,
-    write_json,
-)
+from .artifacts import CheckpointError, load_checkpoint, save_checkpoint, write_json
 from .attacks import pgd, tpgd
 from .augment import augment_batch
 from .config import RunConfig
@@ -43,18 +36,9 @@ from .data import DataSplits, ImageSet, iterate_batches, load_splits
 from .losses import trades_parts, upcast
 from .metrics import fosc_from_grad, grad_cosine, grad_norm, sgcs
 from .models import build_model
+from .run_files import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles, batch_rows_from_csv  # noqa: F401 (columns re-exported)
+from .run_lock import RunLock, RunLocked
 from .runtime import device_description, library_versions, resolve_device
-
-EPOCH_COLUMNS = [
-    "epoch", "lr", "train_loss", "train_ce", "train_kl", "train_clean_acc", "train_adv_acc",
-    "val_clean_acc", "val_pgd_acc", "val_fosc", "val_sgcs",
-    "w_grad_norm", "ce_norm", "kl_norm", "grad_cosine_similarity",
-    "noise_batches", "fosc_over_threshold", "is_best", "epoch_time_s",
-]
-BATCH_COLUMNS = [
-    "epoch", "batch", "step", "loss", "ce", "kl",
-    "w_grad_norm", "ce_norm", "kl_norm", "grad_cosine_similarity", "noised",
-]
 
 
 class Diverged(RuntimeError):
@@ -62,9 +46,10 @@ class Diverged(RuntimeError):
 
     def __init__(self, epoch: int, step: int, batch: int, what: str):
         self.epoch, self.step, self.batch = epoch, step, batch
+        kept = (f"the last good state (epoch {epoch - 1}) is kept in checkpoints/last.pt" if epoch > 1 else
+                "no epoch had completed, so there is no last good state (no checkpoints/last.pt)")
         super().__init__(
-            f"training diverged: non-finite {what} at epoch {epoch}, batch {batch} (global step {step}); "
-            "the last good state (previous epoch) is kept in checkpoints/last.pt"
+            f"training diverged: non-finite {what} at epoch {epoch}, batch {batch} (global step {step}); {kept}"
         )
 
 
@@ -187,32 +172,6 @@ class TrainState:
     train_time_s: float = 0.0
 
 
-def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: _fmt(r.get(c)) for c in columns})
-    atomic_write_text(path, buf.getvalue())
-
-
-def _fmt(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, float):
-        return "" if math.isnan(v) else repr(v)
-    return v
-
-
-def _read_batch_rows(path: Path, max_epoch: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return [r for r in csv.DictReader(fh) if r.get("epoch") and int(r["epoch"]) <= max_epoch]
-
-
 class Trainer:
     def __init__(
         self,
@@ -227,12 +186,14 @@ class Trainer:
     ):
         self.cfg = cfg
         self.out = Path(out_dir)
-        self.ckpt_dir = self.out / "checkpoints"
+        self.files = RunFiles(self.out, log=log)
+        self.ckpt_dir = self.files.ckpt_dir
         self.device = resolve_device(device or cfg.device)
         self.log = log
         self.progress = progress
         self._data = data
         self.stop_after_epoch = stop_after_epoch  # tests: simulate an interruption after this epoch
+        self.lock: RunLock | None = None  # held while run() runs
         self._stop_signal: int | None = None
 
     # -- set-up --------------------------------------------------------------------------------
@@ -287,6 +248,7 @@ class Trainer:
                          "best_pgd_acc": s.best_pgd_acc, "best_epoch": s.best_epoch,
                          "train_time_s": s.train_time_s},
             epoch_rows=s.epoch_rows,
+            batch_rows=self.batch_rows,  # the CSV is rebuilt from these: no hole if a crash follows
             rng={"data": self.gen_data.get_state(), "device": self.gen_dev.get_state(),
                  "torch": torch.get_rng_state()},
         )
@@ -320,13 +282,30 @@ class Trainer:
         torch.set_rng_state(ckpt["rng"]["torch"])
         if self.awp is not None and "awp_proxy_opt" in ckpt:
             self.awp.proxy_opt.load_state_dict(ckpt["awp_proxy_opt"])
-        self.batch_rows = _read_batch_rows(self.out / "batches.csv", self.state.epoch)
-        self._write_logs()  # drop any rows of a partly logged epoch
+        if "batch_rows" in ckpt:
+            self.batch_rows = list(ckpt["batch_rows"])
+        else:  # a resume state of an older version: the CSV must cover every epoch it does
+            self.batch_rows = batch_rows_from_csv(self.files.batches_csv, self.state.epoch, self.cfg.log_batch_metrics)
+        self.files.reconcile_logs(self.state.epoch_rows, self.batch_rows, self.state.epoch)
+        self._restore_epoch_checkpoints(ckpt.get("val", {}))
         self.log(f"resumed from {path} at epoch {self.state.epoch} (step {self.state.step})")
 
+    def _restore_epoch_checkpoints(self, val: dict[str, float]) -> None:
+        """Write best.pt / the snapshot of the epoch saved in last.pt when a crash came before them:
+        the model just loaded from last.pt is exactly that epoch's."""
+        s = self.state
+        best = self.ckpt_dir / "best.pt"
+        if s.epoch and s.best_epoch == s.epoch and (not best.exists() or load_checkpoint(best).get("epoch") != s.epoch):
+            save_checkpoint(best, self._model_payload("best", val))
+            self.log(f"{best} lacked epoch {s.epoch} (the run stopped before writing it); "
+                     f"rewritten from {self.files.last}")
+        snap = self.ckpt_dir / f"epoch{s.epoch:03d}.pt"
+        if s.epoch in self.cfg.snapshot_epochs and not snap.exists():
+            save_checkpoint(snap, self._model_payload("snapshot", val))
+            self.log(f"{snap} was missing (the run stopped before writing it); rewritten from {self.files.last}")
+
     def _write_logs(self) -> None:
-        _write_csv(self.out / "epochs.csv", EPOCH_COLUMNS, self.state.epoch_rows)
-        _write_csv(self.out / "batches.csv", BATCH_COLUMNS, self.batch_rows)
+        self.files.write_logs(self.state.epoch_rows, self.batch_rows)
 
     # -- signals -------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -473,7 +452,19 @@ class Trainer:
     def run(self, on_diverge: str = "fail") -> dict[str, Any]:
         if on_diverge not in ("fail", "record"):
             raise ValueError("on_diverge must be 'fail' or 'record'")
-        self.out.mkdir(parents=True, exist_ok=True)
+        # the lock comes first: nothing in the folder is read or written by two processes, and an
+        # unwritable --out fails here, before the data is loaded
+        self.lock = RunLock(self.out, log=self.log)
+        self.lock.acquire()
+        try:
+            self.files.remove_orphan_temporaries()
+            self.files.refuse_results_without_state()
+            self.lock.start_heartbeat()
+            return self._run_locked(on_diverge)
+        finally:
+            self.lock.release()
+
+    def _run_locked(self, on_diverge: str) -> dict[str, Any]:
         self._setup()
         self._resume()
         cfg, s = self.cfg, self.state
@@ -540,6 +531,7 @@ class Trainer:
         if last.exists():
             weights = load_checkpoint(last)["model"]
         else:  # diverged in epoch 1: the initial weights, rebuilt from the seed
+            self.log("best.pt holds the initial weights (no epoch completed before the divergence)")
             torch.manual_seed(self.cfg.seed)
             weights = build_model(self.cfg.arch, num_classes=self.splits.num_classes, width=self.cfg.width).state_dict()
         self.model.load_state_dict(weights)
@@ -574,12 +566,18 @@ class Trainer:
         row.update(val_clean_acc=val["clean_acc"], val_pgd_acc=val["pgd_acc"], val_fosc=val["fosc"],
                    val_sgcs=val["sgcs"], fosc_over_threshold=over, is_best=is_best, epoch_time_s=dt)
         s.epoch_rows.append(row)
+        # last.pt first: everything after it (CSVs, best.pt, snapshot) is derived from it and is redone
+        # on resume if a crash interrupts this sequence (_restore_epoch_checkpoints, RunFiles.reconcile_logs)
+        self._save_last(val)
+        self._write_logs()
         if is_best:
             save_checkpoint(self.ckpt_dir / "best.pt", self._model_payload("best", val))
         if epoch in cfg.snapshot_epochs:
             save_checkpoint(self.ckpt_dir / f"epoch{epoch:03d}.pt", self._model_payload("snapshot", val))
-        self._save_last(val)
-        self._write_logs()
+        if self.lock is not None:
+            self.lock.heartbeat()
+            if self.lock.lost:  # another process writes this folder now: stop before mixing two runs
+                raise RunLocked(f"{self.lock.lost}; stopping after epoch {epoch} (saved in {self.files.last})")
         self.log(
             f"epoch {epoch:3d}/{cfg.epochs} lr {row['lr']:.4g} loss {row['train_loss']:.4f} "
             f"(ce {row['train_ce']:.4f} kl {row['train_kl']:.4f}) train clean/adv {row['train_clean_acc']:.4f}/"

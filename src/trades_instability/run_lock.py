@@ -1,0 +1,226 @@
+"""One writer per run directory: a lease file ``run.lock`` naming its holder.
+
+Two ``trades-train`` processes on the same ``--out`` would interleave checkpoints and logs of two runs
+without any error, so the trainer takes this lock before it reads or writes anything in the folder.
+
+Why a lease file and not ``fcntl``/``filelock``: run folders live on cluster filesystems (NFS, Lustre)
+where advisory locks are unreliable or not shared between nodes, and a lock must outlive questions
+like "is the job on the other node still running?". The file is created with ``O_CREAT | O_EXCL``
+(atomic on NFSv3+ and local filesystems) and holds the holder's host, pid, process start time and
+SLURM job id, plus a heartbeat the holder refreshes every ``HEARTBEAT_S`` seconds. A lock is stale,
+and is taken over with a message, when
+
+- it was taken on this host and its process is gone (pid not alive, or reused by another process);
+- it was taken on another host and SLURM reports its job finished (``squeue``, when available);
+- otherwise, when its heartbeat is older than ``STALE_AFTER_S`` (another host without SLURM, or SLURM
+  unreachable).
+
+While the holder is alive the lock is refused with one line naming it and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+LOCK_NAME = "run.lock"
+HEARTBEAT_S = float(os.environ.get("TRADES_LOCK_HEARTBEAT_S", "30"))
+# ten missed heartbeats: long enough for a stalled filesystem, short enough for a requeued job
+STALE_AFTER_S = float(os.environ.get("TRADES_LOCK_STALE_AFTER_S", "600"))
+
+
+class RunLocked(RuntimeError):
+    """Another live process holds the run directory; the message names it and what to do."""
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """Kernel start time of ``pid`` (Linux), which tells a live holder from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the "(comm)" field
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0 or -1, ...) would address process groups, not a pid
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def slurm_job_state(job_id: str) -> str | None:
+    """SLURM's state of ``job_id`` ("RUNNING", "PENDING", ...), "" when SLURM no longer lists it,
+    None when SLURM cannot be asked (no squeue here, or it failed)."""
+    if not shutil.which("squeue"):
+        return None
+    try:
+        r = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0:
+        # squeue exits 1 with "Invalid job id specified" for a job that left the queue
+        return "" if "Invalid job id" in r.stderr else None
+    return r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
+
+
+def _me() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "pid_start": _proc_start_time(pid),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID") or None, "token": uuid.uuid4().hex,
+            "started": time.time(), "heartbeat": time.time()}
+
+
+def describe(holder: dict[str, Any]) -> str:
+    job = f", SLURM job {holder['slurm_job_id']}" if holder.get("slurm_job_id") else ""
+    age = time.time() - float(holder.get("heartbeat", 0))
+    return f"pid {holder.get('pid')} on host {holder.get('host')}{job}, last heartbeat {age:.0f} s ago"
+
+
+def stale_reason(holder: dict[str, Any], *, now: float | None = None) -> str | None:
+    """Why the lock of ``holder`` may be taken over, or None while its holder may still be running."""
+    now = time.time() if now is None else now
+    if holder.get("host") == socket.gethostname():
+        pid = int(holder.get("pid", -1))
+        if not _pid_alive(pid):
+            return f"its process {pid} on this host is gone"
+        start = _proc_start_time(pid)
+        if holder.get("pid_start") and start and start != holder["pid_start"]:
+            return f"pid {pid} now belongs to another process"
+        return None
+    job = holder.get("slurm_job_id")
+    if job:
+        state = slurm_job_state(job)
+        if state == "" or state in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
+                                    "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"):
+            return f"SLURM job {job} has ended ({state or 'no longer listed by squeue'})"
+        if state is not None:
+            return None  # SLURM says the job still runs: trust that over the heartbeat
+    age = now - float(holder.get("heartbeat", 0))
+    if age > STALE_AFTER_S:
+        return f"its heartbeat is {age:.0f} s old (stale after {STALE_AFTER_S:.0f} s)"
+    return None
+
+
+class RunLock:
+    """The lease on one run directory. ``acquire`` before touching the folder, ``release`` at the end
+    (also a context manager). A heartbeat thread keeps the lease fresh while training runs."""
+
+    def __init__(self, run_dir: str | os.PathLike, log: Callable[[str], None] = print):
+        self.dir = Path(run_dir)
+        self.path = self.dir / LOCK_NAME
+        self.log = log
+        self.me: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._beat = threading.Lock()  # the thread and the epoch end both beat; one rename at a time
+        self._thread: threading.Thread | None = None
+        self.lost: str | None = None  # set by the heartbeat when someone else took the lock
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # being written or garbage: judged by its age below
+        return data if isinstance(data, dict) else {}
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.me, fh)
+        return True
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`RunLocked`; an OSError (folder not writable) names the file."""
+        self.me = _me()
+        for _ in range(3):
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                if self._create():
+                    return
+            except OSError as e:  # read-only, a file in the way, ...: the first write of the run, named
+                raise type(e)(e.errno, f"cannot write the run directory --out ({e.strerror})", str(self.path)) from None
+            holder = self._read()
+            if holder is None:
+                continue  # released in between: try again
+            if holder == {}:  # unreadable: give a writer a moment, then judge by the file's age
+                try:
+                    holder = {"heartbeat": self.path.stat().st_mtime, "host": "?", "pid": "?"}
+                except FileNotFoundError:
+                    continue
+            why = stale_reason(holder)
+            if why is None:
+                raise RunLocked(
+                    f"run directory {self.dir} is in use by {describe(holder)}; wait for it to finish or stop "
+                    f"it (scancel the SLURM job / kill the pid), then rerun. If you are sure no process uses "
+                    f"the folder, delete {self.path}"
+                )
+            self.log(f"taking over the stale lock {self.path} of {describe(holder)}: {why}")
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+        raise RunLocked(f"could not take the lock {self.path}: other processes keep taking it; "
+                        "rerun when they are done")
+
+    def _owned(self) -> bool:
+        return bool(self.me) and (self._read() or {}).get("token") == self.me["token"]
+
+    def heartbeat(self) -> None:
+        """Refresh the lease (atomic rewrite); notes in ``lost`` when another process took it over."""
+        with self._beat:
+            if not self.me or self.lost:
+                return
+            if not self._owned():
+                self.lost = f"the lock {self.path} was taken over by {describe(self._read() or {})}"
+                return
+            self.me["heartbeat"] = time.time()
+            tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.me))
+            os.replace(tmp, self.path)
+
+    def start_heartbeat(self, every_s: float = HEARTBEAT_S) -> None:
+        def beat():
+            while not self._stop.wait(every_s):
+                try:
+                    self.heartbeat()
+                except OSError:  # a filesystem hiccup: the next beat tries again, the lease has slack
+                    pass
+        self._thread = threading.Thread(target=beat, name="run-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self.me and self._owned():
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+        self.me = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
