@@ -8,13 +8,10 @@
 rule aggregate:
     """summary.csv (one row per run) and selection.json (Regular / Unstable / self-healing seeds) of all settings."""
     input:
-        **aggregate_inputs(SETTINGS),
+        **W.aggregate_inputs(SETTINGS),
     output:
-        summary=report(f"{R}/summary.csv", category="Results", labels={"file": "summary.csv"}),
-        selection=report(f"{R}/selection.json", category="Results", labels={"file": "selection.json"}),
-    params:
-        runs=aggregate_runs(SETTINGS),
-        threshold=PC.selection_threshold(),
+        summary=report(W.summary_for(), category="Results", labels={"file": "summary.csv"}),
+        selection=report(W.selection_for(), category="Results", labels={"file": "selection.json"}),
     log:
         "logs/aggregate/all.log",
     benchmark:
@@ -22,6 +19,9 @@ rule aggregate:
     localrule: True
     conda:
         ENV
+    params:
+        runs=W.aggregate_runs(SETTINGS),
+        threshold=PC.selection_threshold(),
     script:
         "../scripts/aggregate.py"
 
@@ -29,13 +29,10 @@ rule aggregate:
 rule aggregate_target:
     """summary.csv and selection.json restricted to the settings one table / figure reads."""
     input:
-        unpack(lambda w: aggregate_inputs(target_settings(w.target))),
+        unpack(lambda w: W.aggregate_inputs(W.target_settings(w.target))),
     output:
-        summary=f"{R}/aggregate/{{target}}/summary.csv",
-        selection=f"{R}/aggregate/{{target}}/selection.json",
-    params:
-        runs=lambda w: aggregate_runs(target_settings(w.target)),
-        threshold=PC.selection_threshold(),
+        summary=W.summary_for("{target}"),
+        selection=W.selection_for("{target}"),
     log:
         "logs/aggregate/{target}.log",
     benchmark:
@@ -43,5 +40,8 @@ rule aggregate_target:
     localrule: True
     conda:
         ENV
+    params:
+        runs=lambda w: W.aggregate_runs(W.target_settings(w.target)),
+        threshold=PC.selection_threshold(),
     script:
         "../scripts/aggregate.py"

@@ -7,30 +7,37 @@
 rule detection:
     """How well peak validation FOSC separates Unstable from Regular runs; the calibrated threshold."""
     input:
-        summary=summary_for("detection"),
-        selection=selection_for("detection"),
-        epochs=run_files(PC.detection_settings(), "epochs.csv"),
+        summary=W.summary_for("detection"),
+        selection=W.selection_for("detection"),
+        epochs=W.run_files(PC.detection_settings(), "epochs.csv"),
     output:
-        tex=report(f"{PC.tables_dir}/detection.tex", category="Tables",
-                   labels={"table": "detection", "format": "LaTeX"}),
-        csv=report(f"{PC.tables_dir}/detection.csv", category="Tables", labels={"table": "detection", "format": "CSV"}),
-        pdf=report(f"{PC.figures_dir}/detection.pdf", category="Figures", subcategory="PDF",
-                   labels={"figure": "detection", "format": "PDF"}),
-        png=report(f"{PC.figures_dir}/detection.png", category="Figures", subcategory="PNG",
-                   labels={"figure": "detection", "format": "PNG"}),
-    params:
-        settings=PC.detection_settings(),
-        template_dir=_TABLES_TEMPLATES,
+        tex=report(W.table_file("detection.tex"), category="Tables", labels={"table": "detection", "format": "LaTeX"}),
+        csv=report(W.table_file("detection.csv"), category="Tables", labels={"table": "detection", "format": "CSV"}),
+        pdf=report(
+            W.figure_file("detection.pdf"),
+            category="Figures",
+            subcategory="PDF",
+            labels={"figure": "detection", "format": "PDF"},
+        ),
+        png=report(
+            W.figure_file("detection.png"),
+            category="Figures",
+            subcategory="PNG",
+            labels={"figure": "detection", "format": "PNG"},
+        ),
     log:
         "logs/tables/detection.log",
     benchmark:
         "benchmarks/tables/detection.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    threads: 1
     localrule: True
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        settings=PC.detection_settings(),
+        template_dir=W.templates_dir,
     script:
         "../scripts/render_detection.py"

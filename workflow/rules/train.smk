@@ -20,49 +20,51 @@
 rule run_config:
     """Write the resolved run config of one run (params: a config change reruns exactly its runs)."""
     output:
-        f"{R}/runs/{{setting}}/seed{{seed}}/config.yaml",
-    params:
-        # the whole run config except data_root, as deterministic YAML: the rerun trigger. data_root is
-        # appended from the current config (not a param: moving the data is not a new experiment)
-        text=lambda w: PC.run_config_yaml(w.setting, w.seed, with_data_root=False),
+        W.run_file("config.yaml"),
     log:
         "logs/run_config/{setting}/seed{seed}.log",
     benchmark:
         "benchmarks/run_config/{setting}/seed{seed}.tsv"
     localrule: True
+    conda:
+        ENV
+    params:
+        # the whole run config except data_root, as deterministic YAML: the rerun trigger. data_root is
+        # appended from $TRADES_DATA_ROOT_YAML (not a param: moving the data is not a new experiment)
+        text=lambda w: PC.run_config_yaml(w.setting, w.seed, with_data_root=False),
     shell:
         # a shell one-liner, not a run: block: local run: jobs are executed by a new snakemake process
         # that parses the whole workflow again (seconds per job, 219 jobs)
-        "( printf '%s' {params.text:q}; printf '%s\\n' {DATA_ROOT_LINE:q} ) > {output}.tmp "
+        "( printf '%s' {params.text:q}; printf 'data_root: %s\\n' \"$TRADES_DATA_ROOT_YAML\" ) > {output}.tmp "
         "&& mv {output}.tmp {output} && echo wrote {output} > {log}"
 
 
 rule train:
     """Train one run with TRADES (or its variants); resumes from state/checkpoints/last.pt."""
     input:
-        config=f"{R}/runs/{{setting}}/seed{{seed}}/config.yaml",
+        config=W.run_file("config.yaml"),
     output:
-        run=f"{R}/runs/{{setting}}/seed{{seed}}/run.json",
-        epochs=f"{R}/runs/{{setting}}/seed{{seed}}/epochs.csv",
-        batches=f"{R}/runs/{{setting}}/seed{{seed}}/batches.csv",
-        best=f"{R}/runs/{{setting}}/seed{{seed}}/checkpoints/best.pt",
-    params:
-        run_dir=lambda w: run_dir(w.setting, w.seed),
-        state=lambda w: f"{run_dir(w.setting, w.seed)}/state",
+        run=W.run_file("run.json"),
+        epochs=W.run_file("epochs.csv"),
+        batches=W.run_file("batches.csv"),
+        best=W.run_file("checkpoints/best.pt"),
     log:
         "logs/train/{setting}/seed{seed}.log",
     benchmark:
         "benchmarks/train/{setting}/seed{seed}.tsv"
-    threads: train_resource("threads")
-    resources:
-        gpu=train_resource("gpu"),
-        mem_mb=train_resource("mem_mb"),
-        # a retry (time limit, preemption) gets a longer limit; training resumes from state/ anyway
-        runtime=lambda w, attempt: PC.train_runtime_min(w.setting) * attempt,
     conda:
         ENV
+    threads: W.resource("train", "threads")
+    resources:
+        gpu=W.resource("train", "gpu"),
+        mem_mb=W.resource("train", "mem_mb"),
+        # a retry (time limit, preemption) gets a longer limit; training resumes from state/ anyway
+        runtime=lambda w, attempt: PC.train_runtime_min(w.setting) * attempt,
+    params:
+        run_dir=lambda w: W.run_dir(w.setting, w.seed),
+        state=lambda w: W.run_state_dir(w.setting, w.seed),
     shell:
-        "export PYTHONPATH={SRC:q}${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; '
         "( python -m trades_instability.pipeline_config prepare-state --config {input.config} --state {params.state} "
         "&& python -m trades_instability train --config {input.config} --out {params.state} --on-diverge record --no-progress "
         "&& python -m trades_instability.pipeline_config publish --state {params.state} --run-dir {params.run_dir} "
