@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -137,29 +138,37 @@ def test_figure_inputs_list_all_seeds(fake):
     assert F.setting_seeds({"settings": {"x": {"seeds": 3}}}, "x") == [0, 1, 2]
 
 
-def test_snakemake_rules_dry_run(fake, tmp_path):
-    """tables.smk / figures.smk parse, and the DAG asks for every seed's per-run files."""
-    work = fake["results"].parent
-    cfg = _config("results")
-    cfg["tables"], cfg["figures"] = fake["tables"], fake["figures"]
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (tmp_path / "Snakefile").write_text(
-        f'configfile: "{tmp_path / "config.yaml"}"\n'
-        f'include: "{REPO / "workflow/rules/tables.smk"}"\n'
-        f'include: "{REPO / "workflow/rules/figures.smk"}"\n'
-        "rule all:\n    input:\n"
-        '        expand("tables/table{i}.tex", i=range(1, 8)),\n'
-        '        "tables/comparison.csv",\n'
-        '        expand("figures/figure{i}.png", i=range(1, 8)),\n')
+def test_snakemake_figure_inputs_are_every_seed(tmp_path):
+    """The workflow's figure rule (inputs: trades_instability.workflow_paths) asks for the per-run files
+    of EVERY seed of the settings a figure names (the representatives are chosen after aggregation), and
+    only the files that figure reads."""
     exe = Path(sys.executable).with_name("snakemake")
     if not exe.exists():
         pytest.skip("snakemake not installed")
-    r = subprocess.run([str(exe), "-n", "--cores", "1", "-s", str(tmp_path / "Snakefile"), "-d", str(work)],
-                       capture_output=True, text=True, timeout=120)
+    cfg = yaml.safe_load((REPO / "tests" / "configs" / "smoke.yaml").read_text())
+    cfg["seeds"]["three"] = [0, 4, 7]
+    cfg["settings"]["default"]["seeds"] = "three"
+    cfg["settings"]["fixed"]["seeds"] = [2, 5]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    targets = [f"figures/figure{i}.pdf" for i in (1, 4, 6)]
+    r = subprocess.run([str(exe), *targets, "-n", "--cores", "1", "-s", str(REPO / "Snakefile"),
+                        "-d", str(tmp_path / "work"), "--configfile", str(tmp_path / "config.yaml")],
+                       capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
-    # figure1 depends on the landscapes of ALL seeds of `default` (representatives are chosen later)
-    (f1,) = [ln for ln in out.splitlines() if "landscape.npz" in ln and ln.strip().startswith("input:")]
-    assert all(f"results/runs/default/seed{s}/landscape.npz" in f1 for s in range(6))
-    for rule, count in (("table", 7), ("figure", 7), ("comparison", 1)):
-        assert any(line.split()[:2] == [rule, str(count)] for line in out.splitlines()), out[-3000:]
+    jobs = [b for b in re.split(r"\n(?=\S)", out) if re.match(r"(local)?rule figure:", b)]
+    inputs = {re.search(r"wildcards: figure=(\w+)", b).group(1): set(re.search(r"input: (.*)", b).group(1).split(", "))
+              for b in jobs}
+    assert sorted(inputs) == ["figure1", "figure4", "figure6"], out[-3000:]
+
+    def runs(setting, seeds, name):
+        return {f"results/runs/{setting}/seed{seed}/{name}" for seed in seeds}
+
+    def agg(target):
+        return {f"results/aggregate/{target}/summary.csv", f"results/aggregate/{target}/selection.json"}
+
+    assert inputs["figure1"] == agg("figure1") | runs("default", [0, 4, 7], "landscape.npz")
+    assert inputs["figure4"] == (agg("figure4") | runs("default", [0, 4, 7], "epochs.csv")
+                                 | runs("default", [0, 4, 7], "batches.csv"))
+    assert inputs["figure6"] == (agg("figure6") | runs("default", [0, 4, 7], "epochs.csv")
+                                 | runs("fixed", [2, 5], "epochs.csv"))

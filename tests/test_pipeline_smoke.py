@@ -189,3 +189,45 @@ def test_local_runs_never_share_a_gpu(tmp_path: Path):
         elif "(Rule: train)" in line and "Finished" in line:
             running -= 1
     assert peak == 1, out[-3000:]
+
+
+def test_moving_the_data_or_the_clone_reruns_nothing(tmp_path: Path):
+    """The data root and the library path reach the jobs through the environment (TRADES_*), not params:
+    after a finished run + evaluation, neither another data_root nor another clone of the repository
+    makes Snakemake rerun anything, while a real change of the experiment does. The data root is still
+    recorded in the run's config.yaml (provenance)."""
+    import shutil
+
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0], "suites": ["cheap"]}}
+    for k in ("tables", "figures"):
+        cfg.pop(k)
+    conf = tmp_path / "one.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    work.mkdir()
+    target = "results/runs/a/seed0/eval_cheap.json"
+    r = snakemake(work, target, "--cores", "2", "--configfile", str(conf))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert yaml.safe_load((work / "results/runs/a/seed0/config.yaml").read_text())["data_root"] == "data"
+
+    def dry_run(*extra: str, snakefile: Path = SNAKEFILE) -> str:
+        cmd = [sys.executable, "-m", "snakemake", target, "-n", "--configfile", str(conf), *extra,
+               "--snakefile", str(snakefile), "--directory", str(work)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        return r.stdout + r.stderr
+
+    assert "Nothing to be done" in dry_run()
+    assert "Nothing to be done" in dry_run("--config", f"data_root={tmp_path / 'moved_data'}")
+    clone = tmp_path / "clone"  # the repository moved elsewhere: another workflow.basedir, TRADES_SRC
+    for name in ("workflow", "envs", "src"):
+        shutil.copytree(ROOT / name, clone / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(ROOT / name, clone / name)
+    assert "Nothing to be done" in dry_run(snakefile=clone / "Snakefile")
+    # the control: a changed experiment (a run-config key) does rerun the run and its evaluation
+    cfg["settings"]["a"]["overrides"]["epochs"] = 2
+    conf.write_text(yaml.safe_dump(cfg))
+    out = dry_run()
+    assert "Nothing to be done" not in out and job_counts(out).get("train") == 1, out[-3000:]
