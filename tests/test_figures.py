@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from _report_fakes import RUNS, make_fake_results
+from _report_fakes import make_fake_results
 
 from trades_instability import figures as F
 
@@ -113,29 +113,17 @@ def test_fosc_threshold_sources(tmp_path):
     assert F.fosc_threshold({}, tmp_path / "nowhere", float("nan"))[1] == "default"
 
 
-def _config(results_dir="results"):
-    cfg = {"results_dir": results_dir, "seeds": {"paper": [0, 1, 2, 3, 4, 5]},
-           "settings": {s: {"seeds": sorted(r[6])} for s, r in RUNS.items()}}
-    cfg["settings"]["default"]["seeds"] = "paper"  # named seed list
-    return cfg
-
-
-def test_figure_inputs_list_all_seeds(fake):
-    cfg = _config("res")
-    cfg["figures"] = fake["figures"]
-    f1 = F.figure_inputs(cfg, "figure1")
-    assert f1 == [f"res/runs/default/seed{s}/landscape.npz" for s in range(6)]
-    f4 = F.figure_inputs(cfg, "figure4")
-    assert "res/runs/default/seed5/batches.csv" in f4 and "res/runs/default/seed5/epochs.csv" in f4
-    f6 = F.figure_inputs(cfg, "figure6")
-    assert "res/runs/fixed/seed0/epochs.csv" in f6 and "res/runs/default/seed4/epochs.csv" in f6
-    assert F.run_dirs_from_paths(f6)[("fixed", 3)] == Path("res/runs/fixed/seed3")
+def test_figure_settings_files_and_run_dirs():
+    """What the workflow's figure inputs are built from (trades_instability.workflow_paths)."""
+    assert F.figure_settings("figure6", {"unstable": "default", "fixed": "fixed"}) == ["default", "fixed"]
+    assert F.figure_settings("figure7", {"unstable": "a", "regular": "a"}) == ["a"]
     with pytest.raises(ValueError, match="figures.figure6.fixed"):
         F.figure_settings("figure6", {"unstable": "default"})
-    cfg["settings"]["default"]["seeds"] = "nope"
-    with pytest.raises(ValueError, match="settings.default.seeds"):
-        F.figure_inputs(cfg, "figure2")
-    assert F.setting_seeds({"settings": {"x": {"seeds": 3}}}, "x") == [0, 1, 2]
+    assert F.figure_files("figure1") == ["landscape.npz"] and F.figure_files("figure4") == ["epochs.csv", "batches.csv"]
+    assert F.figure_files("figure2") == ["epochs.csv"]
+    paths = ["res/runs/fixed/seed3/epochs.csv", "res/runs/default/seed12/landscape.npz"]
+    assert F.run_dirs_from_paths(paths) == {("fixed", 3): Path("res/runs/fixed/seed3"),
+                                            ("default", 12): Path("res/runs/default/seed12")}
 
 
 def test_snakemake_figure_inputs_are_every_seed(tmp_path):

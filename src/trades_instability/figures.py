@@ -397,34 +397,6 @@ def figure_files(name: str) -> list[str]:
     return {"figure1": ["landscape.npz"], "figure4": ["epochs.csv", "batches.csv"]}.get(name, ["epochs.csv"])
 
 
-def setting_seeds(config: Mapping, setting: str) -> list[int]:
-    """Seeds of a setting in the pipeline config: ``settings.<s>.seeds`` as a list, a name of a list in
-    the top-level ``seeds:`` section, or a count (``range(n)``); missing -> ``seeds.default``."""
-    settings = config.get("settings") or {}
-    if setting not in settings:
-        raise ValueError(f"config: setting {setting!r} (named in tables:/figures:) is not in settings:")
-    seeds = (settings[setting] or {}).get("seeds", "default")
-    named = config.get("seeds") or {}
-    if isinstance(seeds, str):
-        if seeds not in named:
-            raise ValueError(f"config key 'settings.{setting}.seeds' names {seeds!r}, which is not in seeds:")
-        seeds = named[seeds]
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, list, tuple)):
-        raise ValueError(f"config key 'settings.{setting}.seeds' must be a list, a name or a count, got {seeds!r}")
-    return list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-
-
-def figure_inputs(config: Mapping, name: str, results_dir: str | os.PathLike | None = None) -> list[str]:
-    """Per-run files figure ``name`` depends on: its files for ALL seeds of the settings it names
-    (the representative seeds are only known after aggregation; the renderer picks them)."""
-    spec = (config.get("figures") or {}).get(name)
-    if not spec:
-        raise ValueError(f"config key 'figures.{name}' is missing")
-    root = Path(results_dir if results_dir is not None else config.get("results_dir", "results"))
-    return [str(root / "runs" / s / f"seed{seed}" / f)
-            for s in figure_settings(name, spec) for seed in setting_seeds(config, s) for f in figure_files(name)]
-
-
 def run_dirs_from_paths(paths) -> dict[tuple[str, int], Path]:
     """``{(setting, seed): run_dir}`` from per-run file paths ``.../runs/{setting}/seed{seed}/<file>``."""
     out: dict[tuple[str, int], Path] = {}
