@@ -16,7 +16,7 @@ DATA_ROOT_LINE = "data_root: " + _json.dumps(PC.data_root)  # JSON string = vali
 # rerun trigger, and neither moving the clone nor moving the data is a new experiment.
 TABLES = sorted(config.get("tables") or {}, key=lambda n: int(n.removeprefix("table")))
 FIGURES = sorted(config.get("figures") or {}, key=lambda n: int(n.removeprefix("figure")))
-AGG_TARGETS = TABLES + FIGURES
+AGG_TARGETS = TABLES + FIGURES + (["conventions"] if config.get("conventions") else [])
 
 
 def _alternation(names):
@@ -67,7 +67,9 @@ def aggregate_runs(settings):
 
 
 def target_settings(target):
-    """Settings named by tables.<target> / figures.<target> in the config."""
+    """Settings named by tables.<target> / figures.<target> (or `conventions:`) in the config."""
+    if target == "conventions":
+        return PC.conventions_settings()
     kind = "tables" if target.startswith("table") else "figures"
     return PC.target_settings(kind, target)
 
