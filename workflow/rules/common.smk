@@ -16,7 +16,9 @@ DATA_ROOT_LINE = "data_root: " + _json.dumps(PC.data_root)  # JSON string = vali
 # rerun trigger, and neither moving the clone nor moving the data is a new experiment.
 TABLES = sorted(config.get("tables") or {}, key=lambda n: int(n.removeprefix("table")))
 FIGURES = sorted(config.get("figures") or {}, key=lambda n: int(n.removeprefix("figure")))
-AGG_TARGETS = TABLES + FIGURES + (["conventions"] if config.get("conventions") else [])
+# "comparison" reads every table's settings only, so that `paper` never trains what only the conventions
+# target (beyond the paper) needs
+AGG_TARGETS = TABLES + FIGURES + ["comparison"] + (["conventions"] if config.get("conventions") else [])
 
 
 def _alternation(names):
@@ -70,6 +72,8 @@ def target_settings(target):
     """Settings named by tables.<target> / figures.<target> (or `conventions:`) in the config."""
     if target == "conventions":
         return PC.conventions_settings()
+    if target == "comparison":
+        return list(dict.fromkeys(s for t in TABLES for s in PC.target_settings("tables", t)))
     kind = "tables" if target.startswith("table") else "figures"
     return PC.target_settings(kind, target)
 
