@@ -22,6 +22,7 @@ from trades_instability import artifacts, attacks, bench
 from trades_instability.awp import ADRAWP, running_stats_frozen
 from trades_instability.config import CONVENTIONS, ConfigError, RunConfig, convention_preset, from_dict
 from trades_instability.data import load_splits
+from trades_instability.eval_cli import load_checkpoint_with_data
 from trades_instability.losses import trades_parts
 from trades_instability.models import DATASET_STATS, build_model
 from trades_instability.training import Trainer, validate
@@ -193,8 +194,9 @@ def test_adr_model_normalises_its_input_and_trades_eval_rebuilds_it(tmp_path):
     # the checkpoint alone rebuilds the same model (normalisation included) and records the convention
     t.state.epoch = 1
     artifacts.save_checkpoint(tmp_path / "m.pt", t._model_payload("best", {}))
-    model, ckpt = artifacts.load_model(tmp_path / "m.pt")
+    model, ckpt, splits = load_checkpoint_with_data(tmp_path / "m.pt", "cpu")  # what trades-eval does
     assert ckpt["model_meta"]["convention"] == "adr" and ckpt["config"]["convention"] == "adr"
+    assert model.normalize and splits.num_classes == 10
     torch.testing.assert_close(model(x), t.model(x))
     off = _trainer(tmp_path / "o", _cfg("official_trades"))
     assert off._model_meta()["normalize"] is None and not off.model.normalize

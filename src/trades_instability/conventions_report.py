@@ -107,11 +107,12 @@ def render_conventions_figure(spec: Mapping, summary, selection, out_pdf: str | 
         fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 2]})
         x = np.arange(len(labels))
         for j, conv in enumerate(CONVENTION_NAMES):
-            probs = []
-            for lab in labels:
-                cell = model.panels[0].cell(f"{lab} / {conv}", PROB_COLUMN)
-                probs.append(np.nan if cell.is_none else cell.value)
-            ax_p.bar(x + (j - 0.5) * width, probs, width, label=CONVENTION_LATEX[conv])
+            cells = [model.panels[0].cell(f"{lab} / {conv}", PROB_COLUMN) for lab in labels]
+            probs = [np.nan if c.is_none else c.value for c in cells]
+            xs = x + (j - 0.5) * width
+            ax_p.bar(xs, probs, width, label=CONVENTION_LATEX[conv])
+            for xi, p, c in zip(xs, probs, cells):  # k/n above each bar (a 0/10 bar is otherwise invisible)
+                ax_p.text(xi, (0 if np.isnan(p) else p) + 0.02, c.text(), ha="center", va="bottom", fontsize=7)
         ax_p.set_xticks(x, labels)
         ax_p.set_ylim(0, 1)
         ax_p.set_ylabel("P(Unstable)")
