@@ -34,7 +34,7 @@ SUMMARY_COLUMNS = (
     "max_val_fosc", "noise_batches_total", "run_dir",
     # extras
     "epochs", "epochs_completed", "best_val_pgd_acc", "fosc_threshold", "self_healing",
-    "worst_case_acc", "n_examples", "suites", "eval_status",
+    "worst_case_acc", "n_examples", "suites", "eval_status", "convention",
 )
 
 RULES = {
@@ -176,6 +176,7 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
         "n_examples": merged["n_examples"],
         "suites": " ".join(suites),
         "eval_status": " ".join(eval_status),
+        "convention": cfg.get("convention"),
     }
     return row, peak
 
