@@ -132,7 +132,7 @@ class RunConfig:
 CONVENTION_NAMES = ("adr", "official_trades")
 CONVENTIONS: dict[str, tuple[Any, Any]] = {
     # item                   adr      official   ADR source (yuyuwu5/ADR) | official source
-    "attack.bn_mode":        ("train", "eval"),   # src/advTrainer.py: attack before model.train() | trades.py: model.eval()
+    "attack.bn_mode":        ("train", "eval"),   # src/advTrainer.py: attack in train mode | trades.py: model.eval()
     "joint_forward":         (True,    False),    # src/advTrainer.py: model(cat([img, img_adv])) | trades.py: separate
     "repeat_clean_forward":  (False,   True),     # - | trades.py: model(x_natural) again inside the KL term
     "normalize_input":       (True,    False),    # src/model/resnet.py: (x - mean) / std in forward | inputs in [0, 1]
