@@ -107,6 +107,11 @@ def test_measured_work_per_image_is_27_forwards_against_officials_39(tmp_path):
     # convolution's input gradient is skipped in the weight backward, hence "about"
     assert 25.5 < ours <= 27.01, ours
     assert 37.5 < theirs <= 39.01, theirs
+    # official_trades: the same plus one graph-free clean forward (BatchNorm statistics as the official loop)
+    t_off = _trainer(tmp_path / "official", _cfg(attack={"steps": 10}))
+    stats_off = t_off._start_epoch(1)
+    ours_off = bench.counted_flops(lambda: t_off._train_step(stats_off, 0, x, y)) / (fwd * len(y))
+    assert ours_off == pytest.approx(ours + 1, abs=0.01), (ours, ours_off)
 
 
 # ------------------------------------------------------------------------------ augmentation
