@@ -172,7 +172,7 @@ def test_local_runs_never_share_a_gpu(tmp_path: Path):
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0, 1], "suites": ["cheap"]}}
     cfg["resources"]["train"]["gpu"] = 1
-    for k in ("tables", "figures"):
+    for k in ("tables", "figures", "conventions"):
         cfg.pop(k)
     conf = tmp_path / "gpu.yaml"
     conf.write_text(yaml.safe_dump(cfg))
