@@ -181,6 +181,25 @@ def test_adr_attack_runs_in_train_mode_and_moves_running_stats(tmp_path):
         assert changed == moves, name
 
 
+def test_loss_forwards_adr_one_concatenated_official_clean_adv_clean(tmp_path):
+    for name, expected in (("adr", ["cat"]), ("official_trades", ["clean", "adv", "clean"])):
+        t = _trainer(tmp_path / name, _cfg(name))
+        x, y = next(t._epoch_batches())
+        x_adv = x + 0.01
+        seen = []
+
+        def which(_m, inp, _out):
+            z = inp[0]
+            seen.append("cat" if len(z) == 2 * len(x) else "clean" if torch.equal(z, x) else "adv")
+
+        hook = t.model.register_forward_hook(which)
+        t.model.train()
+        parts = t._loss(x, x_adv, y)(t.model)
+        hook.remove()
+        assert seen == expected, name
+        assert parts.logits_clean.shape == parts.logits_adv.shape == (len(x), 10)
+
+
 def test_adr_model_normalises_its_input_and_trades_eval_rebuilds_it(tmp_path):
     cfg = _cfg("adr")
     t = _trainer(tmp_path, cfg)
