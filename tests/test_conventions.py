@@ -6,7 +6,8 @@
   weights AND BatchNorm running statistics; the statistics are also computed by hand from the batch moments
   of the three train-mode forwards (clean, adversarial, clean);
 * `adr`: 195 steps per epoch at batch 256 on 50k (drop_last); the attack moves BatchNorm running statistics
-  (train mode); input normalisation inside the model (and trades-eval's rebuild from the checkpoint alone);
+  (train mode); one concatenated clean+adversarial loss forward (official: clean, adversarial, clean); input
+  normalisation inside the model (and trades-eval's rebuild from the checkpoint alone);
   TPGD start x + 0.001 U[0, 1); validation PGD-10 from a uniform start in the eps-ball; AWP's two-step form.
 """
 
