@@ -65,6 +65,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/detection.smk"
+include: "workflow/rules/conventions.smk"
 
 
 localrules:

@@ -16,7 +16,9 @@ DATA_ROOT_LINE = "data_root: " + _json.dumps(PC.data_root)  # JSON string = vali
 # rerun trigger, and neither moving the clone nor moving the data is a new experiment.
 TABLES = sorted(config.get("tables") or {}, key=lambda n: int(n.removeprefix("table")))
 FIGURES = sorted(config.get("figures") or {}, key=lambda n: int(n.removeprefix("figure")))
-AGG_TARGETS = TABLES + FIGURES + ["detection"]  # detection: FOSC as a detector (detection.smk)
+# "comparison" and "detection" read the settings of the paper's tables and figures only (detection: unless
+# detection.settings names others), so that `paper` never trains what only the conventions target needs
+AGG_TARGETS = TABLES + FIGURES + ["comparison", "detection"] + (["conventions"] if config.get("conventions") else [])
 
 
 def _alternation(names):
@@ -67,9 +69,13 @@ def aggregate_runs(settings):
 
 
 def target_settings(target):
-    """Settings named by tables.<target> / figures.<target> (detection.settings for `detection`)."""
+    """Settings named by tables.<target> / figures.<target>, detection.settings or `conventions:`."""
     if target == "detection":
         return PC.detection_settings()
+    if target == "conventions":
+        return PC.conventions_settings()
+    if target == "comparison":
+        return PC.paper_settings(tables_only=True)
     kind = "tables" if target.startswith("table") else "figures"
     return PC.target_settings(kind, target)
 

@@ -5,7 +5,7 @@
 # Inside the full Snakefile (common.smk included first) a table reads the per-target aggregation
 # results/aggregate/{table}/summary.csv (only the settings that table names, so that
 # `snakemake tables/table3.tex` trains just what Table 3 needs); included on its own it reads the
-# global results/summary.csv. The comparison always reads the global one (it covers every table).
+# global results/summary.csv. The comparison reads the aggregation of every table's settings.
 import os as _tables_os
 from pathlib import Path as _TablesPath
 
@@ -33,12 +33,16 @@ def _table_spec(wildcards):
     return specs[wildcards.table]
 
 
-def _table_inputs(wildcards):
-    """summary.csv + selection.json covering the table (per-target ones when common.smk provides them)."""
+def _aggregation_for(target):
+    """summary.csv + selection.json covering `target` (per-target ones when common.smk provides them)."""
     if "summary_for" in globals() and "selection_for" in globals():
-        return {"summary": summary_for(wildcards.table), "selection": selection_for(wildcards.table)}
+        return {"summary": summary_for(target), "selection": selection_for(target)}
     return {"summary": _tables_os.path.join(_TABLES_RESULTS, "summary.csv"),
             "selection": _tables_os.path.join(_TABLES_RESULTS, "selection.json")}
+
+
+def _table_inputs(wildcards):
+    return _aggregation_for(wildcards.table)
 
 
 rule table:
@@ -70,8 +74,7 @@ rule table:
 rule comparison:
     """Every published cell of Tables 1-7 beside the reproduced one (LaTeX + CSV)."""
     input:
-        summary=_tables_os.path.join(_TABLES_RESULTS, "summary.csv"),
-        selection=_tables_os.path.join(_TABLES_RESULTS, "selection.json"),
+        **_aggregation_for("comparison"),
     output:
         tex=report(_TABLES_DIR + "/comparison.tex", category="Tables",
                    labels={"table": "comparison", "format": "LaTeX"}),
