@@ -85,6 +85,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/detection.smk"
+include: "workflow/rules/conventions.smk"
 
 
 # ------------------------------------------------------- datasets: checked before any job starts

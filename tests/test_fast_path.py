@@ -28,7 +28,7 @@ def _cfg(**over):
         "dataset": "synthetic",
         "synthetic": {"num_classes": 10, "train_size": 32, "test_size": 16, "image_size": 16, "seed": 0},
         "width": 4, "epochs": 2, "batch_size": 16, "val_batch_size": 16, "beta": 6.0,
-        "attack": {"steps": 5}, "device": "cpu",
+        "attack": {"steps": 5}, "device": "cpu", "convention": "official_trades",
     }
     base.update(over)
     return from_dict(base)
@@ -89,7 +89,8 @@ def test_attack_computes_the_clean_prediction_once(tmp_path):
 
 
 def test_measured_work_per_image_is_27_forwards_against_officials_39(tmp_path):
-    cfg = _cfg(attack={"steps": 10})
+    # adr: one concatenated loss forward; official_trades adds one no-grad clean forward (BN statistics)
+    cfg = _cfg(attack={"steps": 10}, convention="adr")
     t = _trainer(tmp_path, cfg)
     fwd = bench.forward_flops(t.model, 16, torch.device("cpu"), channels_last=False)
     x, y = next(t._epoch_batches())
@@ -106,6 +107,11 @@ def test_measured_work_per_image_is_27_forwards_against_officials_39(tmp_path):
     # convolution's input gradient is skipped in the weight backward, hence "about"
     assert 25.5 < ours <= 27.01, ours
     assert 37.5 < theirs <= 39.01, theirs
+    # official_trades: the same plus one graph-free clean forward (BatchNorm statistics as the official loop)
+    t_off = _trainer(tmp_path / "official", _cfg(attack={"steps": 10}))
+    stats_off = t_off._start_epoch(1)
+    ours_off = bench.counted_flops(lambda: t_off._train_step(stats_off, 0, x, y)) / (fwd * len(y))
+    assert ours_off == pytest.approx(ours + 1, abs=0.01), (ours, ours_off)
 
 
 # ------------------------------------------------------------------------------ augmentation

@@ -30,9 +30,13 @@ def rc(cfg, setting, seed=0):
 
 
 def test_paper_config_counts(paper):
-    assert len(paper.settings) == 28
+    assert len(paper.settings) == 30  # 28 for the paper + 2 official_trades settings of the conventions table
     runs = paper.runs()
-    assert len(runs) == 219 == len(set(runs))
+    assert len(runs) == 239 == len(set(runs))
+    conv_only = set(paper.conventions_settings()) - {s for k in ("tables", "figures")
+                                                     for n in paper.raw[k] for s in paper.target_settings(k, n)}
+    assert conv_only == {"conv_official_b3", "conv_official_b1"}
+    assert len([r for r in runs if r[0] not in conv_only]) == 219  # what `paper` trains
     resolved = [yaml.safe_dump(rc(paper, s), sort_keys=True) for s in paper.settings]
     assert len(set(resolved)) == len(resolved), "a setting is a unique set of overrides"
 
@@ -47,6 +51,17 @@ def test_default_setting(paper):
     assert d["attack"]["eps"] == 8 / 255 and d["attack"]["step_size"] == 2 / 255 and d["attack"]["steps"] == 10
     assert (d["momentum"], d["nesterov"], d["weight_decay"]) == (0.9, True, 5e-4)
     assert d["awp"]["gamma"] == 0.005
+    assert d["convention"] == "adr" and d["attack"]["bn_mode"] == "train" and d["normalize_input"]
+
+
+def test_conventions_rows_pair_the_same_setting_under_each_convention(paper):
+    for row in paper.raw["conventions"]["rows"]:
+        a, o = rc(paper, row["adr"]), rc(paper, row["official_trades"])
+        assert (a["convention"], o["convention"]) == ("adr", "official_trades")
+        differ = {k for k in a if a[k] != o[k]}
+        assert differ <= {"convention", "joint_forward", "repeat_clean_forward", "normalize_input", "drop_last",
+                          "attack", "awp", "log_batch_metrics"}, differ
+        assert a["attack"]["bn_mode"] == "train" and o["attack"]["bn_mode"] == "eval"
 
 
 def _cells(paper, settings, row, col):
@@ -108,7 +123,9 @@ def test_suites_per_table(paper):
     for s in [t["table3"]["fixed"], t["table6"]["modified"], *t["table5"]["settings"], *t["table7"]["settings"]]:
         assert "autoattack" in paper.setting_attacks(s)
     cheap = set(t["table4"]["settings"]) | {s for p in t["table2"]["panels"] for s in p["settings"]}
-    assert all(paper.suites_of(s) == ["cheap"] for s in cheap - {"default"})
+    # c100_b1_bs256_lr0.1 is also the conventions table's ADR beta-1 row: suite aa (= cheap + AutoAttack)
+    assert all(paper.suites_of(s) == ["cheap"] for s in cheap - {"default", "c100_b1_bs256_lr0.1"})
+    assert paper.suites_of("c100_b1_bs256_lr0.1") == ["aa"]
     assert [s for s in paper.settings if paper.run_config(s, 0)["log_batch_metrics"]] == ["default", "fixed"]
     assert paper.raw["figures"]["figure7"] == {"unstable": "lrsched_b1", "regular": "lrsched_b6"}
     assert paper.selection_threshold() == 0.08
@@ -232,9 +249,14 @@ def test_publish_links_outputs(tmp_path: Path):
 
 
 def test_detection_settings_default_to_all_and_follow_the_key(paper):
-    assert paper.detection_settings() == list(paper.settings)  # config.yaml: settings: all
+    # config.yaml: settings: all = every setting the tables and figures read, so the detector never adds
+    # training to `paper`: the conventions-only settings are not in it
+    assert paper.detection_settings() == paper.paper_settings()
+    assert set(paper.settings) - set(paper.detection_settings()) == {"conv_official_b1", "conv_official_b3"}
+    assert len(paper.runs(paper.detection_settings())) == 219
     smoke = pc.load(SMOKE)
     assert "detection" not in yaml.safe_load(SMOKE.read_text())  # absent key = all settings
-    assert smoke.detection_settings() == list(smoke.settings)
+    assert smoke.detection_settings() == smoke.paper_settings()
+    assert set(smoke.paper_settings()) <= set(smoke.settings)
     picked = pc.load(SMOKE, overrides={"detection": {"settings": ["fixed", "default", "fixed"]}})
     assert picked.detection_settings() == ["fixed", "default"]

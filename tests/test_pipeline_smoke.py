@@ -41,7 +41,8 @@ def job_counts(out: str) -> dict[str, int]:
 def smoke(tmp_path_factory) -> tuple[Path, float, str]:
     work = tmp_path_factory.mktemp("smoke")
     t0 = time.perf_counter()
-    r = snakemake(work, "paper", "--cores", "2", "--configfile", str(SMOKE), "--show-failed-logs")
+    r = snakemake(work, "paper", "conventions", "results/summary.csv", "--cores", "2", "--configfile", str(SMOKE),
+                  "--show-failed-logs")
     wall = time.perf_counter() - t0
     print(f"smoke pipeline: {wall:.0f} s")
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-5000:]
@@ -75,9 +76,13 @@ def test_smoke_every_target(smoke):
 
     runs = pd.read_csv(work / "tables" / "detection.csv")
     cfg = yaml.safe_load(SMOKE.read_text())
-    # every classified run of the settings without the fix (detection.settings absent = all settings)
-    no_fix = [s for s, v in cfg["settings"].items() if not (v.get("overrides") or {}).get("fix", {}).get("enabled")]
-    assert set(runs["setting"]) == set(no_fix)
+    # every classified run of the paper's settings without the fix (detection.settings absent = all the
+    # settings the tables and figures read; the conventions-only settings are not among them)
+    from trades_instability import pipeline_config
+
+    paper_settings = pipeline_config.load(SMOKE).paper_settings()
+    no_fix = [s for s in paper_settings if not (cfg["settings"][s].get("overrides") or {}).get("fix", {}).get("enabled")]
+    assert set(runs["setting"]) == set(no_fix) and "conv_official_b3" in cfg["settings"]
     for f in FIGURES:
         png, pdf = work / "figures" / f"{f}.png", work / "figures" / f"{f}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, f
@@ -98,6 +103,20 @@ def test_smoke_table_layout(smoke):
     for t, rows in {"table3": ["Regular", "Unstable", "Fixed"], "table6": ["Regular", "Unstable", "Modified"]}.items():
         assert [r.split(" (")[0] for r in _rows(tex[t])] == rows, (t, _rows(tex[t]))
     assert len(_rows(tex["table4"])) == 2 and len(_rows(tex["table5"])) == 2 and len(_rows(tex["table7"])) == 1
+
+
+def test_smoke_conventions_target(smoke):
+    work = smoke[0]
+    tex = (work / "tables" / "conventions.tex").read_text()
+    header = re.search(r"^ & Prob.*\\\\$", tex, re.M).group(0)
+    assert [c.strip(" \\") for c in header.split("&")[1:]] == ["Prob.", "Clean", "PGD-10", "AutoAttack", "Gap"]
+    assert _rows(tex) == ["beta 3 (default), ADR", "beta 3 (default), official TRADES", "beta 1, ADR",
+                          "beta 1, official TRADES"]
+    for row in tex.split("\\midrule")[-1].splitlines()[:4]:  # every cell has a number: all 4 settings ran
+        assert "--" not in row, row
+    png, pdf = work / "figures" / "conventions.png", work / "figures" / "conventions.pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert pdf.read_bytes()[:5] == b"%PDF-"
 
 
 def test_smoke_summary_and_selection(smoke):
@@ -145,7 +164,11 @@ def test_paper_dry_run_lists_every_job(tmp_path: Path):
     assert n["train"] == n["run_config"] == n["evaluate"] == 219
     assert n["landscape"] == 10 and n["table"] == 7 and n["figure"] == 7 and n["comparison"] == 1
     assert n["detection"] == 1
-    assert n["suite_file"] == 4 and n["aggregate"] == 1 and n["paper"] == 1
+    assert n["suite_file"] == 4 and "aggregate" not in n and n["paper"] == 1
+    assert "conventions" not in n  # beyond the paper: a target of its own
+    r = snakemake(tmp_path, "conventions", "-n", "--quiet", "rules")
+    n = job_counts(r.stdout + r.stderr)
+    assert r.returncode == 0 and n["conventions"] == 1 and n["train"] == 40  # 4 settings x 10 seeds
 
 
 def test_one_table_trains_only_its_settings(tmp_path: Path):
@@ -170,7 +193,7 @@ def test_local_runs_never_share_a_gpu(tmp_path: Path):
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0, 1], "suites": ["cheap"]}}
     cfg["resources"]["train"]["gpu"] = 1
-    for k in ("tables", "figures"):
+    for k in ("tables", "figures", "conventions"):
         cfg.pop(k)
     conf = tmp_path / "gpu.yaml"
     conf.write_text(yaml.safe_dump(cfg))

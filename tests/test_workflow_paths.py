@@ -37,6 +37,12 @@ def test_paths_and_inputs():
     assert w.summary_for() == "res/summary.csv" and w.selection_for("table3") == "res/aggregate/table3/selection.json"
     assert w.target_settings("table3") == pc.target_settings("tables", "table3")
     assert w.target_settings("detection") == pc.detection_settings()
+    assert w.target_settings("comparison") == pc.paper_settings(tables_only=True)
+    assert {"comparison", "detection", "table3", "figure7"} <= set(w.agg_targets)
+    assert "conventions" in w.agg_targets and w.target_settings("conventions") == pc.conventions_settings()
+    no_conventions = {**pc.raw}
+    no_conventions.pop("conventions")
+    assert "conventions" not in WorkflowPaths(pipeline_config.PipelineConfig(no_conventions), "/repo").agg_targets
     targets = w.paper_targets()
     assert len(targets) == 7 + 1 + 14 + 3 and "tab/comparison.tex" in targets and "fig/figure7.png" in targets
     fig = w.figure_inputs(SimpleNamespace(figure="figure6"))

@@ -34,7 +34,7 @@ SUMMARY_COLUMNS = (
     "max_val_fosc", "noise_batches_total", "run_dir",
     # extras
     "epochs", "epochs_completed", "best_val_pgd_acc", "fosc_threshold", "self_healing",
-    "autoattack_ensemble_acc", "n_examples", "suites", "eval_status",
+    "worst_case_acc", "n_examples", "suites", "eval_status", "convention",
 )
 
 RULES = {
@@ -126,7 +126,7 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
     epochs = _read_epochs(run_dir / "epochs.csv")
     evals = [(s, _read_json(run_dir / f"eval_{s}.json")) for s in suites]
 
-    merged: dict[str, Any] = {k: None for k in (*EVAL_NUMBERS, "autoattack_ensemble_acc", "n_examples")}
+    merged: dict[str, Any] = {k: None for k in (*EVAL_NUMBERS, "worst_case_acc", "n_examples")}
     eval_status = []
     for _suite, doc in evals:
         for k in merged:
@@ -172,10 +172,11 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
         "best_val_pgd_acc": info.get("best_val_pgd_acc"),
         "fosc_threshold": fosc_thr,
         "self_healing": None,  # filled in by select()
-        "autoattack_ensemble_acc": merged["autoattack_ensemble_acc"],
+        "worst_case_acc": merged["worst_case_acc"],
         "n_examples": merged["n_examples"],
         "suites": " ".join(suites),
         "eval_status": " ".join(eval_status),
+        "convention": cfg.get("convention"),
     }
     return row, peak
 

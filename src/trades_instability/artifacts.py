@@ -174,7 +174,9 @@ def load_model(path: str | os.PathLike, device: "str | torch.device" = "cpu"):
     meta = ckpt.get("model_meta")
     if not isinstance(meta, dict) or "model" not in ckpt:
         raise CheckpointError(f"checkpoint {path} holds no model (keys: {sorted(ckpt)})")
-    model = build_model(meta["arch"], num_classes=meta["num_classes"], width=meta["width"])
+    # "normalize" ([mean, std] or null) is what the model does to its input; older checkpoints lack it
+    model = build_model(meta["arch"], num_classes=meta["num_classes"], width=meta["width"],
+                        normalize=meta.get("normalize"))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

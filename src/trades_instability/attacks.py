@@ -1,6 +1,7 @@
 """White-box L-inf attacks used for training and validation.
 
-* :func:`tpgd`  - TRADES' inner maximisation: maximise KL(p(x) || p(x_adv)), start at x + 0.001 N(0, 1).
+* :func:`tpgd`  - TRADES' inner maximisation: maximise KL(p(x) || p(x_adv)), start at x + 0.001 N(0, 1)
+  (official trades.py) or x + 0.001 U[0, 1) (ADR's src/util/trades_attack.py).
 * :func:`pgd`   - PGD on the cross-entropy w.r.t. the labels, uniform random start (validation PGD-10 and
   the inner maximisation of the "Modified" variant, Table 6).
 
@@ -61,6 +62,7 @@ def tpgd(
     step_size: float,
     steps: int,
     init_std: float = 0.001,
+    init_dist: str = "normal",
     mode: str = "eval",
     logits_clean: torch.Tensor | None = None,
     record_grads: bool = False,
@@ -74,7 +76,13 @@ def tpgd(
             with torch.no_grad():
                 logits_clean = model(x)
         p_clean = F.softmax(upcast(logits_clean.detach()), dim=1)
-        x_adv = x + init_std * _randn_like(x, generator)
+        if init_dist == "normal":
+            noise = _randn_like(x, generator)
+        elif init_dist == "uniform":
+            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        else:
+            raise ValueError(f"init_dist must be 'normal' or 'uniform', got {init_dist!r}")
+        x_adv = x + init_std * noise
         grads: list[torch.Tensor] = []
         for _ in range(steps):
             x_adv.requires_grad_(True)

@@ -22,6 +22,8 @@ METHODS = ("trades", "modified")
 VAL_SPLITS = ("test", "holdout")
 PRECISIONS = ("fp32", "bf16")
 BN_MODES = ("eval", "train")
+INIT_DISTS = ("normal", "uniform")
+AWP_FORMS = ("official", "adr")
 
 
 class ConfigError(ValueError):
@@ -46,15 +48,17 @@ class AttackConfig:
     eps: float = 8 / 255
     step_size: float = 2 / 255
     steps: int = 10
-    init_std: float = 0.001  # TPGD starts at x + init_std * N(0, 1)
-    bn_mode: str = "eval"  # BatchNorm mode while the training adversary runs (official TRADES: eval)
+    init_std: float = 0.001  # TPGD starts at x + init_std * noise
+    init_dist: str = "uniform"  # noise of the TPGD start: N(0, 1) (official TRADES) or U[0, 1) (ADR)
+    bn_mode: str = "train"  # BatchNorm mode while the training adversary runs (official: eval, ADR: train)
 
 
 @dataclass
 class AWPConfig:
-    """Adversarial weight perturbation (Wu et al. 2020), TRADES-AWP form."""
+    """Adversarial weight perturbation (Wu et al. 2020); ``form`` picks the code it follows."""
 
     enabled: bool = False
+    form: str = "adr"  # adr: ADR's two-step (SAM-like) form; official: csdongxian/AWP's TRADES-AWP proxy form
     gamma: float = 0.005  # relative radius of the weight perturbation
     warmup: int = 0  # epochs of plain training before AWP starts
     proxy_lr: float = 0.01
@@ -73,6 +77,8 @@ class FixConfig:
 @dataclass
 class RunConfig:
     seed: int = 0
+    # which code lineage the run follows; sets every key of CONVENTIONS[convention] that is not given
+    convention: str = "adr"
     # data
     dataset: str = "cifar100"
     data_root: str = "data"
@@ -81,10 +87,12 @@ class RunConfig:
     val_size: int | None = None  # validation examples per epoch (None: the whole split)
     holdout_size: int = 1000
     augment: bool = True
+    drop_last: bool = True  # drop the last incomplete training batch (ADR: 195 steps at batch 256 on 50k)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     # model
     arch: str = "resnet18"
     width: int = 64
+    normalize_input: bool = True  # the model subtracts the dataset mean / divides by std in forward (ADR)
     # optimisation
     method: str = "trades"  # trades: TPGD inner max; modified: PGD on CE w.r.t. labels (Table 6)
     beta: float = 3.0
@@ -97,13 +105,15 @@ class RunConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     attack: AttackConfig = field(default_factory=AttackConfig)
-    joint_forward: bool = False  # one forward pass for clean + adversarial (official TRADES: separate)
+    joint_forward: bool = True  # one forward pass for clean + adversarial (ADR); false: separate passes
+    repeat_clean_forward: bool = False  # official TRADES' third train-mode forward (clean again): BN stats only
     awp: AWPConfig = field(default_factory=AWPConfig)
     fix: FixConfig = field(default_factory=FixConfig)
     # instrumentation
     log_batch_metrics: bool = False  # CE_norm, KL_norm, grad_cosine_similarity per step (batches.csv)
     snapshot_epochs: list[int] = field(default_factory=list)
     val_batch_size: int = 512
+    val_random_start: bool = True  # per-epoch validation PGD-10 starts uniformly in the eps-ball
     # execution
     precision: str = "fp32"  # bf16 autocast for training and validation attacks
     channels_last: bool = True
@@ -112,6 +122,53 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# Conventions: the two code lineages of TRADES, item by item (README "Fidelity choices").
+# `convention: <name>` fills in every item the run config does not set itself; an explicit key wins.
+# RunConfig's own defaults above are the `adr` column (the paper's lineage: Appendix B cites Wu et al.
+# 2024 first, and Algorithm 1 uses ADR's trainer names).
+# ----------------------------------------------------------------------------------------------
+CONVENTION_NAMES = ("adr", "official_trades")
+CONVENTIONS: dict[str, tuple[Any, Any]] = {
+    # item                   adr      official   ADR source (yuyuwu5/ADR) | official source
+    "attack.bn_mode":        ("train", "eval"),   # src/advTrainer.py: attack in train mode | trades.py: model.eval()
+    "joint_forward":         (True,    False),    # src/advTrainer.py: model(cat([img, img_adv])) | trades.py: separate
+    "repeat_clean_forward":  (False,   True),     # - | trades.py: model(x_natural) again inside the KL term
+    "normalize_input":       (True,    False),    # src/model/resnet.py: (x - mean) / std in forward | inputs in [0, 1]
+    "attack.init_dist":      ("uniform", "normal"),  # src/util/trades_attack.py: rand_like | trades.py: randn
+    "drop_last":             (True,    False),    # src/train.py: DataLoader(drop_last=True) | train_trades_cifar10.py
+    "val_random_start":      (True,    True),     # src/advTrainer.py: torchattacks.PGD | pgd_attack_cifar10.py --random
+    "awp.form":              ("adr",   "official"),  # src/util/awp.py + advTrainer.py | csdongxian/AWP utils_awp.py
+}
+
+
+def convention_preset(name: str) -> dict[str, Any]:
+    """The items of convention ``name`` as ``{dotted key: value}``."""
+    if name not in CONVENTION_NAMES:
+        raise ConfigError(f"config key 'convention' must be one of {', '.join(CONVENTION_NAMES)}, got {name!r}")
+    col = CONVENTION_NAMES.index(name)
+    return {key: values[col] for key, values in CONVENTIONS.items()}
+
+
+def apply_convention(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the run-config mapping ``data`` with every convention item it leaves unset filled in
+    from its ``convention`` (default: RunConfig's)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    name = out.get("convention", RunConfig.convention)
+    if not isinstance(name, str):
+        raise ConfigError(f"config key 'convention' must be a string, got {name!r}")
+    for key, value in convention_preset(name).items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # wrong type: _from_dict names the key
+                break
+        else:
+            node.setdefault(leaf, value)
+    return out
 
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:
@@ -201,6 +258,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(cfg.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     _require(cfg.val_split in VAL_SPLITS, "val_split", f"must be one of {', '.join(VAL_SPLITS)}, got {cfg.val_split!r}")
     _require(cfg.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    _require(cfg.convention in CONVENTION_NAMES, "convention",
+             f"must be one of {', '.join(CONVENTION_NAMES)}, got {cfg.convention!r}")
+    _require(cfg.attack.init_dist in INIT_DISTS, "attack.init_dist",
+             f"must be one of {', '.join(INIT_DISTS)}, got {cfg.attack.init_dist!r}")
+    _require(cfg.awp.form in AWP_FORMS, "awp.form", f"must be one of {', '.join(AWP_FORMS)}, got {cfg.awp.form!r}")
+    # the official loop's repeated clean forward belongs to separate clean/adversarial forwards
+    _require(not (cfg.joint_forward and cfg.repeat_clean_forward), "repeat_clean_forward",
+             "must be false when joint_forward is true (the repeated clean forward of the official loop "
+             "exists only with separate clean and adversarial forwards)")
     _require(cfg.attack.bn_mode in BN_MODES, "attack.bn_mode", f"must be one of {', '.join(BN_MODES)}, got {cfg.attack.bn_mode!r}")
     _require(cfg.arch == "resnet18", "arch", f"must be resnet18, got {cfg.arch!r}")
     _require(bool(DEVICE_NAMES.match(cfg.device)), "device",
@@ -241,7 +307,7 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
-    return validate(_from_dict(RunConfig, data))
+    return validate(_from_dict(RunConfig, apply_convention(data)))
 
 
 def read_yaml_mapping(path: str | Path, what: str, error: type[Exception] = ConfigError) -> dict[str, Any]:

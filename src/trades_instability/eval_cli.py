@@ -49,6 +49,12 @@ def load_checkpoint_with_data(checkpoint, device, data_root: str | None = None):
             f"checkpoint {checkpoint}: model_meta {meta} disagrees with its run config "
             f"(arch={cfg.arch}, width={cfg.width})"
         )
+    # the model normalises its input as it was trained to (model_meta "normalize"; older checkpoints lack it)
+    if "normalize" in meta and (meta["normalize"] is not None) != cfg.normalize_input:
+        raise CheckpointInputError(
+            f"checkpoint {checkpoint}: model_meta normalize={meta['normalize']} disagrees with its run config "
+            f"(normalize_input={cfg.normalize_input})"
+        )
     if data_root is not None:
         cfg.data_root = data_root
     try:

@@ -30,15 +30,22 @@ def trades_parts(
     beta: float,
     *,
     joint_forward: bool = False,
+    repeat_clean_forward: bool = False,
 ) -> TradesParts:
     """TRADES loss with its parts. ``joint_forward`` pushes clean and adversarial inputs through
-    one forward pass (BatchNorm statistics over both), as some re-implementations do; the official
-    TRADES code uses two separate passes."""
+    one forward pass (BatchNorm statistics over both), as ADR's src/advTrainer.py does; the official
+    TRADES code (trades.py) uses separate passes: clean for the CE, then adversarial and clean again
+    for the KL. The repeated clean pass gives the same logits in train mode, so with
+    ``repeat_clean_forward`` it runs without a graph, only to move BatchNorm's running statistics
+    exactly as the official loop does."""
     if joint_forward:
         logits_clean, logits_adv = upcast(model(torch.cat([x, x_adv]))).chunk(2)
     else:
         logits_clean = upcast(model(x))
         logits_adv = upcast(model(x_adv))
+        if repeat_clean_forward:
+            with torch.no_grad():
+                model(x)
     ce = F.cross_entropy(logits_clean, y)
     # KL(p(x) || p(x_adv)) from log-probabilities on both sides (log_target): the same value as the
     # official KLDivLoss(log_softmax(adv), softmax(clean)), but its gradient with respect to the clean

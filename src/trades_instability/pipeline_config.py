@@ -291,15 +291,28 @@ class PipelineConfig:
         return str(self.raw["landscape_suite"])
 
     # -- tables / figures -------------------------------------------------------------------
+    def conventions_settings(self) -> list[str]:
+        """Settings named by ``conventions:`` (the conventions table and figure)."""
+        from .conventions_report import convention_settings
+
+        return convention_settings(self.raw.get("conventions") or {})
+
     def target_settings(self, kind: str, name: str) -> list[str]:
         """Settings named by ``tables.<name>`` or ``figures.<name>``, in order of appearance."""
         return _settings_in_spec(self.raw[kind][name])
 
+    def paper_settings(self, tables_only: bool = False) -> list[str]:
+        """Settings read by the paper's tables (and figures), in order of appearance: what `paper` trains."""
+        kinds = ("tables",) if tables_only else ("tables", "figures")
+        return list(dict.fromkeys(s for kind in kinds for name in self.raw.get(kind) or {}
+                                  for s in self.target_settings(kind, name)))
+
     def detection_settings(self) -> list[str]:
-        """Settings whose runs the FOSC detector (tables/detection.tex) reads: ``detection.settings``,
-        every setting when absent or ``all``."""
+        """Settings whose runs the FOSC detector (tables/detection.tex) reads: ``detection.settings``;
+        when absent or ``all``, every setting the paper's tables and figures read (the detector only
+        analyses runs that `paper` trains anyway; name others, e.g. the conventions settings, to add them)."""
         named = (self.raw.get("detection") or {}).get("settings", "all")
-        return list(self.settings) if named == "all" else list(dict.fromkeys(named))
+        return self.paper_settings() if named == "all" else list(dict.fromkeys(named))
 
     def selection_threshold(self) -> float:
         return float(self.raw["selection"]["unstable_threshold"])
@@ -514,12 +527,37 @@ def _check_target_needs(cfg: PipelineConfig, fail) -> None:
     for s in cfg.detection_settings():
         need_attack("detection.settings", s, "pgd10", "the detector's labels are PGD-10 - Square >= threshold")
         need_attack("detection.settings", s, "square", "the detector's labels are PGD-10 - Square >= threshold")
+    _check_conventions(cfg, fail, need_attack)
     spec = tables.get("table3") or {}
     if spec.get("fixed") and not cfg.run_config(spec["fixed"], 0)["fix"]["enabled"]:
         fail(f"tables.table3.fixed: setting {spec['fixed']!r} does not enable the fix (fix.enabled: true)")
     spec = tables.get("table6") or {}
     if spec.get("modified") and cfg.run_config(spec["modified"], 0)["method"] != "modified":
         fail(f"tables.table6.modified: setting {spec['modified']!r} does not use method: modified")
+
+
+def _check_conventions(cfg: PipelineConfig, fail, need_attack) -> None:
+    """`conventions:` rows name existing settings, each trained under the convention of its column,
+    with PGD-10, Square (Unstable rule) and AutoAttack evaluated."""
+    from .conventions_report import convention_rows
+
+    spec = cfg.raw.get("conventions")
+    if not spec:
+        return
+    try:
+        rows = convention_rows(spec)
+    except ValueError as e:
+        fail(str(e))
+    for i, row in enumerate(rows):
+        for conv in run_config_mod.CONVENTION_NAMES:
+            path, s = f"conventions.rows[{i}].{conv}", row[conv]
+            if s not in cfg.raw["settings"]:
+                fail(f"{path}: unknown setting {s!r}; allowed: {', '.join(cfg.raw['settings'])}")
+            if cfg.run_config(s, 0)["convention"] != conv:
+                fail(f"{path}: setting {s!r} is trained with convention "
+                     f"{cfg.run_config(s, 0)['convention']!r}, not {conv!r}")
+            for attack in ("pgd10", "square", "autoattack"):
+                need_attack(path, s, attack, "the conventions table reports it")
 
 
 # --------------------------------------------------------------------------------- data check

@@ -15,7 +15,6 @@ SIGTERM/SIGINT stop the run at the next batch boundary; the last completed epoch
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import signal
 import sys
@@ -31,11 +30,12 @@ from torch import nn
 from .artifacts import CheckpointError, load_checkpoint, save_checkpoint, write_json
 from .attacks import pgd, tpgd
 from .augment import augment_batch
+from .awp import build_awp
 from .config import RunConfig
 from .data import DataSplits, ImageSet, iterate_batches, load_splits
 from .losses import trades_parts, upcast
 from .metrics import fosc_from_grad, grad_cosine, grad_norm, sgcs
-from .models import build_model
+from .models import build_model, input_normalization
 from .run_files import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles, batch_rows_from_csv  # noqa: F401 (columns re-exported)
 from .run_lock import RunLock, RunLocked
 from .runtime import device_description, library_versions, resolve_device
@@ -61,51 +61,6 @@ def lr_at(cfg: RunConfig, epoch: int) -> float:
     """Learning rate of (1-based) ``epoch``: decayed by lr_gamma from each milestone epoch on,
     as the official TRADES code does (``if epoch >= milestone``)."""
     return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
-
-
-# ----------------------------------------------------------------------------------------------
-# Adversarial weight perturbation (Wu et al. 2020), TRADES form
-# ----------------------------------------------------------------------------------------------
-class AWP:
-    """Perturbs every conv/linear weight by gamma * ||w|| * d/||d||, d the ascent step of a proxy copy
-    on the TRADES loss; the perturbation is removed again after the optimiser step."""
-
-    def __init__(self, model: nn.Module, gamma: float, proxy_lr: float):
-        self.model = model
-        self.gamma = gamma
-        self.proxy = copy.deepcopy(model)
-        self.proxy_opt = torch.optim.SGD(self.proxy.parameters(), lr=proxy_lr)
-        self.diff: dict[str, torch.Tensor] = {}
-
-    def _weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return {n: p for n, p in module.named_parameters() if p.dim() > 1}
-
-    def calc(self, x, x_adv, y, beta: float, joint_forward: bool) -> None:
-        self.proxy.load_state_dict(self.model.state_dict())
-        self.proxy.train()
-        parts = trades_parts(self.proxy, x, x_adv, y, beta, joint_forward=joint_forward)
-        self.proxy_opt.zero_grad(set_to_none=True)
-        (-parts.loss).backward()
-        self.proxy_opt.step()
-        w_model, w_proxy = self._weights(self.model), self._weights(self.proxy)
-        with torch.no_grad():
-            self.diff = {}
-            for n, w in w_model.items():
-                d = w_proxy[n] - w
-                self.diff[n] = w.norm() / (d.norm() + 1e-20) * d
-
-    @torch.no_grad()
-    def _add(self, sign: float) -> None:
-        for n, p in self._weights(self.model).items():
-            if n in self.diff:
-                p.add_(self.diff[n], alpha=sign * self.gamma)
-
-    def perturb(self) -> None:
-        self._add(+1.0)
-
-    def restore(self) -> None:
-        self._add(-1.0)
-        self.diff = {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,8 +95,8 @@ def validate(
         with autocast():
             with torch.no_grad():
                 clean_correct = (model(x).argmax(1) == y).sum()
-            res = pgd(model, x, y, eps=a.eps, step_size=a.step_size, steps=a.steps, random_start=True,
-                      mode="eval", record_grads=True, generator=generator)
+            res = pgd(model, x, y, eps=a.eps, step_size=a.step_size, steps=a.steps,
+                      random_start=cfg.val_random_start, mode="eval", record_grads=True, generator=generator)
             # one more gradient at x^k: gives FOSC and the PGD-10 prediction in the same pass
             x_k = res.x_adv.requires_grad_(True)
             logits = model(x_k)
@@ -203,7 +158,7 @@ class Trainer:
         self.splits = self._data or load_splits(cfg)
         self.train_set = self.splits.train.to(dev)
         self.val_set = self.splits.val.to(dev)
-        self.model = build_model(cfg.arch, num_classes=self.splits.num_classes, width=cfg.width).to(dev)
+        self.model = self._build_model().to(dev)
         # channels_last on every device: cuDNN's tensor-core kernels and oneDNN's CPU kernels both prefer
         # NHWC (measured on CPU, width 16, batch 128: ~1.2x per TRADES step; see bench.py)
         self._channels_last = cfg.channels_last
@@ -215,7 +170,8 @@ class Trainer:
             nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
         )
         self._params = list(self.model.parameters())
-        self.awp = AWP(self.model, cfg.awp.gamma, cfg.awp.proxy_lr) if cfg.awp.enabled else None
+        self.awp = (build_awp(cfg.awp.form, self.model, cfg.awp.gamma, cfg.awp.proxy_lr, self.forward_model)
+                    if cfg.awp.enabled else None)
         # Data order and augmentation draw from a CPU generator (identical on CPU and GPU);
         # attack starts and the fix's noise from a generator on the device.
         self.gen_data = torch.Generator().manual_seed(cfg.seed)
@@ -225,6 +181,11 @@ class Trainer:
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
+    def _build_model(self) -> nn.Module:
+        cfg = self.cfg
+        return build_model(cfg.arch, num_classes=self.splits.num_classes, width=cfg.width,
+                           normalize=input_normalization(cfg.dataset, cfg.normalize_input))
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.cfg.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -233,7 +194,8 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
     def _model_meta(self) -> dict[str, Any]:
         return {"arch": self.cfg.arch, "width": self.cfg.width, "num_classes": self.splits.num_classes,
-                "image_size": self.splits.image_size}
+                "image_size": self.splits.image_size, "convention": self.cfg.convention,
+                "normalize": input_normalization(self.cfg.dataset, self.cfg.normalize_input)}
 
     def _model_payload(self, kind: str, val: dict[str, float]) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "model_meta": self._model_meta(), "config": self.cfg.to_dict(),
@@ -253,7 +215,7 @@ class Trainer:
                  "torch": torch.get_rng_state()},
         )
         if self.awp is not None:
-            payload["awp_proxy_opt"] = self.awp.proxy_opt.state_dict()
+            payload["awp_proxy_opt"] = self.awp.state_dict()
         save_checkpoint(self.ckpt_dir / "last.pt", payload)
 
     def _resume(self) -> None:
@@ -281,7 +243,7 @@ class Trainer:
         self.gen_dev.set_state(ckpt["rng"]["device"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if self.awp is not None and "awp_proxy_opt" in ckpt:
-            self.awp.proxy_opt.load_state_dict(ckpt["awp_proxy_opt"])
+            self.awp.load_state_dict(ckpt["awp_proxy_opt"])
         if "batch_rows" in ckpt:
             self.batch_rows = list(ckpt["batch_rows"])
         else:  # a resume state of an older version: the CSV must cover every epoch it does
@@ -340,9 +302,19 @@ class Trainer:
         cfg, a = self.cfg, self.cfg.attack
         if cfg.method == "trades":
             return tpgd(self.forward_model, x, eps=a.eps, step_size=a.step_size, steps=a.steps,
-                        init_std=a.init_std, mode=a.bn_mode, generator=self.gen_dev).x_adv
+                        init_std=a.init_std, init_dist=a.init_dist, mode=a.bn_mode, generator=self.gen_dev).x_adv
         return pgd(self.forward_model, x, y, eps=a.eps, step_size=a.step_size, steps=a.steps,
                    random_start=True, mode=a.bn_mode, generator=self.gen_dev).x_adv
+
+    def steps_per_epoch(self) -> int:
+        n, bs = len(self.train_set), self.cfg.batch_size
+        return n // bs if self.cfg.drop_last else math.ceil(n / bs)
+
+    def _loss(self, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor):
+        """The TRADES loss of this batch for a given model, forwards as the convention makes them."""
+        cfg = self.cfg
+        return lambda model: trades_parts(model, x, x_adv, y, cfg.beta, joint_forward=cfg.joint_forward,
+                                          repeat_clean_forward=cfg.repeat_clean_forward)
 
     def _start_epoch(self, epoch: int) -> "_EpochStats":
         """Set the epoch's learning rate and return fresh (device-side) epoch statistics."""
@@ -355,8 +327,8 @@ class Trainer:
         """One epoch of training batches: shuffled on the device, augmented on the device (random crop
         with zero padding + flip, per example), in channels_last when the model is."""
         cfg = self.cfg
-        for x, y in iterate_batches(self.train_set, cfg.batch_size, shuffle=True,
-                                    generator=self.gen_data, device=self.device):
+        for x, y in iterate_batches(self.train_set, cfg.batch_size, shuffle=True, generator=self.gen_data,
+                                    device=self.device, drop_last=cfg.drop_last):
             if cfg.augment:
                 x = augment_batch(x, generator=self.gen_data)
             if self._channels_last:
@@ -364,8 +336,8 @@ class Trainer:
             yield x, y
 
     def _train_step(self, stats: "_EpochStats", b: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One optimiser step on batch ``b`` of the epoch (the project's TRADES step: TPGD with the clean
-        prediction computed once, then the TRADES loss with separate clean/adversarial passes)."""
+        """One optimiser step on batch ``b`` of the epoch: TPGD (clean prediction computed once), then the
+        TRADES loss with the forwards of the run's convention, optionally at AWP-perturbed weights."""
         cfg = self.cfg
         model, fmodel, params = self.model, self.forward_model, self._params
         epoch, awp_on = stats.epoch, stats.awp_on
@@ -376,13 +348,13 @@ class Trainer:
             stats.noised_batches += 1
         with self._autocast():
             x_adv = self._inner_max(x, y)
+        loss_fn = self._loss(x, x_adv, y)
         if awp_on:
             with self._autocast():
-                self.awp.calc(x, x_adv, y, cfg.beta, cfg.joint_forward)
-            self.awp.perturb()
+                self.awp.perturb(loss_fn)
         model.train()
-        with self._autocast():
-            parts = trades_parts(fmodel, x, x_adv, y, cfg.beta, joint_forward=cfg.joint_forward)
+        with self._autocast(), (self.awp.loss_context() if awp_on else contextlib.nullcontext()):
+            parts = loss_fn(fmodel)
         step = self.state.step + 1
         if cfg.log_batch_metrics:  # per-step rows need host values anyway: check at once
             if not torch.isfinite(parts.loss):
@@ -406,8 +378,10 @@ class Trainer:
             row["w_grad_norm"] = float(w_norm)
             if not math.isfinite(row["w_grad_norm"]):
                 raise Diverged(epoch, step, b, "gradient")
+        if awp_on and self.awp.restore_before_step:  # ADR: step from w with the gradient taken at w + v
+            self.awp.restore()
         self.optimizer.step()
-        if awp_on:
+        if awp_on and not self.awp.restore_before_step:  # official: step at w + v, then remove v
             self.awp.restore()
         if cfg.log_batch_metrics:
             row["grad_cosine_similarity"] = self._grad_after(x, x_adv, y, params, g_before)
@@ -424,7 +398,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.cfg
         stats = self._start_epoch(epoch)
-        n_batches = math.ceil(len(self.train_set) / cfg.batch_size)
+        n_batches = self.steps_per_epoch()
         bar = _progress(n_batches, f"epoch {epoch}/{cfg.epochs}", self.progress)
         for b, (x, y) in enumerate(self._epoch_batches()):
             if self._should_stop():
@@ -441,7 +415,7 @@ class Trainer:
         the measurement does not change training."""
         bn_buffers = {k: v.clone() for k, v in self.model.named_buffers()}
         with self._autocast():
-            parts = trades_parts(self.forward_model, x, x_adv, y, self.cfg.beta, joint_forward=self.cfg.joint_forward)
+            parts = self._loss(x, x_adv, y)(self.forward_model)
         g_after = torch.autograd.grad(parts.loss, params)
         with torch.no_grad():
             for k, v in self.model.named_buffers():
@@ -533,7 +507,7 @@ class Trainer:
         else:  # diverged in epoch 1: the initial weights, rebuilt from the seed
             self.log("best.pt holds the initial weights (no epoch completed before the divergence)")
             torch.manual_seed(self.cfg.seed)
-            weights = build_model(self.cfg.arch, num_classes=self.splits.num_classes, width=self.cfg.width).state_dict()
+            weights = self._build_model().state_dict()
         self.model.load_state_dict(weights)
         save_checkpoint(self.ckpt_dir / "best.pt", self._model_payload("best", {}))
 

@@ -60,8 +60,11 @@ class WorkflowPaths:
         self.templates_dir = str(Path(basedir) / "workflow" / "templates")
         self.tables = _numbered(pc.raw.get("tables"), "table")
         self.figures = _numbered(pc.raw.get("figures"), "figure")
-        # targets with their own aggregation (results/aggregate/{target}/); detection: detection.smk
-        self.agg_targets = self.tables + self.figures + ["detection"]
+        # targets with their own aggregation (results/aggregate/{target}/). "comparison" and "detection"
+        # read the settings of the paper's tables and figures only (detection: unless detection.settings
+        # names others), so that `paper` never trains what only the conventions target needs
+        self.agg_targets = (self.tables + self.figures + ["comparison", "detection"]
+                            + (["conventions"] if pc.raw.get("conventions") else []))
 
     # -- outputs --------------------------------------------------------------------------------
     def table_file(self, name: str) -> str:
@@ -130,14 +133,18 @@ class WorkflowPaths:
         ]
 
     def target_settings(self, target: str) -> list[str]:
-        """Settings named by tables.<target> / figures.<target> (detection.settings for `detection`)."""
+        """Settings named by tables.<target> / figures.<target>, detection.settings or `conventions:`."""
         if target == "detection":
             return self.pc.detection_settings()
+        if target == "conventions":
+            return self.pc.conventions_settings()
+        if target == "comparison":
+            return self.pc.paper_settings(tables_only=True)
         kind = "tables" if target.startswith("table") else "figures"
         return self.pc.target_settings(kind, target)
 
     def summary_for(self, target: str | None = None) -> str:
-        """summary.csv covering what ``target`` (table1..7, figure1..7, detection) needs; the global one
+        """summary.csv covering what ``target`` (table1..7, figure1..7, comparison, detection, conventions) needs; the global one
         for None. A per-target summary holds only the runs of the settings that target names, so that
         e.g. ``snakemake tables/table3.tex`` trains only `default` and `fixed`."""
         if target is None:

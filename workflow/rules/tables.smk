@@ -4,7 +4,7 @@
 #
 # A table reads the per-target aggregation results/aggregate/{table}/summary.csv (only the settings
 # that table names, so that `snakemake tables/table3.tex` trains just what Table 3 needs). The
-# comparison reads the global results/summary.csv (it covers every table).
+# comparison reads the aggregation of every table's settings (results/aggregate/comparison/).
 
 
 rule table:
@@ -40,7 +40,7 @@ rule table:
 rule comparison:
     """Every published cell of Tables 1-7 beside the reproduced one (LaTeX + CSV)."""
     input:
-        **W.aggregation_of(None),
+        **W.aggregation_of("comparison"),
     output:
         tex=report(
             W.table_file("comparison.tex"),
