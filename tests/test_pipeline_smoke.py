@@ -223,8 +223,8 @@ def test_moving_the_data_or_the_clone_reruns_nothing(tmp_path: Path):
 
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0], "suites": ["cheap"]}}
-    for k in ("tables", "figures"):
-        cfg.pop(k)
+    for k in ("tables", "figures", "conventions"):
+        cfg.pop(k, None)
     conf = tmp_path / "one.yaml"
     conf.write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"
