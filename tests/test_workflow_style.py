@@ -42,3 +42,14 @@ def test_snakefmt_check():
                         "--config", str(ROOT / "pyproject.toml"), *files],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, "run `snakefmt Snakefile workflow/`:\n" + (r.stdout + r.stderr)[-6000:]
+
+
+def test_default_target_is_rule_all(tmp_path):
+    """`all` is the default target because it is the first rule (the Snakefile includes only common.smk,
+    which has no rules, before it): a formatter or a new include must not change that."""
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--configfile", str(SMOKE),
+                        "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert any(line.split() == ["all", "1"] for line in out.splitlines()), out[-3000:]
