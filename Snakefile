@@ -58,10 +58,22 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/tables.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/detection.smk"
+include: "workflow/rules/conventions.smk"
 
 
-# The first rule is the default target (snakefmt moves a `default_target:` directive above the
-# docstring and then cannot parse its own output, so the order of the rules says it instead).
+localrules:
+    all,
+    paper,
+
+
+# `all` is the default target as the first rule of this file (rules of included files never are). No
+# `default_target:` directive: snakefmt moves it above the docstring and then cannot parse its own output.
 rule all:
     """Default target: the whole paper."""
     input:
@@ -72,20 +84,6 @@ rule paper:
     """Every table (1-7), figure (1-7), the paper-vs-reproduction comparison and the FOSC detector."""
     input:
         W.paper_targets(),
-
-
-localrules:
-    all,
-    paper,
-
-
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/aggregate.smk"
-include: "workflow/rules/tables.smk"
-include: "workflow/rules/figures.smk"
-include: "workflow/rules/detection.smk"
-include: "workflow/rules/conventions.smk"
 
 
 # ------------------------------------------------------- datasets: checked before any job starts

@@ -45,8 +45,8 @@ def test_snakefmt_check():
 
 
 def test_default_target_is_rule_all(tmp_path):
-    """`all` is the default target because it is the first rule (the Snakefile includes only common.smk,
-    which has no rules, before it): a formatter or a new include must not change that."""
+    """`all` is the default target as the first rule of the Snakefile (no `default_target:` directive,
+    which snakefmt cannot format): a new rule must not go above it."""
     r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--configfile", str(SMOKE),
                         "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
