@@ -628,14 +628,15 @@ def prepare_state(config: str | Path, state: str | Path) -> str:
     text = config.read_text()
     _refuse_if_locked(state)
     if state.exists():
-        if marker.is_file() and _same_yaml(marker.read_text(), text):
+        had_marker = marker.is_file()  # before the rename below moves it away
+        if had_marker and _same_yaml(marker.read_text(), text):
             if (state / "checkpoints" / "last.pt").is_file():
                 return f"resuming from {state / 'checkpoints' / 'last.pt'}"
             return f"reusing {state} (no last.pt yet)"
         if any(state.iterdir()):
             stale = state.with_name(f"{state.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
             state.rename(stale)
-            reason = "a different run config" if marker.is_file() else "no recorded run config"
+            reason = "a different run config" if had_marker else "no recorded run config"
             msg = f"moved {state} (started with {reason}) to {stale}"
         else:
             msg = f"starting in empty {state}"
