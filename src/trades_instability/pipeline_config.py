@@ -705,7 +705,12 @@ def main(argv: list[str] | None = None) -> int:
     pb = sub.add_parser("publish", help="link a finished run's artifacts into the run directory")
     pb.add_argument("--state", required=True)
     pb.add_argument("--run-dir", required=True)
+    for sp in (ps, pb):
+        sp.add_argument("--log-file", default=None, help="also append the messages to this file")
     args = p.parse_args(argv)
+    from .log_file import Echo
+
+    echo = Echo(getattr(args, "log_file", None))
     try:
         if args.cmd == "validate":
             cfg = load(args.config, check_data=args.check_data)
@@ -715,12 +720,12 @@ def main(argv: list[str] | None = None) -> int:
             for s, seed in cfg.runs():
                 print(f"{s}\t{seed}\t{cfg.run_dir(s, seed)}")
         elif args.cmd == "prepare-state":
-            print(prepare_state(args.config, args.state))
+            echo(prepare_state(args.config, args.state))
         elif args.cmd == "publish":
             for f in publish(args.state, args.run_dir):
-                print(f"published {f}")
+                echo(f"published {f}")
     except (PipelineConfigError, OSError) as e:  # an OSError names its file (full disk, permissions, ...)
-        print(f"error: {e}", file=sys.stderr)
+        echo(f"error: {e}", err=True)
         return 1
     return 0
 
