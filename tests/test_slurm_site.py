@@ -93,7 +93,7 @@ def test_pass_slurm_conf_exports_it_for_the_job_step():
     assert not ss.pass_slurm_conf(WRAPPER_DIR, default) and default == {"PATH": "/usr/bin"}
 
 
-def _workflow(name="snakemake-executor-plugin-slurm", status="sacct"):
+def _workflow(name="slurm", status="sacct"):  # the registry's name of the plugin
     settings = SimpleNamespace(status_command=status, init_seconds_before_status_checks=40)
     return SimpleNamespace(executor_plugin=SimpleNamespace(name=name), executor_settings=settings)
 
@@ -120,7 +120,7 @@ def test_on_start_switches_the_executor_setting_and_filters_account_noise(caplog
 
 def test_on_start_leaves_other_executors_alone():
     run = _fake_run()
-    for wf in (_workflow(name="snakemake-executor-plugin-slurm-jobstep"), _workflow(name="local"),
+    for wf in (_workflow(name="slurm-jobstep"), _workflow(name="local"),
                SimpleNamespace(executor_plugin=None)):
         env = {"SLURM_CONF": "/x"}
         ss.on_start(wf, logging.getLogger("test_slurm_site.other"), WRAPPER_DIR, environ=env, run=run)
