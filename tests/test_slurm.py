@@ -1,9 +1,11 @@
 """The SLURM profile (workflow/profiles/slurm) on a real scheduler.
 
 A single-node SLURM cluster (munged, slurmctld, slurmd; tests/slurm/cluster.py) is started
-on this host for the session and stopped afterwards. It has no accounting storage, so the
-runs use ``--slurm-status-command squeue`` -- the documented option for such clusters -- and
-two fake GPUs, so GPU jobs are submitted and scheduled with their real ``--gpus`` request.
+on this host for the session and stopped afterwards. It has no accounting storage (job status
+must come from squeue: the toy workflow says so on the command line, the pipeline runs find it
+out at start-up or read TRADES_SLURM_STATUS_COMMAND), its slurm.conf sits in a temporary folder
+(SLURM_CONF), and it has two fake GPUs, so GPU jobs are submitted and scheduled with their real
+``--gpus`` request. The pipeline runs use the real clients, not the harness's wrappers.
 
 Without slurm-wlm/munge (or without root) the scheduler tests are skipped; with
 ``REQUIRE_SLURM=1`` (CI) they fail instead. Install with ``.ci/install-slurm.sh``.
