@@ -66,7 +66,11 @@ rule train:
         "export PYTHONPATH={SRC:q}${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
         # no `| tee`: on scancel tee dies first and the trainer's clean-stop line is lost; each step
         # appends to train.log itself (--log-file) and the shell writes {log} directly
-        "( python -m trades_instability.pipeline_config prepare-state --config {input.config} --state {params.state} --log-file {params.run_dir}/train.log "
-        "&& python -m trades_instability train --config {input.config} --out {params.state} --on-diverge record --no-progress --log-file {params.run_dir}/train.log "
-        "&& python -m trades_instability.pipeline_config publish --state {params.state} --run-dir {params.run_dir} --log-file {params.run_dir}/train.log "
+        "L={params.run_dir}/train.log; "
+        "( python -m trades_instability.pipeline_config prepare-state --config {input.config} --state {params.state} "
+        "--log-file \"$L\" "
+        "&& python -m trades_instability train --config {input.config} --out {params.state} --on-diverge record "
+        "--no-progress --log-file \"$L\" "
+        "&& python -m trades_instability.pipeline_config publish --state {params.state} --run-dir {params.run_dir} "
+        "--log-file \"$L\" "
         ") > {log} 2>&1"
