@@ -427,6 +427,22 @@ def test_startup_checks_on_a_cluster_without_accounting(slurm_pipeline):
         assert text.count(AccountNoiseFilter.LINE) <= 1, log
 
 
+@pytest.mark.slurm
+def test_no_accounting_and_too_short_min_job_age_stops_at_once(cluster, tmp_path):
+    """Where squeue would forget finished jobs before the plugin asks (MinJobAge 900 s here < 3 x the
+    first status interval) and sacct cannot answer, the run stops before submitting anything, with
+    the fix, instead of waiting forever."""
+    log = tmp_path / "snakemake.log"
+    t0 = time.monotonic()
+    p = _run(_snakemake(tmp_path / "work", TABLE, slurm=True, extra=("--slurm-init-seconds-before-status-checks", "400")),
+             _slurm_env(cluster, wrappers=False), log, timeout=180)
+    text = log.read_text(errors="replace")
+    assert p.returncode != 0, text[-3000:]
+    assert "accounting is disabled" in text and "MinJobAge=1200" in text and "slurm.conf" in text, text[-3000:]
+    assert not _sbatch_calls(log), "nothing may be submitted"
+    assert time.monotonic() - t0 < 120
+
+
 # ------------------------------------------------------- the paper config: sbatch options
 def _dry_run_resources(workdir: Path, target: str, env: dict, rule: str) -> tuple[dict, int]:
     # --cores: a dry run caps threads at its core count (1 by default); the SLURM executor
