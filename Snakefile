@@ -20,13 +20,14 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import min_version
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also without `pip install -e .`
-from trades_instability import pipeline_config  # noqa: E402
+from trades_instability import pipeline_config, slurm_site  # noqa: E402
 
 # ---------------------------------------------------------------------------- config + validation
 if not workflow.config_settings.configfiles:
@@ -97,5 +98,7 @@ onstart:
             _needed.append(_s)
     try:
         pipeline_config.check_data_available(PC, _needed)
-    except pipeline_config.PipelineConfigError as e:
+        # SLURM executor only: job status without accounting, account noise, SLURM_CONF (slurm_site.py)
+        slurm_site.on_start(workflow, logger, Path(workflow.basedir) / "workflow/profiles/slurm/bin")
+    except (pipeline_config.PipelineConfigError, slurm_site.SlurmSiteError) as e:
         raise WorkflowError(str(e)) from None

@@ -222,10 +222,21 @@ def test_prepare_state_keeps_resumes_and_moves_aside(tmp_path: Path):
     assert (state / "checkpoints" / "last.pt").exists()
     conf.write_text("beta: 6.0\nseed: 0\n")  # a different run: start over, keep the old state
     msg = pc.prepare_state(conf, state)
-    assert "moved" in msg
+    # the reason is read before the rename (it once said "no recorded run config" here)
+    assert "moved" in msg and "(started with a different run config)" in msg, msg
     stale = [p for p in tmp_path.iterdir() if p.name.startswith("state.stale-")]
     assert len(stale) == 1 and (stale[0] / "checkpoints" / "last.pt").exists()
     assert not (state / "checkpoints").exists() and (state / "run_config.yaml").read_text() == conf.read_text()
+
+
+def test_prepare_state_names_a_state_without_run_config(tmp_path: Path):
+    conf = tmp_path / "config.yaml"
+    conf.write_text("beta: 3.0\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "epochs.csv").write_text("epoch\n")  # left by a trainer started outside the pipeline
+    msg = pc.prepare_state(conf, state)
+    assert "(started with no recorded run config)" in msg, msg
 
 
 def test_publish_links_outputs(tmp_path: Path):

@@ -1,9 +1,11 @@
 """The SLURM profile (workflow/profiles/slurm) on a real scheduler.
 
 A single-node SLURM cluster (munged, slurmctld, slurmd; tests/slurm/cluster.py) is started
-on this host for the session and stopped afterwards. It has no accounting storage, so the
-runs use ``--slurm-status-command squeue`` -- the documented option for such clusters -- and
-two fake GPUs, so GPU jobs are submitted and scheduled with their real ``--gpus`` request.
+on this host for the session and stopped afterwards. It has no accounting storage (job status
+must come from squeue: the toy workflow says so on the command line, the pipeline runs find it
+out at start-up or read TRADES_SLURM_STATUS_COMMAND), its slurm.conf sits in a temporary folder
+(SLURM_CONF), and it has two fake GPUs, so GPU jobs are submitted and scheduled with their real
+``--gpus`` request. The pipeline runs use the real clients, not the harness's wrappers.
 
 Without slurm-wlm/munge (or without root) the scheduler tests are skipped; with
 ``REQUIRE_SLURM=1`` (CI) they fail instead. Install with ``.ci/install-slurm.sh``.
@@ -17,6 +19,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -31,19 +34,21 @@ from slurm.cluster import SlurmCluster, unavailable_reason  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 SNAKEFILE = REPO / "Snakefile"
-CONFIG = REPO / "tests" / "configs" / "slurm.yaml"  # one setting (b1), one seed, 6 epochs, CPU
+CONFIG = REPO / "tests" / "configs" / "slurm.yaml"  # one setting (b1), one seed, 12 epochs, CPU
 TABLE = "tables/table4.tex"
 RUN = "results/runs/b1/seed0"
-EPOCHS = 6
+EPOCHS = 12  # epochs of 0.2-0.5 s: Ctrl-C after an epoch of attempt 2 leaves the others as margin
 
 # Scalar options on the command line (they win over the profile; blocks like
 # --set-resources would replace the profile's, so the tests never pass those).
 SLURM_ARGS = [
     "--workflow-profile", str(PROFILE),
-    "--slurm-status-command", "squeue",              # no accounting storage on the test cluster
     "--slurm-init-seconds-before-status-checks", "2",  # default 40 s: keep the tests short
-    "--verbose",                                       # logs every sbatch call
+    "--verbose",                                       # logs every sbatch call and status query
 ]
+# no accounting storage on the test cluster: the toy workflow (no onstart check) names squeue here,
+# the pipeline runs find it themselves (slurm_site.py) or through TRADES_SLURM_STATUS_COMMAND
+SQUEUE = ("--slurm-status-command", "squeue")
 
 
 # --------------------------------------------------------------------------------- fixtures
@@ -72,9 +77,13 @@ def _base_env() -> dict:
     return env
 
 
-def _slurm_env(cluster: SlurmCluster, **extra: str) -> dict:
+def _slurm_env(cluster: SlurmCluster, wrappers: bool = True, **extra: str) -> dict:
+    """Environment of a client on the login node: SLURM_CONF names the cluster's (non-default) slurm.conf.
+    wrappers=False leaves out the harness's client wrappers that pin SLURM_CONF, as on a real site."""
     env = {k: v for k, v in cluster.env.items() if not k.startswith("TRADES_SLURM_")}
-    env["PATH"] = f"{cluster.root / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}" + env["PATH"]
+    path = [p for p in env["PATH"].split(os.pathsep) if p != str(cluster.root / "bin")]
+    env["PATH"] = os.pathsep.join(([str(cluster.root / "bin")] if wrappers else []) + [str(Path(sys.executable).parent)]
+                                  + path)
     env["TRADES_SLURM_PARTITION"] = cluster.partition  # the profile reads the partition from here
     env.update(extra)
     return env
@@ -157,6 +166,28 @@ def test_cluster_runs_a_batch_job(cluster, tmp_path):
     assert cluster.run("sacct", "-j", jobid, check=False).returncode != 0
 
 
+@pytest.mark.slurm
+def test_srun_wrapper_brings_slurm_conf_into_the_job_step(cluster, tmp_path):
+    """What the SLURM executor's job step does (drop SLURM_*, then `srun`) fails with this cluster's
+    slurm.conf at a non-default path; through the profile's bin/srun (slurm_site.pass_slurm_conf) it
+    works. Real clients only: the harness's wrappers are not on PATH."""
+    env = _slurm_env(cluster, wrappers=False)
+    ss_env = dict(env)
+    from trades_instability.slurm_site import pass_slurm_conf
+
+    assert pass_slurm_conf(PROFILE / "bin", ss_env)
+    step = "env -u SLURM_CONF srun -n1 echo step-ran"  # as the job step calls it: no SLURM_CONF
+    for name, job_env, ok in (("plain", env, False), ("wrapped", ss_env, True)):
+        out = tmp_path / f"{name}.out"
+        jobid = subprocess.run(["sbatch", "--parsable", "-o", str(out), "--wrap", step], env=job_env,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        cluster.wait_job(jobid)
+        text = out.read_text()
+        assert ("step-ran" in text) == ok, (name, text)
+        if not ok:
+            assert "Could not establish a configuration source" in text, text
+
+
 TOY_SNAKEFILE = r'''
 localrules: table
 
@@ -191,7 +222,7 @@ def test_profile_toy_workflow(cluster, tmp_path):
     (wd / "Snakefile").write_text(TOY_SNAKEFILE)
     log = tmp_path / "snakemake-toy.log"
     t0 = time.monotonic()
-    p = _run(_snakemake(wd, "all", slurm=True, configfile=None, snakefile=wd / "Snakefile"),
+    p = _run(_snakemake(wd, "all", slurm=True, configfile=None, snakefile=wd / "Snakefile", extra=SQUEUE),
              _slurm_env(cluster), log, timeout=240)
     assert p.returncode == 0, _tail(log)
     print(f"toy workflow through SLURM: {time.monotonic() - t0:.1f}s")
@@ -228,54 +259,86 @@ def _data_rows(path: Path) -> int:
         return 0
 
 
+EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/\d+", flags=re.M)
+RESUME_LINE = re.compile(r"resumed from \S*last\.pt at epoch (\d+)")
+STOP_LINE = re.compile(r"^SIG\w+: stopping; epochs 1\.\.(\d+) are saved", flags=re.M)
+
+
+def _running_train_job(cluster: SlurmCluster) -> str | None:
+    return next((j["jobid"] for j in cluster.jobs()
+                 if j["comment"].startswith("rule_train_") and j["state"] == "RUNNING"), None)
+
+
+def _wait_until(cond, proc: subprocess.Popen, log: Path, what: str, timeout: float = 300):
+    """Poll cond() (a value or None) while snakemake runs; the cancel windows follow the trainer's
+    log, not the clock, so a slow machine only makes the test slower."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        value = cond()
+        if value is not None:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not reached (snakemake rc={proc.poll()}):\n{_tail(log)}")
+
+
 @pytest.fixture(scope="session")
 def slurm_pipeline(cluster, local_reference, tmp_path_factory):
-    """`snakemake tables/table4.tex` through the SLURM profile, interrupted: the training job
-    is scancel'ed after >= 1 epoch, then the same command is run again and completes.
-    (One run serves both pipeline tests: two trainings on 2 cores would double their time.)"""
+    """`snakemake tables/table4.tex` through the SLURM profile as on a site: without the harness's
+    client wrappers (so SLURM_CONF, at a non-default path, must reach the job step by itself), with no
+    status command and no account given (the cluster has no accounting).
+
+    Run 1: the training job is scancel'ed once its log shows epoch 1; the profile resubmits it by
+    itself (retries), and the new attempt resumes; once that attempt has logged an epoch, Ctrl-C
+    (SIGINT) to snakemake cancels it. Run 2: the same command, with TRADES_SLURM_STATUS_COMMAND=squeue
+    in the environment, resumes and completes. (One run serves the pipeline tests: two trainings on
+    2 cores would double their time.)"""
     base = tmp_path_factory.mktemp("slurm-pipeline")
     wd = base / "work"
-    env = _slurm_env(cluster)
-    state_epochs = wd / RUN / "state" / "epochs.csv"
-    t0 = time.monotonic()
+    env = _slurm_env(cluster, wrappers=False)
+    train_log = wd / RUN / "train.log"
 
-    # 1st run: --retries 0 so that the cancelled job fails the run (with the profile's
-    # retries the executor would resubmit it itself -- the same resume path)
+    def text() -> str:
+        return train_log.read_text() if train_log.exists() else ""
+
+    t0 = time.monotonic()
     log1 = base / "snakemake-1.log"
-    cmd = _snakemake(wd, TABLE, slurm=True, extra=("--retries", "0"))
-    jobid = None
+    cmd = _snakemake(wd, TABLE, slurm=True)
     with open(log1, "w") as fh:
         fh.write("$ " + shlex.join(cmd) + "\n")
         fh.flush()
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
         try:
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and proc.poll() is None:
-                running = [j for j in cluster.jobs() if j["comment"].startswith("rule_train_") and j["state"] == "RUNNING"]
-                if running and _data_rows(state_epochs) >= 1:
-                    jobid = running[0]["jobid"]
-                    break
-                time.sleep(0.2)
-            assert jobid is not None, f"training never got to its first epoch under SLURM:\n{_tail(log1)}"
-            cluster.run("scancel", jobid)
-            cancelled_state = cluster.wait_job(jobid, timeout=60)
-            proc.wait(timeout=240)
+            first = _wait_until(lambda: _running_train_job(cluster) if EPOCH_LINE.search(text()) else None,
+                                proc, log1, "attempt 1 at epoch 1")
+            cluster.run("scancel", first)
+            first_state = cluster.wait_job(first, timeout=60)
+
+            def second_attempt_trained():
+                t = text()
+                resumed = t.rfind("resumed from")
+                jobid = _running_train_job(cluster)
+                if resumed >= 0 and EPOCH_LINE.search(t, resumed) and jobid not in (None, first):
+                    return jobid
+                return None
+
+            second = _wait_until(second_attempt_trained, proc, log1, "the resubmitted attempt trained an epoch")
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+            proc.wait(timeout=120)
+            second_state = cluster.wait_job(second, timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    done_at_cancel = _data_rows(state_epochs)
-    run1 = SimpleNamespace(returncode=proc.returncode, cancelled=jobid, cancelled_state=cancelled_state,
-                           done_at_cancel=done_at_cancel, run_json_after=(wd / RUN / "run.json").exists(),
+    run1 = SimpleNamespace(returncode=proc.returncode, cancelled=(first, second), states=(first_state, second_state),
+                           log_text=text(), run_json_after=(wd / RUN / "run.json").exists(),
                            last_pt_after=(wd / RUN / "state" / "checkpoints" / "last.pt").exists(),
                            seconds=time.monotonic() - t0)
 
-    # 2nd run: the same command, profile defaults (rerun-incomplete, retries)
     log2 = base / "snakemake-2.log"
     t1 = time.monotonic()
-    p = _run(_snakemake(wd, TABLE, slurm=True), env, log2, timeout=600)
+    p = _run(_snakemake(wd, TABLE, slurm=True), {**env, "TRADES_SLURM_STATUS_COMMAND": "squeue"}, log2, timeout=600)
     assert p.returncode == 0, _tail(log2)
-    print(f"\n{TABLE} through SLURM: cancelled run {run1.seconds:.0f}s, rerun {time.monotonic() - t1:.0f}s")
+    print(f"\n{TABLE} through SLURM: interrupted run {run1.seconds:.0f}s, rerun {time.monotonic() - t1:.0f}s")
     return SimpleNamespace(wd=wd, log1=log1, log2=log2, run1=run1, jobs={j["jobid"]: j for j in cluster.jobs()})
 
 
@@ -286,27 +349,32 @@ def test_pipeline_on_slurm_matches_local_run(slurm_pipeline, local_reference, cl
 
     # the GPU stages went to SLURM with the config's resources and the profile's mapping
     calls1, calls2 = _sbatch_calls(sp.log1), _sbatch_calls(sp.log2)
-    train = [c for c in calls1 + calls2 if "--comment rule_train_" in c]
+    train1 = [c for c in calls1 if "--comment rule_train_" in c]
+    train2 = [c for c in calls2 if "--comment rule_train_" in c]
     evaluate = [c for c in calls2 if "--comment rule_evaluate_" in c]
-    assert len(train) == 2 and len(evaluate) == 1, calls1 + calls2
-    for c in train + evaluate:
+    assert len(train1) == 2 and len(train2) == 1 and len(evaluate) == 1, calls1 + calls2
+    for c in train1 + train2 + evaluate:
         assert "--gpus=1" in c and f"-p {cluster.partition}" in c and "--mem 2000" in c, c
         assert "--cpus-per-task=1" in c, c
-    # runtime: minutes_base 5 + 1.0 min/epoch x 6 epochs (tests/configs/slurm.yaml)
-    assert all(" -t 11 " in c for c in train), train
+    # runtime: minutes_base 5 + 1.0 min/epoch x EPOCHS (tests/configs/slurm.yaml), x attempt: the
+    # profile's own resubmission after scancel asks for twice the time; a new snakemake starts at 1
+    minutes = 5 + EPOCHS
+    limits = [int(re.search(r" -t (\d+) ", c).group(1)) for c in train1 + train2]
+    assert limits == [minutes, 2 * minutes, minutes], train1 + train2
     submitted = {m.group(1) for c in calls1 + calls2 for m in [re.search(r"--comment rule_(\w+?)_wildcards", c)] if m}
     assert submitted == {"train", "evaluate"}, f"only the GPU rules go to SLURM, got {submitted}"
 
     # ... and ran there: the SLURM job logs the executor kept, the jobs in slurmctld's table
     logs = _slurm_logs(wd)
-    assert set(logs) == {"train", "evaluate"} and len(logs["train"]) == 2 and len(logs["evaluate"]) == 1, logs
+    assert set(logs) == {"train", "evaluate"} and len(logs["train"]) == 3 and len(logs["evaluate"]) == 1, logs
     for rule, paths in logs.items():
         for path in paths:
             job = sp.jobs[path.stem]
             assert job["comment"].startswith(f"rule_{rule}_"), job
-            expected = "CANCELLED" if path.stem == sp.run1.cancelled else "COMPLETED"
+            expected = "CANCELLED" if path.stem in sp.run1.cancelled else "COMPLETED"
             assert job["state"] == expected, job
             assert "srun" in path.read_text(), "the rule runs as a job step inside the SLURM job"
+            assert "Could not establish a configuration source" not in path.read_text()
 
     # rendered output and the numbers behind it equal those of the local run
     ref = local_reference
@@ -318,26 +386,63 @@ def test_pipeline_on_slurm_matches_local_run(slurm_pipeline, local_reference, cl
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_scancel_then_rerun_resumes_training(slurm_pipeline, local_reference):
-    """scancel of the training job after >= 1 epoch; rerunning the same command resumes from
-    the checkpoint (not epoch 0) and ends with the epochs.csv of an uninterrupted run."""
+def test_scancel_resubmits_and_ctrl_c_then_rerun_resume_training(slurm_pipeline, local_reference):
+    """scancel of the training job: the profile resubmits it and it resumes from its checkpoint;
+    Ctrl-C cancels the running attempt; the same command again resumes and ends with the epochs.csv
+    of an uninterrupted run. Every stop leaves its clean-stop line in train.log."""
     sp, wd = slurm_pipeline, slurm_pipeline.wd
     r1 = sp.run1
-    assert r1.cancelled_state == "CANCELLED"
-    assert r1.returncode != 0, "snakemake must report the cancelled job as failed"
-    assert 1 <= r1.done_at_cancel < EPOCHS, f"cancelled after {r1.done_at_cancel} epochs: not mid-run"
+    assert r1.states == ("CANCELLED", "CANCELLED"), r1.states
+    assert r1.returncode != 0, "an interrupted snakemake does not report success"
     assert not r1.run_json_after and r1.last_pt_after, "interrupted: no run.json, but a resumable last.pt"
 
-    rerun_log = (wd / "logs" / "train" / "b1" / "seed0.log").read_text()  # the last attempt only
-    m = re.search(r"resumed from \S*last\.pt at epoch (\d+)", rerun_log)
-    assert m, f"no resume line in the rerun's training log:\n{rerun_log[-3000:]}"
-    resumed_at = int(m.group(1))
-    assert r1.done_at_cancel <= resumed_at < EPOCHS
-    trained = [int(e) for e in re.findall(r"^epoch\s+(\d+)/\d+", rerun_log, flags=re.M)]
-    assert trained and min(trained) == resumed_at + 1, f"the rerun trained epochs {trained}"
+    log = (wd / RUN / "train.log").read_text()  # every attempt's messages, appended
+    stops = [int(n) for n in STOP_LINE.findall(log)]
+    resumes = [int(n) for n in RESUME_LINE.findall(log)]
+    assert len(stops) == 2 and stops == [int(n) for n in STOP_LINE.findall(r1.log_text)], log[-3000:]
+    # each stop saved its epochs, each next attempt resumed exactly there and went on
+    assert resumes == stops and 1 <= stops[0] < stops[1] < EPOCHS, (stops, resumes)
+    trained = [int(e) for e in EPOCH_LINE.findall(log)]
+    assert trained == list(range(1, EPOCHS + 1)), f"each epoch trained once across the attempts: {trained}"
+    last = (wd / "logs" / "train" / "b1" / "seed0.log").read_text()  # {log}: the last attempt only
+    assert RESUME_LINE.search(last).group(1) == str(stops[1]) and "published" in last
     assert json.loads((wd / RUN / "run.json").read_text())["epochs_completed"] == EPOCHS
     ours, ref = (_epochs_without_time(d / RUN / "epochs.csv") for d in (wd, local_reference))
     assert len(ours) == EPOCHS and ours == ref
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_startup_checks_on_a_cluster_without_accounting(slurm_pipeline):
+    """No status command given: one line says squeue is used (sacct cannot answer here) and the run
+    goes through; given through TRADES_SLURM_STATUS_COMMAND: no such line, squeue all the same.
+    No account given: no account-guessing noise, at most one line of ours."""
+    from trades_instability.slurm_site import AccountNoiseFilter
+
+    sp = slurm_pipeline
+    for log, switch_lines in ((sp.log1, 1), (sp.log2, 0)):
+        text = log.read_text(errors="replace")
+        assert text.count("SLURM job accounting is disabled here") == switch_lines, (log, text[-3000:])
+        queries = re.findall(r"Status query timing \(cycle\): command=(\w+)", text)
+        assert queries and set(queries) == {"squeue"}, (log, queries)
+        assert "No account was given" not in text and "trying to guess" not in text, log
+        assert text.count(AccountNoiseFilter.LINE) <= 1, log
+
+
+@pytest.mark.slurm
+def test_no_accounting_and_too_short_min_job_age_stops_at_once(cluster, tmp_path):
+    """Where squeue would forget finished jobs before the plugin asks (MinJobAge 900 s here < 3 x the
+    first status interval) and sacct cannot answer, the run stops before submitting anything, with
+    the fix, instead of waiting forever."""
+    log = tmp_path / "snakemake.log"
+    t0 = time.monotonic()
+    p = _run(_snakemake(tmp_path / "work", TABLE, slurm=True, extra=("--slurm-init-seconds-before-status-checks", "400")),
+             _slurm_env(cluster, wrappers=False), log, timeout=180)
+    text = log.read_text(errors="replace")
+    assert p.returncode != 0, text[-3000:]
+    assert "accounting is disabled" in text and "MinJobAge=1200" in text and "slurm.conf" in text, text[-3000:]
+    assert not _sbatch_calls(log), "nothing may be submitted"
+    assert time.monotonic() - t0 < 120
 
 
 # ------------------------------------------------------- the paper config: sbatch options

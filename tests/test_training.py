@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -245,6 +246,24 @@ def test_killed_cli_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, sig
     assert f"at epoch {done}" in log and "resumed from" in log
     assert without_time(rows(tmp_path / "run" / "epochs.csv")) == without_time(rows(tmp_path / "ref" / "epochs.csv"))
     assert read_json(tmp_path / "run" / "run.json")["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_cli_log_file_keeps_the_clean_stop_line_when_stdout_is_gone(tmp_path):
+    """The pipeline once piped the trainer through tee, which SLURM's scancel kills together with the
+    trainer: the clean-stop line was lost. With --log-file the trainer writes it itself."""
+    cfg = _write_cfg(tmp_path)
+    log = tmp_path / "train.log"
+    log.write_text("an earlier attempt\n")
+    proc = _cli(cfg, tmp_path / "run", "--log-file", str(log))
+    _wait_for_epochs(tmp_path / "run", 1, proc)
+    proc.stdout.close()  # the reader dies first, as tee did
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    text = log.read_text()
+    assert text.startswith("an earlier attempt\n"), "appended, not overwritten"
+    assert re.search(r"^epoch\s+1/4", text, flags=re.M), text
+    assert text.rstrip().endswith("rerun the same command to resume"), text[-500:]
 
 
 def test_cli_bad_config_is_one_clear_error(tmp_path, capsys):

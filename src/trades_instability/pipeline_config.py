@@ -666,14 +666,15 @@ def prepare_state(config: str | Path, state: str | Path) -> str:
     text = config.read_text()
     _refuse_if_locked(state)
     if state.exists():
-        if marker.is_file() and _same_yaml(marker.read_text(), text):
+        had_marker = marker.is_file()  # before the rename below moves it away
+        if had_marker and _same_yaml(marker.read_text(), text):
             if (state / "checkpoints" / "last.pt").is_file():
                 return f"resuming from {state / 'checkpoints' / 'last.pt'}"
             return f"reusing {state} (no last.pt yet)"
         if any(state.iterdir()):
             stale = state.with_name(f"{state.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
             state.rename(stale)
-            reason = "a different run config" if marker.is_file() else "no recorded run config"
+            reason = "a different run config" if had_marker else "no recorded run config"
             msg = f"moved {state} (started with {reason}) to {stale}"
         else:
             msg = f"starting in empty {state}"
@@ -742,7 +743,12 @@ def main(argv: list[str] | None = None) -> int:
     pb = sub.add_parser("publish", help="link a finished run's artifacts into the run directory")
     pb.add_argument("--state", required=True)
     pb.add_argument("--run-dir", required=True)
+    for sp in (ps, pb):
+        sp.add_argument("--log-file", default=None, help="also append the messages to this file")
     args = p.parse_args(argv)
+    from .log_file import Echo
+
+    echo = Echo(getattr(args, "log_file", None))
     try:
         if args.cmd == "validate":
             cfg = load(args.config, check_data=args.check_data)
@@ -752,12 +758,12 @@ def main(argv: list[str] | None = None) -> int:
             for s, seed in cfg.runs():
                 print(f"{s}\t{seed}\t{cfg.run_dir(s, seed)}")
         elif args.cmd == "prepare-state":
-            print(prepare_state(args.config, args.state))
+            echo(prepare_state(args.config, args.state))
         elif args.cmd == "publish":
             for f in publish(args.state, args.run_dir):
-                print(f"published {f}")
+                echo(f"published {f}")
     except (PipelineConfigError, OSError) as e:  # an OSError names its file (full disk, permissions, ...)
-        print(f"error: {e}", file=sys.stderr)
+        echo(f"error: {e}", err=True)
         return 1
     return 0
 

@@ -43,11 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice; the pipeline passes the job's threads)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+    p.add_argument("--log-file", default=None,
+                   help="also append every message to this file, written by the trainer itself, so the "
+                        "last line survives a cancel that kills a pipe (the pipeline's train.log)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .log_file import Echo
+
+    echo = Echo(args.log_file)
     from .data import DatasetUnavailable  # imported late: keeps --help fast
     from .run_lock import RunLocked
     from .runtime import DeviceUnavailable
@@ -60,17 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
         train(cfg, args.out, device=args.device, on_diverge=args.on_diverge,
-              progress=False if args.no_progress else None, log=lambda m: print(m, flush=True))
+              progress=False if args.no_progress else None, log=echo)
     except (ConfigError, CheckpointError, DatasetUnavailable, DeviceUnavailable, RunLocked) as e:
-        print(f"trades-train: error: {e}", file=sys.stderr)
+        echo(f"trades-train: error: {e}", err=True)
         return 2
     except Diverged as e:
-        print(f"trades-train: error: {e}", file=sys.stderr)
+        echo(f"trades-train: error: {e}", err=True)
         return 3
     except Interrupted:
         return 143
     except OSError as e:  # full disk, unwritable --out, ...: the error names the file (artifacts.py)
-        print(f"trades-train: error: {e}", file=sys.stderr)
+        echo(f"trades-train: error: {e}", err=True)
         return 1
     return 0
 

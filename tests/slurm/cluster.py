@@ -149,10 +149,10 @@ class SlurmCluster:
         r = self.root
         for d in ("etc", "state", "spool", "log", "run", "munge", "bin"):
             (r / d).mkdir(parents=True, exist_ok=True)
-        # Client wrappers that pin SLURM_CONF. Needed because the SLURM executor's job
-        # step (snakemake-executor-plugin-slurm-jobstep) strips every SLURM_* variable
-        # except the job ids before its nested `srun`, so SLURM_CONF does not reach it;
-        # on a real cluster slurm.conf sits at its default path (or is served configless).
+        # Client wrappers that pin SLURM_CONF, for the harness's own commands (self.run) and
+        # the toy workflow. The SLURM executor's job step (snakemake-executor-plugin-slurm-
+        # jobstep) strips every SLURM_* variable before its nested `srun`; the pipeline
+        # passes SLURM_CONF through itself (profile bin/srun), and its tests run without these.
         for name in WRAPPED:
             real = _which(name)
             if real is None:

@@ -5,7 +5,8 @@
 #   state/                 the trainer's own output folder (trades-train --out): checkpoints/last.pt
 #                          (resume state), checkpoints/best.pt, epochs.csv, batches.csv, run.json,
 #                          run_config.yaml (the config it was started with)
-#   train.log              the trainer's output of every attempt (appended; {log} holds the last one)
+#   train.log              the messages of every attempt (appended by each step itself; {log} holds the
+#                          last attempt's whole output, tracebacks included)
 #   run.json, epochs.csv, batches.csv, checkpoints/best.pt
 #                          the DECLARED outputs: hard links (or copies) of the files in state/, made
 #                          only after the trainer finished (pipeline_config publish)
@@ -65,7 +66,13 @@ rule train:
         state=lambda w: W.run_state_dir(w.setting, w.seed),
     shell:
         'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; '
+        # no `| tee`: on scancel tee dies first and the trainer's clean-stop line is lost; each step
+        # appends to train.log itself (--log-file) and the shell writes {log} directly
+        "L={params.run_dir}/train.log; "
         "( python -m trades_instability.pipeline_config prepare-state --config {input.config} --state {params.state} "
-        "&& python -m trades_instability train --config {input.config} --out {params.state} --on-diverge record --no-progress "
+        '--log-file "$L" '
+        "&& python -m trades_instability train --config {input.config} --out {params.state} --on-diverge record "
+        '--no-progress --log-file "$L" '
         "&& python -m trades_instability.pipeline_config publish --state {params.state} --run-dir {params.run_dir} "
-        ") 2>&1 | tee -a {params.run_dir}/train.log > {log}"
+        '--log-file "$L" '
+        ") > {log} 2>&1"
