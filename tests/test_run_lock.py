@@ -57,6 +57,23 @@ def test_a_live_holder_on_this_host_is_refused_in_one_line_and_a_dead_one_is_tak
     assert not lock.exists() and (run / "run.json").is_file()
 
 
+def test_a_zombie_holder_is_gone(tmp_path: Path):
+    # a trainer killed with its parent stays a zombie until someone reaps it (in a container PID 1 may
+    # never do so); os.kill(pid, 0) still succeeds on it, but the lock must count it as gone
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(200):  # exited, not reaped yet
+            if run_lock._proc_state(child.pid) == "Z":
+                break
+            time.sleep(0.05)
+        assert run_lock._proc_state(child.pid) == "Z"
+        os.kill(child.pid, 0)  # the plain liveness check would call it alive
+        _write_lock(tmp_path, pid=child.pid, pid_start=run_lock._proc_start_time(child.pid))
+        assert "is gone" in run_lock.stale_reason(json.loads((tmp_path / run_lock.LOCK_NAME).read_text()))
+    finally:
+        child.wait()
+
+
 def test_a_reused_pid_does_not_keep_a_lock_alive(tmp_path: Path):
     # the recorded pid is alive (this test) but started at another time: a different process
     _write_lock(tmp_path, pid_start="1")

@@ -50,8 +50,21 @@ def _proc_start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the "(comm)" field
 
 
+def _proc_state(pid: int) -> str | None:
+    """Kernel state letter of ``pid`` (Linux: R, S, D, Z, ...), None when unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:  # os.kill(0 or -1, ...) would address process groups, not a pid
+        return False
+    # A killed trainer stays a zombie until its parent reaps it, and where the parent was killed too
+    # (kill -9 of the Snakemake tree) that is up to PID 1, which in containers often never reaps.
+    # os.kill(pid, 0) succeeds on a zombie, but it can no longer write anything: it is gone.
+    if _proc_state(pid) in ("Z", "X"):
         return False
     try:
         os.kill(pid, 0)
