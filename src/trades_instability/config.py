@@ -254,20 +254,17 @@ def _require_epoch_list(values: list[int], key: str, epochs: int) -> None:
 def validate(cfg: RunConfig) -> RunConfig:
     """Check values that types alone do not catch (each numeric key against its domain in the paper's
     setting); raise ConfigError naming the key."""
-    _require(cfg.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}")
-    _require(cfg.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    _require(cfg.val_split in VAL_SPLITS, "val_split", f"must be one of {', '.join(VAL_SPLITS)}, got {cfg.val_split!r}")
-    _require(cfg.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    _require(cfg.convention in CONVENTION_NAMES, "convention",
-             f"must be one of {', '.join(CONVENTION_NAMES)}, got {cfg.convention!r}")
-    _require(cfg.attack.init_dist in INIT_DISTS, "attack.init_dist",
-             f"must be one of {', '.join(INIT_DISTS)}, got {cfg.attack.init_dist!r}")
-    _require(cfg.awp.form in AWP_FORMS, "awp.form", f"must be one of {', '.join(AWP_FORMS)}, got {cfg.awp.form!r}")
+    for key, value, choices in [
+        ("dataset", cfg.dataset, DATASETS), ("method", cfg.method, METHODS), ("val_split", cfg.val_split, VAL_SPLITS),
+        ("precision", cfg.precision, PRECISIONS), ("convention", cfg.convention, CONVENTION_NAMES),
+        ("attack.init_dist", cfg.attack.init_dist, INIT_DISTS), ("awp.form", cfg.awp.form, AWP_FORMS),
+        ("attack.bn_mode", cfg.attack.bn_mode, BN_MODES),
+    ]:
+        _require(value in choices, key, f"must be one of {', '.join(choices)}, got {value!r}")
     # the official loop's repeated clean forward belongs to separate clean/adversarial forwards
     _require(not (cfg.joint_forward and cfg.repeat_clean_forward), "repeat_clean_forward",
              "must be false when joint_forward is true (the repeated clean forward of the official loop "
              "exists only with separate clean and adversarial forwards)")
-    _require(cfg.attack.bn_mode in BN_MODES, "attack.bn_mode", f"must be one of {', '.join(BN_MODES)}, got {cfg.attack.bn_mode!r}")
     _require(cfg.arch == "resnet18", "arch", f"must be resnet18, got {cfg.arch!r}")
     _require(bool(DEVICE_NAMES.match(cfg.device)), "device",
              f"must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")

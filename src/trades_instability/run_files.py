@@ -49,10 +49,10 @@ def csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
 
 
 def _data_rows(path: Path) -> int:
+    """Data rows of the CSV at ``path`` (-1 when it cannot be read or parsed)."""
     try:
-        with open(path, newline="") as fh:
-            return sum(1 for _ in csv.DictReader(fh))
-    except (OSError, csv.Error, UnicodeDecodeError):
+        return _count(path.read_text())
+    except (OSError, UnicodeDecodeError):
         return -1
 
 
@@ -123,6 +123,7 @@ class RunFiles:
 
 
 def _count(text: str) -> int:
+    """Data rows of CSV ``text`` (-1 when it does not parse)."""
     try:
         return sum(1 for _ in csv.DictReader(io.StringIO(text)))
     except csv.Error:

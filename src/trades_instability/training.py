@@ -181,10 +181,13 @@ class Trainer:
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
+    def _normalize(self):
+        """The (mean, std) the model standardises its input with, or None (recorded in model_meta)."""
+        return input_normalization(self.cfg.dataset, self.cfg.normalize_input)
+
     def _build_model(self) -> nn.Module:
         cfg = self.cfg
-        return build_model(cfg.arch, num_classes=self.splits.num_classes, width=cfg.width,
-                           normalize=input_normalization(cfg.dataset, cfg.normalize_input))
+        return build_model(cfg.arch, num_classes=self.splits.num_classes, width=cfg.width, normalize=self._normalize())
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.cfg.precision == "bf16":
@@ -195,7 +198,7 @@ class Trainer:
     def _model_meta(self) -> dict[str, Any]:
         return {"arch": self.cfg.arch, "width": self.cfg.width, "num_classes": self.splits.num_classes,
                 "image_size": self.splits.image_size, "convention": self.cfg.convention,
-                "normalize": input_normalization(self.cfg.dataset, self.cfg.normalize_input)}
+                "normalize": self._normalize()}
 
     def _model_payload(self, kind: str, val: dict[str, float]) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "model_meta": self._model_meta(), "config": self.cfg.to_dict(),
