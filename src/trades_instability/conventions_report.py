@@ -81,9 +81,8 @@ def build_conventions(spec: Mapping, summary, selection) -> TableModel:
                                    else none_cell(f"no finished run of {setting}"))
     panel = Panel("", rows, columns, cells, row_var="convention", row_headers=headers,
                   column_headers={c: latex_escape(c) for c in columns})
-    model = TableModel(NAME, [panel], notes=notes, info={"settings": convention_settings(spec)})
-    model.info["ddof"] = ddof
-    model.info["threshold"] = selection.get("threshold")
+    model = TableModel(NAME, [panel], notes=notes, info={"settings": convention_settings(spec), "ddof": ddof,
+                                                         "threshold": selection.get("threshold")})
     return model.finalise()
 
 
@@ -109,7 +108,7 @@ def render_conventions_figure(spec: Mapping, summary, selection, out_pdf: str | 
         for j, conv in enumerate(CONVENTION_NAMES):
             cells = [model.panels[0].cell(f"{lab} / {conv}", PROB_COLUMN) for lab in labels]
             probs = [np.nan if c.is_none else c.value for c in cells]
-            xs = x + (j - 0.5) * width
+            xs = x + (j - (len(CONVENTION_NAMES) - 1) / 2) * width
             ax_p.bar(xs, probs, width, label=CONVENTION_LATEX[conv])
             for xi, p, c in zip(xs, probs, cells):  # k/n above each bar (a 0/10 bar is otherwise invisible)
                 ax_p.text(xi, (0 if np.isnan(p) else p) + 0.02, c.text(), ha="center", va="bottom", fontsize=7)

@@ -374,11 +374,8 @@ def evaluate_model(
                 every_attack.append(ens)
                 timings["autoattack"] = time.perf_counter() - t
             every_attack += robust_parts.values()
-            if every_attack:
-                worst = every_attack[0]
-                for flags in every_attack[1:]:
-                    worst = worst & flags
-                res["worst_case_acc"] = _acc(worst)
+            if every_attack:  # robust only where every attack failed
+                res["worst_case_acc"] = _acc(torch.stack(every_attack).all(dim=0))
             if robust_parts or aa_versions:
                 res["aa_batch_size"] = used["aa_batch_size"]
             if aa_versions:
