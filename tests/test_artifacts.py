@@ -50,7 +50,31 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     save_checkpoint(other_arch, {"model": build_model(num_classes=3, width=4).state_dict(), "model_meta": meta})
     with pytest.raises(CheckpointError, match="does not match the architecture"):
         load_model(other_arch)
-    pickled = tmp_path / "pickled.pt"
-    torch.save({"format": "trades_instability/checkpoint-v1", "obj": ValueError("a pickled object")}, pickled)
-    with pytest.raises(CheckpointError, match=str(pickled)):  # weights_only refuses arbitrary objects
-        load_checkpoint(pickled)
+
+
+class _Exploit:
+    """Unpickling this calls ``os.system``: a real malicious payload (it would create ``marker``)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_checkpoint_with_malicious_pickle_is_refused(tmp_path):
+    """A checkpoint whose pickle would run a callable is refused with the file named, and the callable never runs
+    (torch's weights_only unpickler). The control proves the payload is live: plain pickle runs it."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+    payload = {"format": "trades_instability/checkpoint-v1", "model": _Exploit(marker)}
+    evil = tmp_path / "evil.pt"
+    torch.save(payload, evil)
+    with pytest.raises(CheckpointError, match=str(evil)):
+        load_checkpoint(evil)
+    assert not marker.exists(), "load_checkpoint executed the pickled callable"
+    pickle.loads(pickle.dumps(payload))  # control: an unguarded unpickler runs it
+    assert marker.exists()

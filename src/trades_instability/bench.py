@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import precision_check
+from .memory_format import use_channels_last
 from .runtime import device_description, resolve_device
 
 FLOOR_FWD_PER_IMAGE = 27  # forward-pass equivalents per image of an efficient TRADES-10 step
@@ -574,6 +575,7 @@ def _main(argv: list[str] | None, tmp: str) -> int:
             what = "the untrained model (give --checkpoint for a trained one)"
         else:
             model, ckpt, tsplits = trained
+            channels_last = use_channels_last(model, device, fast32.trainer.cfg.channels_last)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             test, num_classes = tsplits.test, tsplits.num_classes

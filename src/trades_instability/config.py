@@ -116,7 +116,7 @@ class RunConfig:
     val_random_start: bool = True  # per-epoch validation PGD-10 starts uniformly in the eps-ball
     # execution
     precision: str = "fp32"  # bf16 autocast for training and validation attacks
-    channels_last: bool = True
+    channels_last: bool = True  # NHWC where the backend allows it (memory_format.use_channels_last)
     compile: bool = False
     device: str = "auto"
 

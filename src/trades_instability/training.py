@@ -35,6 +35,7 @@ from .config import RunConfig
 from .data import DataSplits, ImageSet, iterate_batches, load_splits
 from .losses import trades_parts, upcast
 from .metrics import fosc_from_grad, grad_cosine, grad_norm, sgcs
+from .memory_format import use_channels_last
 from .models import build_model, input_normalization
 from .run_files import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles, batch_rows_from_csv  # noqa: F401 (columns re-exported)
 from .run_lock import RunLock, RunLocked
@@ -159,9 +160,8 @@ class Trainer:
         self.train_set = self.splits.train.to(dev)
         self.val_set = self.splits.val.to(dev)
         self.model = self._build_model().to(dev)
-        # channels_last on every device: cuDNN's tensor-core kernels and oneDNN's CPU kernels both prefer
-        # NHWC (measured on CPU, width 16, batch 128: ~1.2x per TRADES step; see bench.py)
-        self._channels_last = cfg.channels_last
+        # NHWC where the backend runs it correctly (memory_format.py: oneDNN crashes on tiny widths)
+        self._channels_last = use_channels_last(self.model, dev, cfg.channels_last)
         if self._channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
