@@ -53,3 +53,11 @@ def test_cpu_training_with_channels_last_requested_does_not_crash(tmp_path, widt
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"rc {proc.returncode}: {proc.stderr[-2000:]}"
     assert f"channels_last {width >= 8}" in proc.stdout
+
+
+def test_compile_keeps_inductor_off_nhwc_where_onednn_crashes():
+    from trades_instability.memory_format import compile_options
+
+    assert compile_options(build_model(num_classes=3, width=2), "cpu") == {"layout_optimization": False}
+    assert compile_options(build_model(num_classes=3, width=8), "cpu") is None
+    assert compile_options(build_model(num_classes=3, width=2), "cuda") is None

@@ -32,3 +32,12 @@ def use_channels_last(model: nn.Module, device: torch.device | str, requested: b
     if not requested:
         return False
     return torch.device(device).type != "cpu" or not onednn_unsafe_layers(model)
+
+
+def compile_options(model: nn.Module, device: torch.device | str) -> dict | None:
+    """``torch.compile`` options for ``model`` on ``device``. Inductor's layout optimisation turns
+    convolutions to NHWC by itself, which reaches the same oneDNN crash (seen: a width-2 ResNet-18
+    compiled on CPU aborts in its first backward); keep it off exactly where :func:`use_channels_last` is."""
+    if use_channels_last(model, device):
+        return None
+    return {"layout_optimization": False}

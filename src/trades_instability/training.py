@@ -35,7 +35,7 @@ from .config import RunConfig
 from .data import DataSplits, ImageSet, iterate_batches, load_splits
 from .losses import trades_parts, upcast
 from .metrics import fosc_from_grad, grad_cosine, grad_norm, sgcs
-from .memory_format import use_channels_last
+from .memory_format import compile_options, use_channels_last
 from .models import build_model, input_normalization
 from .run_files import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles, batch_rows_from_csv  # noqa: F401 (columns re-exported)
 from .run_lock import RunLock, RunLocked
@@ -164,7 +164,8 @@ class Trainer:
         self._channels_last = use_channels_last(self.model, dev, cfg.channels_last)
         if self._channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
+        self.forward_model: nn.Module = (torch.compile(self.model, options=compile_options(self.model, dev))
+                                         if cfg.compile else self.model)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
             nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
