@@ -204,11 +204,6 @@ class PipelineConfig:
         """Top-level ``download``: the download rule may fetch a missing dataset (else it only verifies)."""
         return bool(self.raw["download"])
 
-    def datasets_to_fetch(self, settings: list[str] | None = None) -> list[str]:
-        """The downloadable datasets (not synthetic) that ``settings`` (default: all) train on."""
-        names = list(self.settings) if settings is None else settings
-        return list(dict.fromkeys(d for d in (self.dataset(s) for s in names) if d in download_mod.SOURCES))
-
     def dataset_record(self, dataset: str) -> str:
         """{results_dir}/datasets/{dataset}.json: the download rule's verification record."""
         return f"{self.results_dir}/datasets/{dataset}.json"
