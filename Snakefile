@@ -59,6 +59,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
@@ -90,14 +91,18 @@ rule paper:
 # ------------------------------------------------------- datasets: checked before any job starts
 onstart:
     # Real runs only (not -n): the settings whose train / evaluate / landscape jobs are scheduled
-    # must find their dataset on disk, otherwise stop now with where to put it.
-    _needed = []
+    # must find their dataset on disk or have a download job scheduled (config download: true),
+    # otherwise stop now with where to put it.
+    _needed, _fetching = [], set()
     for _job in workflow.dag.needrun_jobs():
-        _s = getattr(_job, "wildcards_dict", {}).get("setting")
+        _w = getattr(_job, "wildcards_dict", {})
+        _s = _w.get("setting")
         if _job.rule.name in ("train", "evaluate", "landscape") and _s and _s not in _needed:
             _needed.append(_s)
+        if _job.rule.name == "download" and PC.download:
+            _fetching.add(_w["dataset"])
     try:
-        pipeline_config.check_data_available(PC, _needed)
+        pipeline_config.check_data_available(PC, _needed, fetching=_fetching)
         # SLURM executor only: job status without accounting, account noise, SLURM_CONF (slurm_site.py)
         slurm_site.on_start(workflow, logger, Path(workflow.basedir) / "workflow/profiles/slurm/bin")
     except (pipeline_config.PipelineConfigError, slurm_site.SlurmSiteError) as e:

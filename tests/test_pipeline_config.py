@@ -185,7 +185,7 @@ def test_named_and_inline_seeds():
 
 
 def test_data_check_names_the_folder(tmp_path: Path, paper):
-    raw = dict(paper.raw, data_root=str(tmp_path / "data"))
+    raw = dict(paper.raw, data_root=str(tmp_path / "data"), download=False)
     cfg = pc.validate(raw)
     with pytest.raises(pc.PipelineConfigError) as info:
         pc.check_data_available(cfg, ["default", "fixed"])
@@ -200,6 +200,29 @@ def test_data_check_names_the_folder(tmp_path: Path, paper):
     for f in ("train", "test", "meta"):
         (folder / f).write_bytes(b"x")
     pc.check_data_available(cfg, ["default", "fixed"])  # present (file presence; the loader checks md5)
+
+
+def test_data_check_with_download_trusts_the_scheduled_downloads(tmp_path: Path, paper):
+    """download: true (the default): a missing dataset is fine when its download job is scheduled; one whose
+    record exists (no job) but whose folder has gone is refused with the command that fetches it."""
+    cfg = pc.validate(dict(paper.raw, data_root=str(tmp_path / "data")))
+    assert cfg.download is True
+    pc.check_data_available(cfg)  # default: the workflow fetches whatever is missing
+    pc.check_data_available(cfg, ["default", "fixed"], fetching={"cifar100"})
+    with pytest.raises(pc.PipelineConfigError) as info:
+        pc.check_data_available(cfg, ["default", "c10_b1"], fetching={"cifar100"})
+    msg = str(info.value)
+    assert "cifar-10-batches-py" in msg and "cifar-100-python" not in msg
+    assert f"python -m trades_instability download cifar10 --data-root {tmp_path / 'data'}" in msg
+    assert "results/datasets/cifar10.json" in msg
+
+
+def test_run_configs_never_download(paper):
+    """Jobs never download: every run config says download: false; the key belongs to the top level."""
+    assert all(paper.run_config(s, 0)["download"] is False for s in paper.settings)
+    raw = dict(paper.raw, defaults={**paper.raw["defaults"], "download": True})
+    with pytest.raises(pc.PipelineConfigError, match=r"defaults\.download: not allowed here .*top-level 'download'"):
+        pc.validate(raw)
 
 
 def test_synthetic_needs_no_data(tmp_path: Path):

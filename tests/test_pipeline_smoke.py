@@ -165,6 +165,7 @@ def test_paper_dry_run_lists_every_job(tmp_path: Path):
     assert n["landscape"] == 10 and n["table"] == 7 and n["figure"] == 7 and n["comparison"] == 1
     assert n["detection"] == 1
     assert n["suite_file"] == 4 and "aggregate" not in n and n["paper"] == 1
+    assert n["download"] == 3  # cifar100, cifar10, tinyimagenet: fetched (when missing) before any job reads them
     assert "conventions" not in n  # beyond the paper: a target of its own
     r = snakemake(tmp_path, "conventions", "-n", "--quiet", "rules")
     n = job_counts(r.stdout + r.stderr)
@@ -178,8 +179,9 @@ def test_one_table_trains_only_its_settings(tmp_path: Path):
 
 
 def test_missing_dataset_stops_before_any_job(tmp_path: Path):
+    # download=False: nothing is fetched (with the default, the download rule would fetch CIFAR-100)
     t0 = time.perf_counter()
-    r = snakemake(tmp_path, "tables/table3.tex", "--cores", "2", timeout=300)
+    r = snakemake(tmp_path, "tables/table3.tex", "--cores", "2", "--config", "download=False", timeout=300)
     wall = time.perf_counter() - t0
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-3000:]

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import yaml
 
 from trades_instability import pipeline_config
-from trades_instability.workflow_paths import (ENV_DATA_ROOT, ENV_DATA_ROOT_YAML, ENV_SRC, WorkflowPaths,
-                                               alternation, export_job_env)
+from trades_instability.workflow_paths import (ENV_DATA_ROOT, ENV_DATA_ROOT_YAML, ENV_FETCH, ENV_SRC,
+                                               WorkflowPaths, alternation, export_job_env)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "tests" / "configs" / "smoke.yaml"
@@ -61,12 +61,27 @@ def test_alternation():
 
 
 def test_export_job_env(monkeypatch):
-    for k in (ENV_SRC, ENV_DATA_ROOT, ENV_DATA_ROOT_YAML):
+    for k in (ENV_SRC, ENV_DATA_ROOT, ENV_DATA_ROOT_YAML, ENV_FETCH):
         monkeypatch.delenv(k, raising=False)
     env = export_job_env(smoke_pc(data_root=ODD_ROOT), "/some/clone")
     assert os.environ[ENV_SRC] == "/some/clone/src" and os.environ[ENV_DATA_ROOT] == ODD_ROOT
     assert yaml.safe_load(f"data_root: {os.environ[ENV_DATA_ROOT_YAML]}") == {"data_root": ODD_ROOT}
-    assert env == {k: os.environ[k] for k in (ENV_SRC, ENV_DATA_ROOT, ENV_DATA_ROOT_YAML)}
+    assert env == {k: os.environ[k] for k in (ENV_SRC, ENV_DATA_ROOT, ENV_DATA_ROOT_YAML, ENV_FETCH)}
+    assert env[ENV_FETCH] == ""  # download defaults to true: the download rule may fetch
+    assert export_job_env(smoke_pc(download=False), "/c")[ENV_FETCH] == "--no-fetch"
+
+
+def test_data_input_is_the_ancient_download_record():
+    """Runs on a real dataset read the download rule's record (ancient: its time never reruns a finished
+    run; its path does not depend on data_root); synthetic runs need none."""
+    pc = smoke_pc(results_dir="res", data_root="/elsewhere")
+    raw = {**pc.raw, "settings": {**pc.raw["settings"], "c100": {"overrides": {"dataset": "cifar100"},
+                                                                 "seeds": [0], "suites": ["cheap"]}}}
+    w = WorkflowPaths(pipeline_config.validate(raw), "/repo")
+    data = w.data_input(SimpleNamespace(setting="c100"))["data"]
+    assert data == "res/datasets/cifar100.json" and data.flags.get("ancient")
+    assert w.data_input(SimpleNamespace(setting="default")) == {}
+    assert w.datasets == ["cifar10", "cifar100", "tinyimagenet"]
 
 
 def test_run_config_rule_records_the_data_root(tmp_path):

@@ -1,10 +1,10 @@
-"""``python -m trades_instability {train,eval,bench} ...``: the command line entry points in one place."""
+"""``python -m trades_instability {train,eval,bench,download} ...``: the command line entry points in one place."""
 
 import sys
 
 
 def main() -> int:
-    commands = {"train": "train_cli", "eval": "eval_cli", "bench": "bench"}
+    commands = {"train": "train_cli", "eval": "eval_cli", "bench": "bench", "download": "download"}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"usage: python -m trades_instability {{{','.join(commands)}}} [options]  (--help on each)")
         return 2

@@ -32,15 +32,17 @@ import torch
 
 from .artifacts import atomic_path
 from .config import RunConfig
+from .download import SOURCES
 
 # Fixed seeds of the split permutations. They are constants on purpose: the holdout set and the
 # validation subset must be the same for every run seed, or runs would not be comparable.
 HOLDOUT_PERM_SEED = 20241010
 VAL_SUBSET_PERM_SEED = 7675
 
-TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-TINY_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
-TINY_FOLDER = "tiny-imagenet-200"
+# where the datasets come from and the folders they extract to: one table (download.SOURCES)
+TINY_URL = SOURCES["tinyimagenet"].url
+TINY_MD5 = SOURCES["tinyimagenet"].md5
+TINY_FOLDER = SOURCES["tinyimagenet"].folder
 TINY_CACHE = "uint8_cache_v1.pt"
 TINY_CACHE_FORMAT = "trades_instability/tinyimagenet-uint8-v1"
 
@@ -170,10 +172,11 @@ def make_val_split(
 # ----------------------------------------------------------------------------------------- CIFAR
 
 _CIFAR_FILES = {
-    "cifar10": dict(label="CIFAR-10", folder="cifar-10-batches-py", archive="cifar-10-python.tar.gz",
+    "cifar10": dict(label=SOURCES["cifar10"].label, folder=SOURCES["cifar10"].folder,
+                    archive=SOURCES["cifar10"].filename,
                     files="data_batch_1..data_batch_5, test_batch, batches.meta", classes=10),
-    "cifar100": dict(label="CIFAR-100", folder="cifar-100-python", archive="cifar-100-python.tar.gz",
-                     files="train, test, meta", classes=100),
+    "cifar100": dict(label=SOURCES["cifar100"].label, folder=SOURCES["cifar100"].folder,
+                     archive=SOURCES["cifar100"].filename, files="train, test, meta", classes=100),
 }
 
 
@@ -275,7 +278,8 @@ def _tiny_unavailable(root: Path, problem: str, why: str) -> DatasetUnavailable:
         "val/val_annotations.txt, val/images/*.JPEG)"
     )
     return DatasetUnavailable(
-        _unavailable_message("TinyImageNet-200", root, expect, "tiny-imagenet-200.zip", TINY_URL, problem, why)
+        _unavailable_message("TinyImageNet-200", root, expect, SOURCES["tinyimagenet"].filename, TINY_URL, problem,
+                             why)
     )
 
 

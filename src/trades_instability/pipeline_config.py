@@ -18,8 +18,10 @@ of tables and figures read it. A *run* is one (setting, seed) pair; its resolved
    (``check_data=True``), that the datasets are on disk.
 
 The data check is separate on purpose: ``snakemake -n`` must work on a machine without the datasets;
-the Snakefile runs :func:`check_data` in its ``onstart`` hook (real runs only, before any job starts)
-for the settings the scheduled jobs need.
+the Snakefile runs :func:`check_data_available` in its ``onstart`` hook (real runs only, before any job
+starts) for the settings the scheduled jobs need. With the top-level ``download: true`` (the default) a
+missing dataset is not an error there: the workflow's ``download`` rule (:mod:`trades_instability.download`)
+fetches and verifies it before the first job that reads it; every run config gets ``download: false``.
 
 Command line (used by the workflow's rules; each prints one line and exits 1 on error)::
 
@@ -45,6 +47,7 @@ from typing import Any
 import yaml
 
 from . import config as run_config_mod
+from . import download as download_mod
 from .config import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -60,17 +63,8 @@ _BUILTIN_ATTACKS = {
 FORBIDDEN_RUN_KEYS = {
     "seed": "seeds come from the setting's 'seeds:' list",
     "data_root": "set the top-level 'data_root' instead",
-}
-# standard on-disk layouts below data_root (what torchvision / the TinyImageNet zip extract to)
-DATA_LAYOUTS = {
-    "cifar10": ("CIFAR-10", "cifar-10-batches-py",
-                ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
-                 "batches.meta"],
-                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
-    "cifar100": ("CIFAR-100", "cifar-100-python", ["train", "test", "meta"],
-                 "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
-    "tinyimagenet": ("TinyImageNet-200", "tiny-imagenet-200", ["wnids.txt", "train", "val"],
-                     "http://cs231n.stanford.edu/tiny-imagenet-200.zip"),
+    "download": "set the top-level 'download' instead: jobs never download, the workflow's download rule "
+                "fetches and verifies the data before any job needs it",
 }
 SETTING_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -121,8 +115,8 @@ def _split_config_error(msg: str) -> tuple[str | None, str]:
     if m:
         keys = [k.strip() for k in m.group(1).split(",")]
         rest = m.group(2)
-        if "." not in keys[0]:  # top level of the run config: seed and data_root are set by the pipeline
-            rest = rest.replace("seed, ", "").replace("data_root, ", "")
+        if "." not in keys[0]:  # top level of the run config: seed, data_root, download are set by the pipeline
+            rest = rest.replace("seed, ", "").replace("data_root, ", "").replace("download, ", "")
         return keys[0], f"unknown RunConfig key{'s' if len(keys) > 1 else ''} ({', '.join(keys)}); {rest}"
     return None, msg
 
@@ -205,6 +199,15 @@ class PipelineConfig:
     def data_root(self) -> str:
         return str(self.raw["data_root"])
 
+    @property
+    def download(self) -> bool:
+        """Top-level ``download``: the download rule may fetch a missing dataset (else it only verifies)."""
+        return bool(self.raw["download"])
+
+    def dataset_record(self, dataset: str) -> str:
+        """{results_dir}/datasets/{dataset}.json: the download rule's verification record."""
+        return f"{self.results_dir}/datasets/{dataset}.json"
+
     # -- settings / runs --------------------------------------------------------------------
     @property
     def settings(self) -> dict[str, dict[str, Any]]:
@@ -259,7 +262,9 @@ class PipelineConfig:
                 + yaml.safe_dump(self.suite_spec(suite), sort_keys=True, default_flow_style=False))
 
     def _merged(self, setting: str) -> dict[str, Any]:
-        base = deep_merge(self.raw.get("defaults") or {}, {"data_root": self.data_root})
+        # download: false in every run config: jobs (compute nodes, often without network) never
+        # download; the workflow's download rule has fetched and verified the data before them
+        base = deep_merge(self.raw.get("defaults") or {}, {"data_root": self.data_root, "download": False})
         return deep_merge(base, self.settings[setting].get("overrides") or {})
 
     def dataset(self, setting: str) -> str:
@@ -380,6 +385,7 @@ def _spec_refs(spec: Any, prefix: str) -> list[tuple[str, str]]:
 
 DEFAULTS_TOP = {
     "data_root": "data",
+    "download": True,
     "results_dir": "results",
     "tables_dir": "tables",
     "figures_dir": "figures",
@@ -409,7 +415,7 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
         if k in raw["defaults"]:
             fail(f"defaults.{k}: not allowed here ({why})")
     try:
-        run_config_mod.from_dict(deep_merge(raw["defaults"], {"data_root": cfg.data_root}))
+        run_config_mod.from_dict(deep_merge(raw["defaults"], {"data_root": cfg.data_root, "download": False}))
     except ConfigError as e:
         key, detail = _split_config_error(str(e))
         fail(f"defaults.{key}: {detail}" if key else f"defaults: {detail}")
@@ -564,42 +570,47 @@ def _check_conventions(cfg: PipelineConfig, fail, need_attack) -> None:
 
 
 def dataset_problem(dataset: str, data_root: str | Path, download: bool) -> str | None:
-    """None if ``dataset`` looks present below ``data_root`` (file presence only), else the message."""
-    if dataset not in DATA_LAYOUTS:
+    """None if ``dataset`` looks present below ``data_root`` (file presence only; the download rule and
+    the loaders check the md5s), else the message: where to put it, or that the download rule fetches it."""
+    if dataset not in download_mod.SOURCES:
         return None
-    label, folder, files, url = DATA_LAYOUTS[dataset]
+    src = download_mod.SOURCES[dataset]
     root = Path(data_root)
-    where = root / folder
-    missing = [f for f in files if not (where / f).exists()]
-    if not missing:
+    problem = download_mod.presence_problem(src, root)
+    if problem is None:
         return None
-    archive = url.rsplit("/", 1)[-1]
-    if download and (root / archive).is_file():
-        return None  # the trainer verifies and extracts the archive without network
-    if download and dataset != "tinyimagenet":
-        return None  # torchvision will try to download it (fails fast without network)
-    what = "does not exist" if not where.exists() else f"lacks {', '.join(missing)}"
-    return (f"{label} is not available: {where} {what}. Put the extracted dataset at {where}/ "
-            f"(extract {archive} from {url} into data_root={str(root)!r}, absolute {root.resolve()}), "
-            f"or set the top-level 'data_root' to the folder that holds {folder}/"
-            + ("" if download else "; 'download: false' in the config, so nothing is fetched") + ".")
+    return (f"{src.label} is not available: {problem}. Put the extracted dataset at {root / src.folder}/ "
+            f"(extract {src.filename} from {src.url} into data_root={str(root)!r}, absolute {root.resolve()}), "
+            f"or set the top-level 'data_root' to the folder that holds {src.folder}/"
+            + (f", or fetch it with `python -m trades_instability download {dataset} --data-root {root}`"
+               if download else "; 'download: false' in the config, so nothing is fetched") + ".")
 
 
-def check_data_available(cfg: PipelineConfig, settings: list[str] | None = None, *, fail=None) -> None:
+def check_data_available(cfg: PipelineConfig, settings: list[str] | None = None, *,
+                         fetching: set[str] | None = None, fail=None) -> None:
     """Raise PipelineConfigError (one message listing every missing dataset and where to put it) when
-    a non-synthetic dataset of ``settings`` (default: all) is not on disk."""
+    a non-synthetic dataset of ``settings`` (default: all) is not on disk and not in ``fetching``, the
+    datasets the download rule fetches in this run (default: every one when ``download`` is true; the
+    Snakefile passes the datasets of the scheduled download jobs: a dataset whose record exists but
+    whose folder has gone is not fetched again by the workflow)."""
+    if fetching is None:
+        fetching = set(download_mod.SOURCES) if cfg.download else set()
     names = list(cfg.settings) if settings is None else list(settings)
-    by_dataset: dict[tuple[str, str, bool], list[str]] = {}
+    by_dataset: dict[str, list[str]] = {}
     for name in names:
-        rc = cfg.run_config(name, 0)
-        if rc["dataset"] != "synthetic":
-            by_dataset.setdefault((rc["dataset"], rc["data_root"], bool(rc["download"])), []).append(name)
+        ds = cfg.dataset(name)
+        if ds in download_mod.SOURCES and ds not in fetching:
+            by_dataset.setdefault(ds, []).append(name)
     problems = []
-    for (ds, root_s, download), users in by_dataset.items():
-        root = Path(root_s)
-        msg = dataset_problem(ds, root, download)
-        if msg and not root.exists() and not download:
-            msg = f"the folder data_root={root_s!r} (absolute {root.resolve()}) does not exist and download is false. {msg}"
+    root = Path(cfg.data_root)
+    for ds, users in by_dataset.items():
+        msg = dataset_problem(ds, root, cfg.download)
+        if msg and cfg.download:
+            msg += (f" (the workflow's download rule is not scheduled for it: its verification record "
+                    f"{cfg.dataset_record(ds)} exists)")
+        elif msg and not root.exists():
+            msg = (f"the folder data_root={cfg.data_root!r} (absolute {root.resolve()}) does not exist and download "
+                   f"is false. {msg}")
         if msg:
             shown = ", ".join(users[:4]) + (f" and {len(users) - 4} more" if len(users) > 4 else "")
             problems.append(f"{msg} (needed by setting(s) {shown})")

@@ -26,15 +26,18 @@ from .pipeline_config import PipelineConfig
 ENV_SRC = "TRADES_SRC"  # the library (src/), prepended to PYTHONPATH of every job
 ENV_DATA_ROOT = "TRADES_DATA_ROOT"  # config data_root, for trades-eval --data-root
 ENV_DATA_ROOT_YAML = "TRADES_DATA_ROOT_YAML"  # the same as a YAML scalar (JSON string), for run_config
+ENV_FETCH = "TRADES_FETCH"  # "--no-fetch" when config download is false, else "" (rule download)
 
 
 def export_job_env(pc: PipelineConfig, basedir: str | os.PathLike) -> dict[str, str]:
-    """Set TRADES_SRC, TRADES_DATA_ROOT and TRADES_DATA_ROOT_YAML in ``os.environ`` (inherited by every
+    """Set TRADES_SRC, TRADES_DATA_ROOT, TRADES_DATA_ROOT_YAML and TRADES_FETCH in ``os.environ`` (inherited by every
     local job; a SLURM job's snakemake parses the Snakefile again and sets them there). Returns them."""
     env = {
         ENV_SRC: str(Path(basedir) / "src"),
         ENV_DATA_ROOT: pc.data_root,
         ENV_DATA_ROOT_YAML: json.dumps(pc.data_root),  # a JSON string is a valid YAML scalar
+        # not a param either: switching download on or off must not rerun the download rule (see data_input)
+        ENV_FETCH: "" if pc.download else "--no-fetch",
     }
     os.environ.update(env)
     return env
@@ -115,6 +118,30 @@ class WorkflowPaths:
     def landscape_files(self, settings) -> list[str]:
         """landscape.npz of every run of the settings in ``settings`` that ask for a landscape."""
         return self.run_files([s for s in settings if self.pc.has_landscape(s)], "landscape.npz")
+
+    def data_input(self, wildcards) -> dict[str, Any]:
+        """{"data": ancient(results/datasets/<dataset>.json)} for a run on a downloadable dataset, {} for
+        synthetic: the download rule's verification record, so that Snakemake fetches and verifies the data
+        (once, on the login node) before the first train / evaluate / landscape job that reads it.
+
+        Why a record under results_dir, read as ``ancient``: its path does not depend on data_root or the
+        clone, so moving either changes no job's input (Snakemake's input trigger); ``ancient`` keeps the
+        record's time stamp from rerunning finished runs. The download rule has no params (data_root and the
+        fetch switch reach it through the environment): a rerun of it while its record exists would not
+        rerun finished runs, but in Snakemake 9 it hides the jobs downstream of it from that invocation's
+        planning, so nothing may trigger one. A dataset removed after its record was written is caught by the
+        start-up data check, which names the fix (``python -m trades_instability download``)."""
+        from snakemake.io import ancient
+
+        dataset = self.pc.dataset(wildcards.setting)
+        return {"data": ancient(self.pc.dataset_record(dataset))} if dataset in self.datasets else {}
+
+    @property
+    def datasets(self) -> list[str]:
+        """Every downloadable dataset (the download rule's wildcard values)."""
+        from .download import SOURCES
+
+        return list(SOURCES)
 
     # -- aggregation ----------------------------------------------------------------------------
     def aggregate_inputs(self, settings) -> dict[str, list[str]]:

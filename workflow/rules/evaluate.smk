@@ -22,6 +22,7 @@ rule suite_file:
 rule evaluate:
     """Clean / PGD-10 (+FOSC, SGCS) / Square / AutoAttack of one run's best checkpoint with one suite."""
     input:
+        unpack(W.data_input),
         ckpt=W.run_file("checkpoints/best.pt"),
         run=W.run_file("run.json"),
         suites=W.results_file("suites", "{suite}.yaml"),
@@ -47,6 +48,7 @@ rule evaluate:
 rule landscape:
     """Data loss landscape around test image(s) of one run's best checkpoint (Figure 1)."""
     input:
+        unpack(W.data_input),
         ckpt=W.run_file("checkpoints/best.pt"),
         run=W.run_file("run.json"),
         suites=W.results_file("suites", f"{LANDSCAPE_SUITE}.yaml"),

@@ -43,6 +43,7 @@ rule run_config:
 rule train:
     """Train one run with TRADES (or its variants); resumes from state/checkpoints/last.pt."""
     input:
+        unpack(W.data_input),
         config=W.run_file("config.yaml"),
     output:
         run=W.run_file("run.json"),
