@@ -43,6 +43,7 @@ from torch import nn
 
 from . import artifacts, attacks, autoattack_eval, metrics
 from .config import ConfigError, _from_dict, image_units_problem, read_yaml_mapping
+from .data import to_float
 from .landscape import LandscapeConfig, compute_landscape, save_landscape
 from .runtime import device_description, library_versions, resolve_device
 
@@ -246,7 +247,7 @@ def pgd_eval(
     """PGD-k (CE, random start) with per-example robust flags, FOSC and SGCS of the same examples.
 
     Returns CPU tensors ``flags`` (bool), ``fosc``, ``sgcs`` and ``x_adv`` (the PGD examples)."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same starts on every device (attacks.start_noise)
     flags, foscs, sgcss, advs = [], [], [], []
     for s in range(0, x.shape[0], batch_size):
         xb, yb = x[s : s + batch_size], y[s : s + batch_size]
@@ -309,9 +310,7 @@ def evaluate_model(
     Returns the flat result dict (numbers, ``unstable``, ``status``, ``autoattack_version``, timings);
     does not write anything. The model is put in eval mode (and channels_last on CUDA)."""
     device = torch.device(device)
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255.0)
-    x = x.to(device).float()
+    x = (to_float(x) if x.dtype == torch.uint8 else x).to(device).float()
     y = y.to(device).long()
     model = model.to(device).eval()
     if device.type == "cuda":
@@ -419,7 +418,7 @@ def evaluate_checkpoint(
         lc = suite.landscape
         k = min(lc.n_images, images.shape[0])
         xl = images[:k].to(device)
-        xl = xl.float().div_(255.0) if xl.dtype == torch.uint8 else xl.float()
+        xl = to_float(xl) if xl.dtype == torch.uint8 else xl.float()
         if res["status"] == "ok":
             with fp32_precision():
                 land = compute_landscape(model.eval(), xl, labels[:k].to(device), lc)

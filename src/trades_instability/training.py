@@ -520,7 +520,8 @@ class Trainer:
         rows_before = len(self.batch_rows)
         try:
             row = self._train_epoch(epoch)
-            val_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + epoch)
+            # a CPU generator: the validation PGD starts are the same on CPU and GPU (attacks.start_noise)
+            val_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             val = validate(self.forward_model, self.val_set, cfg, self.device, val_gen, self._autocast,
                            self._should_stop, channels_last=self._channels_last)
         except (Interrupted, Diverged):
