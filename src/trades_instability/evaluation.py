@@ -45,7 +45,7 @@ from . import artifacts, attacks, autoattack_eval, metrics
 from .config import ConfigError, _from_dict, image_units_problem, read_yaml_mapping
 from .data import to_float
 from .landscape import LandscapeConfig, compute_landscape, save_landscape
-from .runtime import device_description, library_versions, resolve_device
+from .runtime import cudnn_benchmark_off, device_description, library_versions, resolve_device
 
 # AutoAttack attack name -> column name in the paper's Table 1. The standard version's DLR and FAB
 # attacks are the targeted variants (apgd-t, fab-t); the paper's columns "APGD-DLR" and "FAB" hold them.
@@ -329,7 +329,7 @@ def evaluate_model(
     every_attack: list[torch.Tensor] = []  # robust flags of every attack run (worst_case_acc)
     aa_versions: list[str] = []
     try:
-        with fp32_precision():
+        with fp32_precision(), cudnn_benchmark_off():
             if "clean" in run:
                 t = time.perf_counter()
                 res["clean_acc"] = _acc(clean_flags(model, x, y, bs))
@@ -420,7 +420,7 @@ def evaluate_checkpoint(
         xl = images[:k].to(device)
         xl = to_float(xl) if xl.dtype == torch.uint8 else xl.float()
         if res["status"] == "ok":
-            with fp32_precision():
+            with fp32_precision(), cudnn_benchmark_off():
                 land = compute_landscape(model.eval(), xl, labels[:k].to(device), lc)
         else:  # diverged: keep the artifact (the workflow expects it) but with NaN losses
             import numpy as np
