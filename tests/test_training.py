@@ -400,3 +400,19 @@ def test_compile_watch_reports_the_recompile_limit_in_the_run_log():
                 f(torch.ones(2), k)
     assert watch.hits >= 1 and len(messages) == 1 and "recompile_limit" in messages[0]
     assert torch._dynamo.config.recompile_limit == default
+
+
+def test_resume_accepts_a_checkpoint_written_before_a_key_existed(tmp_path, tiny_run_config):
+    """A last.pt of a version without `deterministic` resumes when the key is at its default, not otherwise."""
+    from trades_instability.artifacts import save_checkpoint
+
+    cfg = tiny_run_config()
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
+    last = tmp_path / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    del ckpt["config"]["deterministic"]
+    save_checkpoint(last, ckpt)
+    with pytest.raises(CheckpointError, match="keys differ: deterministic"):
+        Trainer(tiny_run_config(deterministic=True), tmp_path, log=lambda m: None).run()
+    assert train(cfg, tmp_path, log=lambda m: None)["epochs_completed"] == 2

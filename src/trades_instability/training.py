@@ -233,7 +233,12 @@ class Trainer:
         ckpt = load_checkpoint(path)  # raises CheckpointError naming the file; never restart silently
         if ckpt.get("kind") != "last" or "train_state" not in ckpt:
             raise CheckpointError(f"checkpoint {path} holds no resumable training state")
-        saved_cfg = ckpt.get("config", {})
+        saved_cfg = dict(ckpt.get("config", {}))
+        # a key added by a later version (e.g. deterministic) is, at its default, what the older run did
+        defaults = RunConfig().to_dict()
+        for k, v in self.cfg.to_dict().items():
+            if k not in saved_cfg and v == defaults[k]:
+                saved_cfg[k] = v
         if saved_cfg != self.cfg.to_dict():
             diff = sorted(k for k in set(saved_cfg) | set(self.cfg.to_dict())
                           if saved_cfg.get(k) != self.cfg.to_dict().get(k))
