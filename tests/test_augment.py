@@ -86,3 +86,11 @@ def test_gpu_matches_cpu():
     a = augment_batch(x, generator=torch.Generator().manual_seed(4))
     b = augment_batch(x.cuda(), generator=torch.Generator().manual_seed(4))
     assert b.is_cuda and torch.equal(a, b.cpu())
+
+
+def test_augment_batch_keeps_its_draws_and_output():
+    """The one-copy device path must not change the stream: same draws (offsets, then flips) as before."""
+    x = torch.rand(16, 3, 32, 32)
+    out = augment_batch(x, generator=torch.Generator().manual_seed(9))
+    dy, dx, flip = draw_params(16, 4, torch.Generator().manual_seed(9))
+    assert torch.equal(out, crop_flip(x, dy, dx, flip, padding=4))

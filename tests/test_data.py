@@ -352,3 +352,16 @@ def test_iterate_batches_on_gpu_matches_cpu():
     cpu = list(D.iterate_batches(tr, 32, shuffle=True, generator=torch.Generator().manual_seed(1), device="cpu"))
     gpu = list(D.iterate_batches(tr.to("cuda"), 32, shuffle=True, generator=torch.Generator().manual_seed(1), device="cuda"))
     assert all(torch.equal(a[0], b[0].cpu()) and torch.equal(a[1], b[1].cpu()) for a, b in zip(cpu, gpu))
+
+
+def test_to_float_is_the_exact_division_for_every_byte_value():
+    """One table, divided on the CPU: to_float(v) == float32(v) / 255 bit for bit, for all 256 values (CUDA's
+    scalar division multiplies by the reciprocal, which is 1 ulp off for 126 of them: the table avoids it)."""
+    v = torch.arange(256, dtype=torch.uint8)
+    exact = v.float() / 255
+    assert torch.equal(D.to_float(v), exact)
+    assert torch.equal(D.to_float(v), (v.double() / 255).float())  # correctly rounded
+    assert int((v.float() * (1 / 255.0) != exact).sum()) == 126  # what a reciprocal multiplication gives
+    x = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = D.to_float(x.contiguous(memory_format=torch.channels_last))
+    assert out.shape == x.shape and out.dtype == torch.float32 and torch.equal(out, x.float() / 255)

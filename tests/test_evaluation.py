@@ -227,3 +227,48 @@ def test_autoattack_batch_halves_on_out_of_memory(monkeypatch):
     # null: on the CPU the suite's batch_size is the start
     assert evaluation.aa_start_batch(evaluation.suite_from_dict("t", {"batch_size": 7}), 100, torch.device("cpu")) == 7
     assert evaluation.aa_start_batch(evaluation.suite_from_dict("t", {}), 100, torch.device("cuda")) == 100
+
+
+def test_attack_starts_come_from_the_generator_device_not_the_input_device(monkeypatch):
+    """A CPU generator gives the same PGD start whatever device x is on: the draw happens on the CPU and
+    is moved (attacks.start_noise). On a CPU-only machine both sides are CPU; tests/test_gpu.py checks CUDA."""
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64, 3))
+    start = attacks.pgd(model, x, torch.zeros(4, dtype=torch.long), eps=EPS, step_size=EPS / 4, steps=0,
+                        generator=torch.Generator().manual_seed(7)).x_adv
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(start, torch.clamp(x + (2 * u - 1) * EPS, 0, 1))
+    assert torch.equal(attacks.start_noise(x, torch.Generator().manual_seed(3), "normal"),
+                       torch.randn(x.shape, generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="init_dist"):
+        attacks.start_noise(x, None, "gaussian")
+    # evaluation's PGD-10 draws from a CPU generator even for inputs on another device
+    seen = []
+    real = attacks.pgd
+    monkeypatch.setattr(attacks, "pgd", lambda *a, generator, **k: seen.append(generator.device) or real(*a, generator=generator, **k))
+    evaluation.pgd_eval(model, x, torch.zeros(4, dtype=torch.long), eps=EPS, step_size=EPS / 4, steps=2,
+                        batch_size=2, seed=0)
+    assert seen == [torch.device("cpu")] * 2
+
+
+def test_evaluation_runs_with_cudnn_benchmark_off_and_restores_it():
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3 * 8 * 8, 3)
+
+        def forward(self, x):
+            seen.append(torch.backends.cudnn.benchmark)
+            return self.lin(x.flatten(1))
+
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        suite = evaluation.SuiteConfig(attacks=["clean"], batch_size=4)
+        evaluation.evaluate_model(Probe(), torch.rand(4, 3, 8, 8), torch.zeros(4, dtype=torch.long), suite)
+        assert seen and not any(seen)
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = old

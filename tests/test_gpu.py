@@ -86,3 +86,83 @@ def test_trades_eval_cli_runs_autoattack_on_cuda(tmp_path, tiny_run_config, caps
     doc = json.loads(out.read_text())
     assert doc["status"] == "ok" and "cuda" in doc["device"].lower()
     assert doc["autoattack_acc"] is not None and doc["autoattack_acc"] <= doc["pgd10_acc"] + 1e-9
+
+
+# ------------------------------------------------------------------ issue 19: CPU/GPU agreement and the GPU path
+
+
+def test_to_float_is_bit_identical_on_cuda():
+    v = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(data.to_float(v.cuda()).cpu(), data.to_float(v))
+
+
+def test_attack_start_from_a_cpu_generator_is_the_same_on_cuda():
+    from trades_instability import attacks
+
+    x = torch.rand(8, 3, 16, 16)
+    for dist in ("uniform", "normal"):
+        cpu = attacks.start_noise(x, torch.Generator().manual_seed(5), dist)
+        gpu = attacks.start_noise(x.cuda(), torch.Generator().manual_seed(5), dist)
+        assert gpu.is_cuda and torch.equal(gpu.cpu(), cpu)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
+    y = torch.zeros(8, dtype=torch.long)
+    starts = [attacks.pgd(model.to(d), x.to(d), y.to(d), eps=8 / 255, step_size=2 / 255, steps=0,
+                          generator=torch.Generator().manual_seed(5)).x_adv.cpu() for d in ("cpu", "cuda")]
+    assert torch.equal(*starts)
+
+
+def test_augment_makes_one_pinned_host_to_device_copy():
+    from torch.profiler import ProfilerActivity, profile
+
+    from trades_instability.augment import augment_batch
+
+    x = torch.rand(64, 3, 32, 32, device="cuda")
+    augment_batch(x, generator=torch.Generator().manual_seed(0))  # warm-up
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        augment_batch(x, generator=torch.Generator().manual_seed(0))
+        torch.cuda.synchronize()
+    h2d = [e.name for e in prof.events() if "Memcpy HtoD" in e.name]
+    assert len(h2d) == 1 and "Pinned" in h2d[0], h2d
+
+
+def test_cudnn_benchmark_is_on_while_cuda_training_and_restored_after(tmp_path, tiny_run_config):
+    seen = []
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    train(tiny_run_config(device="cuda", epochs=1), tmp_path / "a",
+          log=lambda m: seen.append(torch.backends.cudnn.benchmark))
+    assert seen and all(seen) and torch.backends.cudnn.benchmark is False
+    seen.clear()
+    train(tiny_run_config(device="cuda", epochs=1, deterministic=True), tmp_path / "b",
+          log=lambda m: seen.append(torch.backends.cudnn.benchmark))
+    assert seen and not any(seen)
+    torch.backends.cudnn.benchmark = old
+
+
+def test_deterministic_cuda_run_resumed_equals_uninterrupted(tmp_path, tiny_run_config):
+    """The bit-exact resume claim on CUDA, in deterministic mode (README "Determinism")."""
+    cfg = tiny_run_config(device="cuda", epochs=3, log_batch_metrics=True, deterministic=True)
+    train(cfg, tmp_path / "a", log=lambda m: None)
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path / "b", log=lambda m: None, stop_after_epoch=1).run()
+    train(cfg, tmp_path / "b", log=lambda m: None)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
+    assert drop(_rows(tmp_path / "a" / "epochs.csv")) == drop(_rows(tmp_path / "b" / "epochs.csv"))
+    assert _rows(tmp_path / "a" / "batches.csv") == _rows(tmp_path / "b" / "batches.csv")
+
+
+def test_resume_of_a_cuda_run_on_the_cpu_is_one_line(tmp_path, tiny_run_config):
+    cfg = tiny_run_config(device="auto", epochs=2)
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
+    with pytest.raises(artifacts.CheckpointError, match="written by a run on cuda.*--device cuda"):
+        Trainer(cfg, tmp_path, device="cpu", log=lambda m: None).run()
+
+
+def test_compile_with_awp_trains_on_cuda(tmp_path, tiny_run_config):
+    for form in ("adr", "official"):
+        messages = []
+        cfg = tiny_run_config(device="cuda", epochs=1, compile=True, awp={"enabled": True, "form": form})
+        assert train(cfg, tmp_path / form, log=messages.append)["status"] == "complete"
+        assert not any("fell back to eager" in m for m in messages), messages

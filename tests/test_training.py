@@ -296,3 +296,123 @@ def test_divergence_in_the_first_epoch_is_recorded_with_the_initial_weights(tmp_
     init = build_model(cfg.arch, num_classes=4, width=cfg.width).state_dict()
     assert all(torch.equal(init[k], ckpt["model"][k]) for k in init)
     assert rows(tmp_path / "epochs.csv") == []
+
+
+# ---------------------------------------------------------------- GPU-path review (issue 19), CPU side
+
+
+def test_compile_with_awp_sets_up(tmp_path, tiny_run_config):
+    """compile: true + AWP used to crash at start-up (`compiled or model` calls len() on the compiled
+    module). torch.compile is lazy: set-up builds the real OptimizedModule without compiling anything."""
+    for form in ("adr", "official"):
+        t = Trainer(tiny_run_config(compile=True, awp={"enabled": True, "form": form}), tmp_path / form,
+                    log=lambda m: None)
+        t._setup()
+        assert isinstance(t.forward_model, torch._dynamo.eval_frame.OptimizedModule)
+        if form == "adr":
+            assert t.awp.forward_model is t.forward_model
+
+
+def test_cudnn_benchmark_and_deterministic_mode_are_scoped_to_the_run(tmp_path, tiny_run_config):
+    seen = []
+    probe = lambda m: seen.append((torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()))
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        with pytest.raises(Interrupted):  # restored on the way out of an interrupted run too
+            Trainer(tiny_run_config(deterministic=True), tmp_path / "d", log=probe, stop_after_epoch=1).run()
+        assert seen and all(s == (False, True) for s in seen)  # benchmark is for CUDA training runs only
+        assert torch.backends.cudnn.benchmark is True and not torch.are_deterministic_algorithms_enabled()
+        assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == ":4096:8"
+    finally:
+        torch.backends.cudnn.benchmark = old
+
+
+def test_deterministic_run_resumed_equals_uninterrupted(tmp_path, tiny_run_config):
+    cfg = tiny_run_config(deterministic=True, log_batch_metrics=True)
+    train(cfg, tmp_path / "a", log=lambda m: None)
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path / "b", log=lambda m: None, stop_after_epoch=1).run()
+    train(cfg, tmp_path / "b", log=lambda m: None)
+    assert without_time(rows(tmp_path / "a" / "epochs.csv")) == without_time(rows(tmp_path / "b" / "epochs.csv"))
+    assert rows(tmp_path / "a" / "batches.csv") == rows(tmp_path / "b" / "batches.csv")
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "older-checkpoint"])
+def test_resume_on_another_device_type_is_one_line_naming_checkpoint_and_device(tmp_path, tiny_run_config, recorded):
+    """Emulates a checkpoint written on CUDA (a 16-byte Philox generator state) resumed on the CPU."""
+    from trades_instability.artifacts import save_checkpoint
+
+    cfg = tiny_run_config()
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
+    last = tmp_path / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    assert ckpt["rng"]["device_type"] == "cpu"
+    ckpt["rng"]["device"] = torch.zeros(16, dtype=torch.uint8)
+    if recorded:
+        ckpt["rng"]["device_type"] = "cuda"
+    else:
+        del ckpt["rng"]["device_type"]
+    save_checkpoint(last, ckpt)
+    with pytest.raises(CheckpointError) as e:
+        Trainer(cfg, tmp_path, log=lambda m: None).run()
+    msg = str(e.value)
+    assert "\n" not in msg and str(last) in msg and "written by a run on cuda" in msg and "--device cuda" in msg
+
+
+def test_auto_device_without_a_gpu_warns_or_fails_when_a_gpu_was_expected(tmp_path, tiny_run_config, monkeypatch):
+    from trades_instability.runtime import DeviceUnavailable
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = tiny_run_config(device="auto")
+    monkeypatch.delenv("TRADES_EXPECT_GPU", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    quiet = []
+    Trainer(cfg, tmp_path, log=quiet.append)
+    assert quiet == []  # a CPU machine, nothing says a GPU was meant
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    loud = []
+    assert Trainer(cfg, tmp_path, log=loud.append).device.type == "cpu"
+    assert len(loud) == 1 and loud[0].startswith("WARNING") and "TRAINING ON THE CPU" in loud[0]
+    monkeypatch.setenv("TRADES_EXPECT_GPU", "1")
+    with pytest.raises(DeviceUnavailable, match="TRADES_EXPECT_GPU=1 but no CUDA GPU"):
+        Trainer(cfg, tmp_path, log=lambda m: None)
+    assert Trainer(tiny_run_config(device="cpu"), tmp_path, log=lambda m: None).device.type == "cpu"  # asked for
+
+
+def test_compile_watch_reports_the_recompile_limit_in_the_run_log():
+    """The detection path on a real dynamo recompile-limit hit (eager backend: no C++ compiler needed)."""
+    import torch._dynamo
+
+    from trades_instability.runtime import COMPILE_RECOMPILE_LIMIT, compile_watch
+
+    messages = []
+    f = torch.compile(lambda x, k: x * k, backend="eager", dynamic=False)
+    default = torch._dynamo.config.recompile_limit
+    with compile_watch(True, messages.append) as watch:
+        assert torch._dynamo.config.recompile_limit == max(COMPILE_RECOMPILE_LIMIT, default)
+        with torch._dynamo.config.patch(recompile_limit=2):
+            for k in range(5):  # each constant k is a new guard: recompiles 1, 2, then the limit
+                f(torch.ones(2), k)
+    assert watch.hits >= 1 and len(messages) == 1 and "recompile_limit" in messages[0]
+    assert torch._dynamo.config.recompile_limit == default
+
+
+def test_resume_accepts_a_checkpoint_written_before_a_key_existed(tmp_path, tiny_run_config):
+    """A last.pt of a version without `deterministic` resumes when the key is at its default, not otherwise."""
+    from trades_instability.artifacts import save_checkpoint
+
+    cfg = tiny_run_config()
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
+    last = tmp_path / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    del ckpt["config"]["deterministic"]
+    save_checkpoint(last, ckpt)
+    with pytest.raises(CheckpointError, match="keys differ: deterministic"):
+        Trainer(tiny_run_config(deterministic=True), tmp_path, log=lambda m: None).run()
+    assert train(cfg, tmp_path, log=lambda m: None)["epochs_completed"] == 2

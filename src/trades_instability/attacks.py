@@ -7,7 +7,9 @@
 
 Both losses are summed over the batch, so with the model in eval mode the input gradient of every
 example is the gradient of that example's own loss (no 1/B scaling). Both can record the per-step
-input gradients, from which :func:`trades_instability.metrics.sgcs` is computed.
+input gradients, from which :func:`trades_instability.metrics.sgcs` is computed. The random start is drawn
+on the generator's device (:func:`start_noise`): evaluation and validation pass a CPU generator, so their
+starts are the same on CPU and GPU.
 
 Precision is the caller's business: wrap the call in ``torch.autocast`` for bf16 attacks.
 """
@@ -50,8 +52,21 @@ def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.clamp(torch.min(torch.max(x_adv, x - eps), x + eps), 0.0, 1.0)
 
 
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+_SAMPLERS = {"normal": torch.randn, "uniform": torch.rand}
+
+
+def start_noise(x: torch.Tensor, generator: torch.Generator | None, dist: str = "uniform") -> torch.Tensor:
+    """N(0, 1) or U[0, 1) noise of ``x``'s shape and dtype on ``x``'s device, drawn on the generator's
+    device. A CPU generator gives the same start on every device (CUDA's Philox and the CPU's mt19937
+    draw different numbers from one seed); the draw then goes to the GPU in one non-blocking copy."""
+    if dist not in _SAMPLERS:
+        raise ValueError(f"init_dist must be 'normal' or 'uniform', got {dist!r}")
+    where = generator.device if generator is not None else x.device
+    if where.type == x.device.type:
+        return _SAMPLERS[dist](x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    noise = _SAMPLERS[dist](x.shape, generator=generator, device=where, dtype=x.dtype,
+                            pin_memory=x.is_cuda and where.type == "cpu")
+    return noise.to(x.device, non_blocking=True)
 
 
 def tpgd(
@@ -76,13 +91,7 @@ def tpgd(
             with torch.no_grad():
                 logits_clean = model(x)
         p_clean = F.softmax(upcast(logits_clean.detach()), dim=1)
-        if init_dist == "normal":
-            noise = _randn_like(x, generator)
-        elif init_dist == "uniform":
-            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        else:
-            raise ValueError(f"init_dist must be 'normal' or 'uniform', got {init_dist!r}")
-        x_adv = x + init_std * noise
+        x_adv = x + init_std * start_noise(x, generator, init_dist)
         grads: list[torch.Tensor] = []
         for _ in range(steps):
             x_adv.requires_grad_(True)
@@ -113,8 +122,7 @@ def pgd(
     with bn_mode(model, mode):
         x_adv = x.clone()
         if random_start:
-            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x_adv = torch.clamp(x + (2 * noise - 1) * eps, 0.0, 1.0)
+            x_adv = torch.clamp(x + (2 * start_noise(x, generator) - 1) * eps, 0.0, 1.0)
         grads: list[torch.Tensor] = []
         for _ in range(steps):
             x_adv.requires_grad_(True)

@@ -4,8 +4,8 @@ This is the paper's (and the official TRADES code's) ``RandomCrop(32, padding=4)
 ``RandomHorizontalFlip()``, applied to a whole batch at once so that the dataset can stay on the
 GPU and no per-image Python runs in the training loop. Every example gets its own crop offset and
 flip. The random numbers are drawn on the CPU from ``generator`` and only then moved to
-``x.device``, so a given generator state gives bit-identical augmentations on CPU and GPU (and the
-trainer can checkpoint/restore one CPU generator for exact resume).
+``x.device`` (one pinned, non-blocking copy per batch), so a given generator state gives
+bit-identical augmentations on CPU and GPU (and the trainer can checkpoint/restore one CPU generator for exact resume).
 """
 
 from __future__ import annotations
@@ -63,4 +63,10 @@ def augment_batch(x: torch.Tensor, *, padding: int = 4, generator: torch.Generat
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
     dy, dx, flip = draw_params(x.shape[0], padding, generator)
+    if x.device.type != "cpu":
+        # one non-blocking copy of all three (pinned: the host does not wait for the device)
+        params = torch.stack([dy, dx, flip.long()])
+        params = params.pin_memory() if x.is_cuda else params
+        dy, dx, flip = params.to(x.device, non_blocking=True).unbind(0)
+        flip = flip.bool()
     return crop_flip(x, dy, dx, flip, padding)

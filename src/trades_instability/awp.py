@@ -93,7 +93,8 @@ class ADRAWP:
 
     def __init__(self, model: nn.Module, gamma: float, forward_model: nn.Module | None = None):
         self.model = model
-        self.forward_model = forward_model or model  # e.g. the torch.compile'd model
+        # e.g. the torch.compile'd model; `is None`, not `or`: a compiled module refuses len()/bool()
+        self.forward_model = model if forward_model is None else forward_model
         self.gamma = gamma
         self.old: list[torch.Tensor] = []
 

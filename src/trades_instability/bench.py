@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import precision_check
+from .data import to_float
 from .memory_format import use_channels_last
 from .runtime import device_description, resolve_device
 
@@ -619,11 +620,11 @@ def _bench_eval(args, device: torch.device, model: nn.Module, channels_last: boo
         cfg = _run_config(args, device, precision, 1)
         cfg.val_batch_size = args.eval_batch_size or 512
         ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
-        gen = torch.Generator(device=device).manual_seed(args.seed)
+        gen = torch.Generator().manual_seed(args.seed)  # as the trainer's validation: a CPU generator
         validate(model, ImageSet(xs[:2], ys[:2]).to(device), cfg, device, gen, ac, channels_last=channels_last)
         sync(device)
         t = time.perf_counter()
-        gen = torch.Generator(device=device).manual_seed(args.seed)
+        gen = torch.Generator().manual_seed(args.seed)  # as the trainer's validation: a CPU generator
         val = validate(model, val_set, cfg, device, gen, ac, channels_last=channels_last)
         sync(device)
         dt = time.perf_counter() - t
@@ -660,7 +661,7 @@ def _precision_agreement(args, device: torch.device, model: nn.Module, test, num
     from . import evaluation
 
     n = min(args.eval_n, len(test))
-    x = test.images[:n].to(device).float().div_(255.0)
+    x = to_float(test.images[:n].to(device))
     y = test.labels[:n].to(device)
     standard = args.aa_budget == "standard"
     suite = evaluation.SuiteConfig(batch_size=args.eval_batch_size or 512, seed=args.seed,

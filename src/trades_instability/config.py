@@ -118,6 +118,9 @@ class RunConfig:
     precision: str = "fp32"  # bf16 autocast for training and validation attacks
     channels_last: bool = True  # NHWC where the backend allows it (memory_format.use_channels_last)
     compile: bool = False
+    # torch.use_deterministic_algorithms + cudnn.benchmark off + CUBLAS_WORKSPACE_CONFIG: bit-exact resume on
+    # a GPU too (README "Determinism"); slower, and an op without a deterministic kernel is an error
+    deterministic: bool = False
     device: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:

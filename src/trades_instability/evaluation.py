@@ -43,8 +43,9 @@ from torch import nn
 
 from . import artifacts, attacks, autoattack_eval, metrics
 from .config import ConfigError, _from_dict, image_units_problem, read_yaml_mapping
+from .data import to_float
 from .landscape import LandscapeConfig, compute_landscape, save_landscape
-from .runtime import device_description, library_versions, resolve_device
+from .runtime import cudnn_benchmark_off, device_description, library_versions, resolve_device
 
 # AutoAttack attack name -> column name in the paper's Table 1. The standard version's DLR and FAB
 # attacks are the targeted variants (apgd-t, fab-t); the paper's columns "APGD-DLR" and "FAB" hold them.
@@ -246,7 +247,7 @@ def pgd_eval(
     """PGD-k (CE, random start) with per-example robust flags, FOSC and SGCS of the same examples.
 
     Returns CPU tensors ``flags`` (bool), ``fosc``, ``sgcs`` and ``x_adv`` (the PGD examples)."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same starts on every device (attacks.start_noise)
     flags, foscs, sgcss, advs = [], [], [], []
     for s in range(0, x.shape[0], batch_size):
         xb, yb = x[s : s + batch_size], y[s : s + batch_size]
@@ -309,9 +310,7 @@ def evaluate_model(
     Returns the flat result dict (numbers, ``unstable``, ``status``, ``autoattack_version``, timings);
     does not write anything. The model is put in eval mode (and channels_last on CUDA)."""
     device = torch.device(device)
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255.0)
-    x = x.to(device).float()
+    x = (to_float(x) if x.dtype == torch.uint8 else x).to(device).float()
     y = y.to(device).long()
     model = model.to(device).eval()
     if device.type == "cuda":
@@ -330,7 +329,7 @@ def evaluate_model(
     every_attack: list[torch.Tensor] = []  # robust flags of every attack run (worst_case_acc)
     aa_versions: list[str] = []
     try:
-        with fp32_precision():
+        with fp32_precision(), cudnn_benchmark_off():
             if "clean" in run:
                 t = time.perf_counter()
                 res["clean_acc"] = _acc(clean_flags(model, x, y, bs))
@@ -419,9 +418,9 @@ def evaluate_checkpoint(
         lc = suite.landscape
         k = min(lc.n_images, images.shape[0])
         xl = images[:k].to(device)
-        xl = xl.float().div_(255.0) if xl.dtype == torch.uint8 else xl.float()
+        xl = to_float(xl) if xl.dtype == torch.uint8 else xl.float()
         if res["status"] == "ok":
-            with fp32_precision():
+            with fp32_precision(), cudnn_benchmark_off():
                 land = compute_landscape(model.eval(), xl, labels[:k].to(device), lc)
         else:  # diverged: keep the artifact (the workflow expects it) but with NaN losses
             import numpy as np

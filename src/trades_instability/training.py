@@ -39,7 +39,8 @@ from .memory_format import compile_options, use_channels_last
 from .models import build_model, input_normalization
 from .run_files import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles, batch_rows_from_csv  # noqa: F401 (columns re-exported)
 from .run_lock import RunLock, RunLocked
-from .runtime import device_description, library_versions, resolve_device
+from .runtime import (DeviceUnavailable, compile_watch, cpu_fallback_problem, device_description, execution_mode,
+                      library_versions, resolve_device)
 
 
 class Diverged(RuntimeError):
@@ -146,6 +147,12 @@ class Trainer:
         self.ckpt_dir = self.files.ckpt_dir
         self.device = resolve_device(device or cfg.device)
         self.log = log
+        fallback = cpu_fallback_problem(device or cfg.device, self.device)
+        if fallback is not None:
+            message, fatal = fallback
+            if fatal:
+                raise DeviceUnavailable(message)
+            log(message)
         self.progress = progress
         self._data = data
         self.stop_after_epoch = stop_after_epoch  # tests: simulate an interruption after this epoch
@@ -179,8 +186,6 @@ class Trainer:
         self.gen_dev = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
         self.state = TrainState()
         self.batch_rows: list[dict[str, Any]] = []
-        if dev.type == "cuda":
-            torch.backends.cudnn.benchmark = True
 
     def _normalize(self):
         """The (mean, std) the model standardises its input with, or None (recorded in model_meta)."""
@@ -216,7 +221,7 @@ class Trainer:
             epoch_rows=s.epoch_rows,
             batch_rows=self.batch_rows,  # the CSV is rebuilt from these: no hole if a crash follows
             rng={"data": self.gen_data.get_state(), "device": self.gen_dev.get_state(),
-                 "torch": torch.get_rng_state()},
+                 "torch": torch.get_rng_state(), "device_type": self.device.type},
         )
         if self.awp is not None:
             payload["awp_proxy_opt"] = self.awp.state_dict()
@@ -229,7 +234,12 @@ class Trainer:
         ckpt = load_checkpoint(path)  # raises CheckpointError naming the file; never restart silently
         if ckpt.get("kind") != "last" or "train_state" not in ckpt:
             raise CheckpointError(f"checkpoint {path} holds no resumable training state")
-        saved_cfg = ckpt.get("config", {})
+        saved_cfg = dict(ckpt.get("config", {}))
+        # a key added by a later version (e.g. deterministic) is, at its default, what the older run did
+        defaults = RunConfig().to_dict()
+        for k, v in self.cfg.to_dict().items():
+            if k not in saved_cfg and v == defaults[k]:
+                saved_cfg[k] = v
         if saved_cfg != self.cfg.to_dict():
             diff = sorted(k for k in set(saved_cfg) | set(self.cfg.to_dict())
                           if saved_cfg.get(k) != self.cfg.to_dict().get(k))
@@ -244,7 +254,7 @@ class Trainer:
                                 best_pgd_acc=ts["best_pgd_acc"], best_epoch=ts["best_epoch"],
                                 epoch_rows=list(ckpt["epoch_rows"]), train_time_s=ts["train_time_s"])
         self.gen_data.set_state(ckpt["rng"]["data"])
-        self.gen_dev.set_state(ckpt["rng"]["device"])
+        self._restore_device_generator(path, ckpt["rng"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if self.awp is not None and "awp_proxy_opt" in ckpt:
             self.awp.load_state_dict(ckpt["awp_proxy_opt"])
@@ -255,6 +265,25 @@ class Trainer:
         self.files.reconcile_logs(self.state.epoch_rows, self.batch_rows, self.state.epoch)
         self._restore_epoch_checkpoints(ckpt.get("val", {}))
         self.log(f"resumed from {path} at epoch {self.state.epoch} (step {self.state.step})")
+
+    def _restore_device_generator(self, path: Path, rng: dict[str, Any]) -> None:
+        """The attack/noise generator lives on the run's device; its state does not move across device
+        types (a CUDA Philox state is 16 bytes, a CPU mt19937 state 5056), nor would the run continue
+        the same random stream. One line naming the checkpoint, where it was written and what to do."""
+        here = self.device.type
+        written = rng.get("device_type")  # absent in checkpoints of older versions: try the state itself
+        if written is None:
+            try:
+                self.gen_dev.set_state(rng["device"])
+                return
+            except RuntimeError:
+                written = "cuda" if here == "cpu" else "cpu"
+        if written != here:
+            raise CheckpointError(
+                f"checkpoint {path} was written by a run on {written}, this run is on {here}: its random generator "
+                f"state cannot be resumed on another device type; resume with --device {written} "
+                f"(or device: {written} in the run config), or train into a new output directory")
+        self.gen_dev.set_state(rng["device"])
 
     def _restore_epoch_checkpoints(self, val: dict[str, float]) -> None:
         """Write best.pt / the snapshot of the epoch saved in last.pt when a crash came before them:
@@ -443,6 +472,12 @@ class Trainer:
             self.lock.release()
 
     def _run_locked(self, on_diverge: str) -> dict[str, Any]:
+        # backend flags (cudnn.benchmark, deterministic algorithms) hold for this run only
+        with execution_mode(self.device, self.cfg.deterministic, self.log), \
+                compile_watch(self.cfg.compile, self.log):
+            return self._train_and_finish(on_diverge)
+
+    def _train_and_finish(self, on_diverge: str) -> dict[str, Any]:
         self._setup()
         self._resume()
         cfg, s = self.cfg, self.state
@@ -521,7 +556,8 @@ class Trainer:
         rows_before = len(self.batch_rows)
         try:
             row = self._train_epoch(epoch)
-            val_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + epoch)
+            # a CPU generator: the validation PGD starts are the same on CPU and GPU (attacks.start_noise)
+            val_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             val = validate(self.forward_model, self.val_set, cfg, self.device, val_gen, self._autocast,
                            self._should_stop, channels_last=self._channels_last)
         except (Interrupted, Diverged):
