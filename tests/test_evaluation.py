@@ -60,6 +60,38 @@ def test_gradient_masked_model_is_unstable():
     assert res["fosc"] == 0.0 and res["sgcs"] == 0.0  # zero input gradient everywhere
 
 
+AA_SMALL = dict(apgd_iters=5, fab_iters=5, n_target_classes=3, square_queries=1000)
+
+
+def test_pyautoattack_flags_gradient_masking_in_the_eval_result():
+    """pyautoattack's own checks, recorded by name: on the gradient-masked model APGD sees zero gradients, and
+    Square beats the white-box attacks both in the ensemble (pyautoattack's check) and run one by one (the same
+    check, called by autoattack_eval.run_individual); each flag's first message is logged once."""
+    x, y = _template_data(32, seed=1)
+    suite = evaluation.SuiteConfig(attacks=["clean", "autoattack", "autoattack_individual"], batch_size=32, **AA_SMALL)
+    logged = []
+    res = evaluation.evaluate_model(MaskedTemplateModel(), x, y, suite, device="cpu", log=logged.append)
+    assert res["square_acc"] < res["apgd_ce_acc"] - 0.002, res  # the situation the check is about
+    flags = res["autoattack_flags"]
+    assert flags["square_beats_whitebox"] == 2, flags  # the ensemble's check + the individual runs' check
+    assert flags["zero_gradients"] >= 1 and "randomized" not in flags and "other" not in flags
+    assert "zero gradient" in res["autoattack_flag_messages"]["zero_gradients"]
+    assert sum("pyautoattack flag square_beats_whitebox" in m for m in logged) == 1
+
+
+def test_pyautoattack_flags_are_empty_when_nothing_is_raised_and_null_without_autoattack():
+    x, y = _template_data(16, seed=1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64, K)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(0.05 * _templates().flatten(1))
+        model[1].bias.zero_()
+    suite = evaluation.SuiteConfig(attacks=["clean", "autoattack"], batch_size=16, **AA_SMALL)
+    res = evaluation.evaluate_model(model, x, y, suite, device="cpu", log=lambda m: None)
+    assert res["autoattack_flags"] == {} and res["autoattack_flag_messages"] == {}
+    res = evaluation.evaluate_model(model, x, y, evaluation.SuiteConfig(attacks=["clean", "pgd10"]), device="cpu")
+    assert res["autoattack_flags"] is None
+
+
 def test_ordinary_trained_model_is_not_unstable():
     xt, yt = _template_data(512, seed=2)
     torch.manual_seed(0)

@@ -25,6 +25,7 @@ Conventions (they matter for comparing runs):
   row and Gap. ``worst_case_acc`` counts an example as robust only if every attack the suite ran
   (PGD-10, Square, the ensemble, each component run alone) failed on it; it is never called AutoAttack.
 * Unstable (Tables 2, 4): ``pgd10_acc - square_acc >= unstable_threshold`` (0.08), null without Square.
+* pyautoattack's own reliability checks are recorded by name (``autoattack_flags``; autoattack_eval.collect_flags).
 * A model with non-finite logits gives ``status: "diverged"`` and null numbers instead of a crash.
 """
 
@@ -346,7 +347,7 @@ def evaluate_model(
     res: dict[str, Any] = _empty_result()
     res.update(status="ok", message=None, unstable=None, unstable_threshold=suite.unstable_threshold,
                autoattack_version=None, autoattack_attacks=None, aa_batch_size=None, aa_batch_pinned=None,
-               aa_batch_halvings=None, timings_s={})
+               aa_batch_halvings=None, autoattack_flags=None, autoattack_flag_messages=None, timings_s={})
     timings = res["timings_s"]
     run = set(suite.attacks)
     aa_settings = suite.aa_settings()
@@ -355,7 +356,7 @@ def evaluate_model(
     every_attack: list[torch.Tensor] = []  # robust flags of every attack run (worst_case_acc)
     aa_versions: list[str] = []
     try:
-        with fp32_precision():
+        with fp32_precision(), contextlib.ExitStack() as stack:
             if "clean" in run:
                 t = time.perf_counter()
                 res["clean_acc"] = _acc(clean_flags(model, x, y, bs))
@@ -371,6 +372,8 @@ def evaluate_model(
                 res["fosc"] = float(p["fosc"].double().mean())
                 res["sgcs"] = float(p["sgcs"].double().mean())
                 timings["pgd10"] = time.perf_counter() - t
+            # pyautoattack's own check warnings, by flag name, from every AutoAttack call below
+            aa_flag_log = stack.enter_context(autoattack_eval.collect_flags(log))
             # pyautoattack uses .view() on inputs: give it the standard (contiguous) layout
             used = {"aa_batch_size": aa_start_batch(suite, x.shape[0], device), "aa_batch_halvings": 0}
             aa_kw = dict(model=model, x=x.contiguous(memory_format=torch.contiguous_format), y=y, used=used,
@@ -406,6 +409,8 @@ def evaluate_model(
                 res["aa_batch_size"] = used["aa_batch_size"]
                 res["aa_batch_pinned"] = suite.aa_batch_size is not None
                 res["aa_batch_halvings"] = used["aa_batch_halvings"]
+                res["autoattack_flags"] = dict(sorted(aa_flag_log.counts.items()))
+                res["autoattack_flag_messages"] = dict(sorted(aa_flag_log.messages.items()))
             if aa_versions:
                 res["autoattack_version"] = "custom" if "custom" in aa_versions else "standard"
                 res["autoattack_attacks"] = list(autoattack_eval.STANDARD_ATTACKS)
@@ -482,6 +487,10 @@ def evaluate_checkpoint(
         "aa_batch_size": res.get("aa_batch_size"),
         "aa_batch_pinned": res.get("aa_batch_pinned"),
         "aa_batch_halvings": res.get("aa_batch_halvings"),
+        # pyautoattack's own reliability checks (autoattack_eval.FLAG_MESSAGES): {flag: times raised} over every
+        # AutoAttack call of the suite ({}: checked, none raised; null: no AutoAttack call), and each first message
+        "autoattack_flags": res.get("autoattack_flags"),
+        "autoattack_flag_messages": res.get("autoattack_flag_messages"),
         "paper_columns": PAPER_COLUMNS,
         "suite_config": suite.to_dict(),
         "landscape": landscape_path,
