@@ -24,6 +24,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
+from snakemake.resources import Resource
 from snakemake.utils import min_version
 from snakemake_interface_executor_plugins.settings import ExecMode
 
@@ -54,7 +55,8 @@ os.environ.pop(gpu_slots.ENV_GPU_SLOTS, None)  # never inherited: set below for 
 if workflow.resource_settings.nodes is None and workflow.exec_mode == ExecMode.DEFAULT:
     # --resources gpu=N wins over local_gpus (Snakemake 9 stores it as a Resource)
     _given = workflow.global_resources.get("gpu")
-    _n_gpus = int(PC.raw["local_gpus"] if _given is None else getattr(_given, "value", _given))
+    _given = _given.value if isinstance(_given, Resource) else _given  # None: unset
+    _n_gpus = int(PC.raw["local_gpus"] if _given is None else _given)
     _per_gpu = int(PC.raw["jobs_per_gpu"])
     workflow.global_resources["gpu"] = _n_gpus * _per_gpu  # slots; each GPU job claims gpu=1
     if _n_gpus > 0:
