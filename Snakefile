@@ -11,23 +11,27 @@
 # of being merged into it, so a small test config never inherits the paper's settings);
 # --config key=value overrides single keys (e.g. results_dir=/scratch/results).
 #
-# GPUs on one machine: every training / evaluation / landscape job claims the resource gpu=1, and
-# local runs get the global limit gpu=<config local_gpus, default 1> unless --resources gpu=N is
-# given, so `snakemake --cores all ...` on a workstation never runs two GPU jobs at once. On a cluster
-# (--jobs/--executor, e.g. the SLURM profile) no limit is set: the scheduler places the jobs.
+# GPUs on one machine: every training / evaluation / landscape job claims the resource gpu=1 (one slot).
+# Local runs have N GPUs (--resources gpu=N, else config local_gpus, default 1) with jobs_per_gpu slots
+# each (config, default 1): the global limit becomes gpu=N x jobs_per_gpu, and each job takes a slot of
+# its own GPU (trades_instability.gpu_slots: a flock lease, CUDA_VISIBLE_DEVICES set per job). On a
+# cluster (--jobs/--executor, e.g. the SLURM profile) no limit is set: the scheduler places the jobs
+# and sets CUDA_VISIBLE_DEVICES.
+import json
 import os
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
+from snakemake.resources import Resource
 from snakemake.utils import min_version
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also without `pip install -e .`
-from trades_instability import pipeline_config, slurm_site  # noqa: E402
+from trades_instability import gpu_slots, pipeline_config, slurm_site  # noqa: E402
 
 # ---------------------------------------------------------------------------- config + validation
 if not workflow.config_settings.configfiles:
@@ -44,15 +48,28 @@ for _key, _value in pipeline_config.DEFAULTS_TOP.items():
     config.setdefault(_key, _value)
 
 
-# ------------------------------------------------------------- one GPU job per GPU on one machine
+# ------------------------------------------------ jobs_per_gpu jobs per GPU, each on its own GPU
 # workflow.resource_settings.nodes is set by --jobs for cluster/cloud executors (for the local
 # executor snakemake turns --jobs into --cores); remote job steps run in ExecMode.REMOTE.
-if (
-    "gpu" not in workflow.global_resources
-    and workflow.resource_settings.nodes is None
-    and workflow.exec_mode == ExecMode.DEFAULT
-):
-    workflow.global_resources["gpu"] = int(PC.raw["local_gpus"])
+os.environ.pop(gpu_slots.ENV_GPU_SLOTS, None)  # never inherited: set below for local runs only
+if workflow.resource_settings.nodes is None and workflow.exec_mode == ExecMode.DEFAULT:
+    # --resources gpu=N wins over local_gpus (Snakemake 9 stores it as a Resource)
+    _given = workflow.global_resources.get("gpu")
+    _given = _given.value if isinstance(_given, Resource) else _given  # None: unset
+    _n_gpus = int(PC.raw["local_gpus"] if _given is None else _given)
+    _per_gpu = int(PC.raw["jobs_per_gpu"])
+    workflow.global_resources["gpu"] = _n_gpus * _per_gpu  # slots; each GPU job claims gpu=1
+    if _n_gpus > 0:
+        try:
+            _slots = gpu_slots.local_settings(
+                os.path.abspath(os.path.join(".snakemake", "gpu_slots")),
+                _n_gpus,
+                _per_gpu,
+                os.environ.get("CUDA_VISIBLE_DEVICES"),
+            )
+        except gpu_slots.GpuSlotsError as e:
+            raise WorkflowError(str(e)) from None
+        os.environ[gpu_slots.ENV_GPU_SLOTS] = json.dumps(_slots)
 
 
 report: "workflow/report/workflow.rst"

@@ -100,6 +100,23 @@ def test_suites_merge_in_order(tmp_path: Path):
     assert row["suites"] == "cheap aa"
 
 
+def test_autoattack_flags_column_sums_the_suites(tmp_path: Path):
+    """summary.csv's aa_flags: pyautoattack's flags of every suite of the run, counts summed; "" when AutoAttack
+    ran without a flag; empty (null) when no suite ran AutoAttack."""
+    flagged = make_run(tmp_path, "s", 0, pgd=0.5, square=0.3, aa=0.3, suites=("cheap", "aa"),
+                       extra_eval={"autoattack_flags": {"zero_gradients": 3, "square_beats_whitebox": 1}})
+    doc = tmp_path / "runs/s/seed0/eval_cheap.json"
+    doc.write_text(json.dumps({**json.loads(doc.read_text()), "autoattack_flags": {"zero_gradients": 2}}))
+    clean = make_run(tmp_path, "s", 1, pgd=0.3, square=0.3, aa=0.3, extra_eval={"autoattack_flags": {}})
+    none = make_run(tmp_path, "s", 2, pgd=0.3, square=None)
+    summary, _ = agg.aggregate([flagged, clean, none], 0.08)
+    assert list(summary["aa_flags"][:2]) == ["square_beats_whitebox:1 zero_gradients:5", ""]
+    assert pd.isna(summary["aa_flags"][2])
+    out = tmp_path / "summary.csv"
+    summary.to_csv(out, index=False)
+    assert pd.read_csv(out, keep_default_na=False)["aa_flags"][0] == "square_beats_whitebox:1 zero_gradients:5"
+
+
 def test_empty_groups_are_explicit(tmp_path: Path):
     r = make_run(tmp_path, "s", 0, pgd=0.30, square=0.29)
     _, sel = agg.aggregate([r], 0.08)

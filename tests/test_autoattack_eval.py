@@ -116,3 +116,36 @@ def test_standard_settings_use_standard_version(setup):
 def test_paper_columns_cover_every_component():
     assert set(evaluation.PAPER_COLUMNS) == set(autoattack_eval.STANDARD_ATTACKS) == set(evaluation.ATTACK_KEYS)
     assert evaluation.PAPER_COLUMNS["apgd-t"] == "APGD-DLR" and evaluation.PAPER_COLUMNS["fab-t"] == "FAB"
+
+
+def test_randomized_model_is_flagged_by_pyautoattack_check():
+    """A model whose outputs change between forwards (dropout left on) raises pyautoattack's randomized-defense
+    check, recorded by collect_flags under its name."""
+    model, x, y = _tiny_model_and_data()
+    noisy = nn.Sequential(nn.Dropout(0.5), model).train()
+    with autoattack_eval.collect_flags() as flags:
+        autoattack_eval.run_ensemble(noisy, x, y, batch_size=8, attacks=["apgd-ce"],
+                                     settings=AASettings(seed=0, **SMALL), num_classes=10)
+    assert flags.counts.get("randomized") == 1 and "randomized defense" in flags.messages["randomized"]
+    assert autoattack_eval.flag_name("something new from a later pyautoattack") == "other"
+
+
+def test_pyautoattack_state_path_cannot_resume(tmp_path):
+    """Why no state_path is passed (module docstring): pyautoattack 0.2.0 writes a state it cannot read back.
+    When an installed version resumes, this test fails: wire state_path into run_ensemble then."""
+    from pathlib import Path
+
+    from pyautoattack import AutoAttack
+
+    model, x, y = _tiny_model_and_data()
+    state = Path(tmp_path) / "aa_state.json"
+    for attempt in range(2):
+        aa = AutoAttack(model, attacks=["apgd-ce"], device="cpu", eps=EPS, norm="Linf", seed=0, version="custom")
+        aa.verbose = False
+        aa.apgd.n_iter = 2
+        if attempt == 0:
+            aa.run_standard_evaluation(x, y, batch_size=8, state_path=state)
+            assert state.is_file()
+        else:
+            with pytest.raises(ValueError, match="different set of attacks"):
+                aa.run_standard_evaluation(x, y, batch_size=8, state_path=state)

@@ -73,7 +73,7 @@ def test_convention_sets_every_item(name):
     assert cfg.to_dict()["convention"] == name
     for key, value in convention_preset(name).items():
         assert _get(cfg, key) == value, key
-    assert len(CONVENTIONS) == 8
+    assert len(CONVENTIONS) == 10
 
 
 def test_explicit_key_overrides_the_preset():
@@ -94,6 +94,24 @@ def test_self_contradicting_override_is_one_line_naming_the_key():
         from_dict({"convention": "official_trades", "joint_forward": True})  # official's repeat + joint
     assert "'repeat_clean_forward'" in str(e.value) and "joint_forward" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("convention, awp, nesterov, expected", [
+    ("adr", True, True, False),               # ADR's build_awp_optimizer: torch.optim.SGD without nesterov=
+    ("adr", False, True, True),               # ADR's build_sgd_optimizer: nesterov=True
+    ("official_trades", True, True, True),    # official: the run's own `nesterov`, AWP or not
+    ("official_trades", True, False, False),
+    ("official_trades", False, True, True),
+])
+def test_training_optimizer_nesterov_follows_the_convention(tmp_path, convention, awp, nesterov, expected):
+    cfg = _cfg(convention, nesterov=nesterov, awp={"enabled": awp})
+    t = _trainer(tmp_path, cfg)
+    assert [g["nesterov"] for g in t.optimizer.param_groups] == [expected]
+
+
+def test_explicit_awp_nesterov_wins_over_the_adr_preset(tmp_path):
+    t = _trainer(tmp_path, _cfg("adr", awp={"enabled": True, "nesterov": True}))
+    assert t.optimizer.param_groups[0]["nesterov"] is True
 
 
 # ------------------------------------------------------------------------------ official_trades

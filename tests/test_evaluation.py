@@ -60,6 +60,38 @@ def test_gradient_masked_model_is_unstable():
     assert res["fosc"] == 0.0 and res["sgcs"] == 0.0  # zero input gradient everywhere
 
 
+AA_SMALL = dict(apgd_iters=5, fab_iters=5, n_target_classes=3, square_queries=1000)
+
+
+def test_pyautoattack_flags_gradient_masking_in_the_eval_result():
+    """pyautoattack's own checks, recorded by name: on the gradient-masked model APGD sees zero gradients, and
+    Square beats the white-box attacks both in the ensemble (pyautoattack's check) and run one by one (the same
+    check, called by autoattack_eval.run_individual); each flag's first message is logged once."""
+    x, y = _template_data(32, seed=1)
+    suite = evaluation.SuiteConfig(attacks=["clean", "autoattack", "autoattack_individual"], batch_size=32, **AA_SMALL)
+    logged = []
+    res = evaluation.evaluate_model(MaskedTemplateModel(), x, y, suite, device="cpu", log=logged.append)
+    assert res["square_acc"] < res["apgd_ce_acc"] - 0.002, res  # the situation the check is about
+    flags = res["autoattack_flags"]
+    assert flags["square_beats_whitebox"] == 2, flags  # the ensemble's check + the individual runs' check
+    assert flags["zero_gradients"] >= 1 and "randomized" not in flags and "other" not in flags
+    assert "zero gradient" in res["autoattack_flag_messages"]["zero_gradients"]
+    assert sum("pyautoattack flag square_beats_whitebox" in m for m in logged) == 1
+
+
+def test_pyautoattack_flags_are_empty_when_nothing_is_raised_and_null_without_autoattack():
+    x, y = _template_data(16, seed=1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64, K)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(0.05 * _templates().flatten(1))
+        model[1].bias.zero_()
+    suite = evaluation.SuiteConfig(attacks=["clean", "autoattack"], batch_size=16, **AA_SMALL)
+    res = evaluation.evaluate_model(model, x, y, suite, device="cpu", log=lambda m: None)
+    assert res["autoattack_flags"] == {} and res["autoattack_flag_messages"] == {}
+    res = evaluation.evaluate_model(model, x, y, evaluation.SuiteConfig(attacks=["clean", "pgd10"]), device="cpu")
+    assert res["autoattack_flags"] is None
+
+
 def test_ordinary_trained_model_is_not_unstable():
     xt, yt = _template_data(512, seed=2)
     torch.manual_seed(0)
@@ -201,32 +233,49 @@ def test_cli_bad_arguments(tmp_path, capsys):
     _bad(tmp_path, capsys, ["--checkpoint", str(good)], "required")
 
 
-def test_autoattack_batch_halves_on_out_of_memory(monkeypatch):
-    """aa_batch_size null = the largest batch that fits: a CUDA out-of-memory error halves the batch and
-    the call is repeated; the JSON reports the batch that worked. (Simulated: no GPU here.)"""
+def _tight_memory(monkeypatch, limit):
+    """Make pyautoattack calls fail with CUDA out-of-memory above ``limit`` examples per batch (no GPU here)."""
     from trades_instability import autoattack_eval
 
     seen = []
     real = autoattack_eval.run_individual
 
-    def tight_memory(*, batch_size, **kw):
+    def tight(*, batch_size, **kw):
         seen.append(batch_size)
-        if batch_size > 8:
+        if batch_size > limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(batch_size=batch_size, **kw)
 
-    monkeypatch.setattr(autoattack_eval, "run_individual", tight_memory)
+    monkeypatch.setattr(autoattack_eval, "run_individual", tight)
+    return seen
+
+
+def _square_suite(**over):
+    return evaluation.suite_from_dict("s", {"attacks": ["clean", "square"], "square_queries": 5,
+                                            "n_target_classes": 3, **over})
+
+
+def _tiny_model_and_data():
     torch.manual_seed(0)
     model = models.build_model("resnet18", num_classes=4, width=2).eval()
-    x, y = torch.rand(20, 3, 8, 8), torch.randint(0, 4, (20,))
-    suite = evaluation.suite_from_dict("s", {"attacks": ["clean", "square"], "square_queries": 5, "aa_batch_size": 32,
-                                             "n_target_classes": 3})
-    res = evaluation.evaluate_model(model, x, y, suite, num_classes=4)
-    assert seen == [20, 10, 5]  # starts at min(aa_batch_size, n), halves until it fits
+    return model, torch.rand(20, 3, 8, 8), torch.randint(0, 4, (20,))
+
+
+def test_autoattack_batch_null_halves_on_out_of_memory_and_says_so(monkeypatch):
+    """aa_batch_size null = the largest batch that fits: a CUDA out-of-memory error halves the batch, the call
+    is repeated, a WARNING line is logged, and the result records the batch that worked and the halvings."""
+    seen = _tight_memory(monkeypatch, 8)
+    model, x, y = _tiny_model_and_data()
+    logged = []
+    res = evaluation.evaluate_model(model, x, y, _square_suite(aa_batch_size=None), num_classes=4, log=logged.append)
+    assert seen == [20, 10, 5]  # starts at min(batch_size 500, n) on the CPU, halves until it fits
     assert res["aa_batch_size"] == 5 and res["square_acc"] is not None
-    # null: on the CPU the suite's batch_size is the start
-    assert evaluation.aa_start_batch(evaluation.suite_from_dict("t", {"batch_size": 7}), 100, torch.device("cpu")) == 7
-    assert evaluation.aa_start_batch(evaluation.suite_from_dict("t", {}), 100, torch.device("cuda")) == 100
+    assert res["aa_batch_pinned"] is False and res["aa_batch_halvings"] == 2
+    assert len(logged) == 2 and all(m.startswith("WARNING: AutoAttack out of GPU memory at batch") for m in logged)
+    assert evaluation.aa_start_batch(evaluation.suite_from_dict("t", {"batch_size": 7, "aa_batch_size": None}), 100,
+                                     torch.device("cpu")) == 7
+    assert evaluation.aa_start_batch(evaluation.suite_from_dict("t", {"aa_batch_size": None}), 100000,
+                                     torch.device("cuda")) == evaluation.AA_AUTO_START
 
 
 def test_attack_starts_come_from_the_generator_device_not_the_input_device(monkeypatch):
@@ -272,3 +321,44 @@ def test_evaluation_runs_with_cudnn_benchmark_off_and_restores_it():
         assert torch.backends.cudnn.benchmark is True
     finally:
         torch.backends.cudnn.benchmark = old
+
+
+def test_autoattack_pinned_batch_never_halves(monkeypatch):
+    """A pinned aa_batch_size (the default, 500; config.yaml's reported suites) is used as it is; out of memory
+    stops with AABatchOutOfMemory naming the batch and the fix, instead of numbers from another batch."""
+    assert evaluation.SuiteConfig().aa_batch_size == 500
+    assert all(s.aa_batch_size == 500 for s in evaluation.builtin_suites().values())
+    model, x, y = _tiny_model_and_data()
+    seen = _tight_memory(monkeypatch, 100)
+    res = evaluation.evaluate_model(model, x, y, _square_suite(aa_batch_size=16), num_classes=4, log=print)
+    assert seen == [16] and res["aa_batch_size"] == 16 and res["aa_batch_pinned"] is True
+    assert res["aa_batch_halvings"] == 0
+    seen = _tight_memory(monkeypatch, 8)
+    with pytest.raises(evaluation.AABatchOutOfMemory, match="pinned aa_batch_size 16") as e:
+        evaluation.evaluate_model(model, x, y, _square_suite(aa_batch_size=16), num_classes=4)
+    assert seen == [16] and "\n" not in str(e.value) and "jobs_per_gpu" in str(e.value)
+
+
+def test_cli_pinned_batch_out_of_memory_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
+    _tight_memory(monkeypatch, 2)
+    ckpt = _checkpoint(tmp_path / "best.pt")
+    suites = tmp_path / "suites.yaml"
+    suites.write_text("sq: {attacks: [clean, square], n_examples: 6, square_queries: 5, aa_batch_size: 4}\n")
+    out = tmp_path / "e.json"
+    rc = eval_cli.main(["--checkpoint", str(ckpt), "--suite", "sq", "--suites", str(suites), "--out", str(out),
+                        "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1 and "pinned aa_batch_size 4" in err, err
+    assert not out.exists()
+
+
+def test_eval_json_records_the_autoattack_batch(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / "best.pt")
+    suites = tmp_path / "suites.yaml"
+    suites.write_text("sq: {attacks: [clean, square], n_examples: 6, square_queries: 5, aa_batch_size: 4}\n")
+    out = tmp_path / "e.json"
+    assert eval_cli.main(["--checkpoint", str(ckpt), "--suite", "sq", "--suites", str(suites), "--out", str(out),
+                          "--device", "cpu"]) == 0
+    doc = json.loads(out.read_text())
+    assert (doc["aa_batch_size"], doc["aa_batch_pinned"], doc["aa_batch_halvings"]) == (4, True, 0)
+    assert doc["suite_config"]["aa_batch_size"] == 4

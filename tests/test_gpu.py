@@ -166,3 +166,24 @@ def test_compile_with_awp_trains_on_cuda(tmp_path, tiny_run_config):
         cfg = tiny_run_config(device="cuda", epochs=1, compile=True, awp={"enabled": True, "form": form})
         assert train(cfg, tmp_path / form, log=messages.append)["status"] == "complete"
         assert not any("fell back to eager" in m for m in messages), messages
+
+
+def test_peak_gpu_memory_fits_the_readme_budget_for_jobs_per_gpu(tmp_path, tiny_run_config):
+    """README "Several jobs on one GPU": a CIFAR-sized training run (ResNet-18 width 64, batch 256, 100 classes,
+    fp32, per-step batch metrics) allocates at most 5 GiB, and an AutoAttack batch of 500 (APGD-CE, same model)
+    at most 6 GiB, the numbers jobs_per_gpu is sized with (CUDA context and cuDNN workspace come on top)."""
+    cfg = tiny_run_config(device="cuda", width=64, batch_size=256, val_batch_size=512, epochs=1, log_batch_metrics=True,
+                          attack={"steps": 10},
+                          synthetic={"num_classes": 100, "train_size": 512, "test_size": 512, "image_size": 32, "seed": 0})
+    torch.cuda.reset_peak_memory_stats()
+    train(cfg, tmp_path / "run", log=lambda m: None)
+    train_peak = torch.cuda.max_memory_allocated() / 2**30
+    model, _ = artifacts.load_model(tmp_path / "run" / "checkpoints" / "best.pt", "cuda")
+    x, y = torch.rand(500, 3, 32, 32, device="cuda"), torch.randint(0, 100, (500,), device="cuda")
+    suite = evaluation.suite_from_dict("m", {"attacks": ["autoattack"], "apgd_iters": 5, "fab_iters": 5,
+                                             "n_target_classes": 2, "square_queries": 10, "aa_batch_size": 500})
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    evaluation.evaluate_model(model, x, y, suite, device="cuda", num_classes=100, log=lambda m: None)
+    eval_peak = torch.cuda.max_memory_allocated() / 2**30
+    assert train_peak <= 5.0 and eval_peak <= 6.0, (train_peak, eval_peak)

@@ -60,7 +60,7 @@ def test_conventions_rows_pair_the_same_setting_under_each_convention(paper):
         assert (a["convention"], o["convention"]) == ("adr", "official_trades")
         differ = {k for k in a if a[k] != o[k]}
         assert differ <= {"convention", "joint_forward", "repeat_clean_forward", "normalize_input", "drop_last",
-                          "attack", "awp", "log_batch_metrics"}, differ
+                          "attack", "awp", "log_batch_metrics", "lr_milestone_base"}, differ
         assert a["attack"]["bn_mode"] == "train" and o["attack"]["bn_mode"] == "eval"
 
 

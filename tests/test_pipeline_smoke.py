@@ -191,7 +191,9 @@ def test_missing_dataset_stops_before_any_job(tmp_path: Path):
     assert wall < 120
 
 
-def test_local_runs_never_share_a_gpu(tmp_path: Path):
+def _two_gpu_trainings(tmp_path: Path, monkeypatch, *extra: str) -> tuple[str, int, list[str]]:
+    """Train two tiny runs that claim gpu=1 each; returns (output, peak concurrent train jobs, the GPU each
+    job's log says gpu_slots gave it)."""
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0, 1], "suites": ["cheap"]}}
     cfg["resources"]["train"]["gpu"] = 1
@@ -202,10 +204,10 @@ def test_local_runs_never_share_a_gpu(tmp_path: Path):
     work = tmp_path / "work"
     work.mkdir()
     targets = [f"results/runs/a/seed{s}/run.json" for s in (0, 1)]
-    r = snakemake(work, *targets, "--cores", "2", "--configfile", str(conf))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # GPU ids 0..N-1 (a user's list would be passed through)
+    r = snakemake(work, *targets, "--cores", "2", "--configfile", str(conf), *extra)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
-    assert re.search(r'Provided resources:.*gpu=(Resource\("gpu", )?1\b', out), out[-3000:]
     running, peak = 0, 0
     for line in out.splitlines():
         if re.match(r"^(local)?rule train:", line.strip()):
@@ -213,7 +215,22 @@ def test_local_runs_never_share_a_gpu(tmp_path: Path):
             peak = max(peak, running)
         elif "(Rule: train)" in line and "Finished" in line:
             running -= 1
-    assert peak == 1, out[-3000:]
+    gpus = [re.search(r"this job runs on GPU (\S+)", (work / f"logs/train/a/seed{s}.log").read_text()).group(1)
+            for s in (0, 1)]
+    return out, peak, gpus
+
+
+def test_local_runs_never_share_a_gpu(tmp_path: Path, monkeypatch):
+    out, peak, gpus = _two_gpu_trainings(tmp_path, monkeypatch)
+    assert re.search(r'Provided resources:.*gpu=(Resource\("gpu", )?1\b', out), out[-3000:]
+    assert peak == 1 and gpus == ["0", "0"], out[-3000:]
+
+
+def test_local_gpu_jobs_each_get_their_own_gpu(tmp_path: Path, monkeypatch):
+    """--resources gpu=2: two GPU jobs at once, and (gpu_slots) each on its own GPU, not both on GPU 0."""
+    out, peak, gpus = _two_gpu_trainings(tmp_path, monkeypatch, "--resources", "gpu=2")
+    assert re.search(r'Provided resources:.*gpu=(Resource\("gpu", )?2\b', out), out[-3000:]
+    assert peak == 2 and sorted(gpus) == ["0", "1"], (gpus, out[-3000:])
 
 
 def test_moving_the_data_or_the_clone_reruns_nothing(tmp_path: Path):

@@ -15,6 +15,7 @@ import torch
 
 from trades_instability import training
 from trades_instability.artifacts import CheckpointError, load_checkpoint, load_model, read_json
+from trades_instability.config import ConfigError
 from trades_instability.training import BATCH_COLUMNS, EPOCH_COLUMNS, Diverged, Interrupted, Trainer, lr_at, train
 
 
@@ -73,10 +74,44 @@ def test_each_method_trains_and_logs_everything(tmp_path, tiny_run_config, overr
 
 
 def test_lr_schedule_follows_official_convention(tiny_run_config):
-    cfg = tiny_run_config(epochs=200, lr=0.1, lr_milestones=[100, 150])
-    assert lr_at(cfg, 99) == pytest.approx(0.1)
-    assert lr_at(cfg, 100) == pytest.approx(0.01)
-    assert lr_at(cfg, 150) == pytest.approx(0.001)
+    # train_trades_cifar10.py / csdongxian/AWP: `if epoch >= m` with 1-based epochs
+    cfg = tiny_run_config(epochs=200, lr=0.1, lr_milestones=[100, 150], convention="official_trades")
+    assert cfg.lr_milestone_base == 1
+    assert [lr_at(cfg, e) for e in (1, 99, 100, 149, 150, 200)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def _timm_0612_multistep_lr_per_epoch(lr, gamma, milestones, epochs, steps_per_epoch):
+    """ADR's schedule, iteration by iteration, in timm 0.6.12's arithmetic (the version ADR's requirements.txt
+    pins): MultiStepLRScheduler(decay_t=[m * S]) sets the LR of the next iteration in scheduler.step(t), called
+    after iteration t's optimiser step (src/advTrainer.py), to lr * gamma ** bisect_right(decay_t, t + 1).
+    Returns the LR of every iteration of each 1-based epoch."""
+    import bisect
+
+    decay_t = [m * steps_per_epoch for m in milestones]
+    current, per_epoch = lr, []
+    for e in range(epochs):
+        lrs = []
+        for idx in range(steps_per_epoch):
+            lrs.append(current)
+            current = lr * gamma ** bisect.bisect_right(decay_t, e * steps_per_epoch + idx + 1)
+        per_epoch.append(lrs)
+    return per_epoch
+
+
+def test_lr_schedule_follows_adr_per_iteration_timm_schedule(tiny_run_config):
+    cfg = tiny_run_config(epochs=200, lr=0.1, lr_milestones=[100, 150], convention="adr")
+    assert cfg.lr_milestone_base == 0
+    # the LR is constant within every epoch of ADR's schedule and equals ours at each epoch boundary
+    ref = _timm_0612_multistep_lr_per_epoch(0.1, 0.1, [100, 150], 200, steps_per_epoch=3)
+    for epoch, lrs in enumerate(ref, start=1):
+        assert lrs == pytest.approx([lr_at(cfg, epoch)] * 3), epoch
+    # the drops: at the start of 1-based epoch 101 and 151 (0-based 100 and 150), one epoch after official's
+    assert [lr_at(cfg, e) for e in (1, 100, 101, 150, 151, 200)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_lr_milestone_base_rejects_other_values(tiny_run_config):
+    with pytest.raises(ConfigError, match="'lr_milestone_base'"):
+        tiny_run_config(lr_milestone_base=2)
 
 
 def test_batch_metrics_are_off_by_default_but_w_grad_norm_is_logged(tmp_path, tiny_run_config):

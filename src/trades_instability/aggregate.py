@@ -34,7 +34,7 @@ SUMMARY_COLUMNS = (
     "max_val_fosc", "noise_batches_total", "run_dir",
     # extras
     "epochs", "epochs_completed", "best_val_pgd_acc", "fosc_threshold", "self_healing",
-    "worst_case_acc", "n_examples", "suites", "eval_status", "convention",
+    "worst_case_acc", "n_examples", "suites", "eval_status", "convention", "aa_flags",
 )
 
 RULES = {
@@ -135,6 +135,7 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
         eval_status.append(str(doc.get("status", "ok")))
 
     pgd, sq, aa = _num(merged["pgd10_acc"]), _num(merged["square_acc"]), _num(merged["autoattack_acc"])
+    aa_flags = autoattack_flags([doc for _suite, doc in evals])
     fix = cfg.get("fix") or {}
     fosc_thr = _num(fix.get("fosc_threshold"))
     if "val_fosc" in epochs.columns and len(epochs):
@@ -177,8 +178,24 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
         "suites": " ".join(suites),
         "eval_status": " ".join(eval_status),
         "convention": cfg.get("convention"),
+        "aa_flags": aa_flags,
     }
     return row, peak
+
+
+def autoattack_flags(docs: Iterable[Mapping[str, Any]]) -> str | None:
+    """pyautoattack's flags raised in any of a run's eval JSONs, as ``name:count`` joined by spaces (counts
+    summed over suites); "" when AutoAttack ran and raised none; None when no suite ran AutoAttack."""
+    counts: dict[str, int] | None = None
+    for doc in docs:
+        flags = doc.get("autoattack_flags")
+        if flags is None:
+            continue
+        if counts is None:
+            counts = {}
+        for name, n in flags.items():
+            counts[name] = counts.get(name, 0) + int(n)
+    return None if counts is None else " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
 
 
 # ------------------------------------------------------------------------------------ selection

@@ -635,6 +635,7 @@ def _bench_eval(args, device: torch.device, model: nn.Module, channels_last: boo
     standard = args.aa_budget == "standard"
     suite = evaluation.SuiteConfig(
         attacks=["autoattack"], n_examples=n, batch_size=args.eval_batch_size or n, seed=args.seed,
+        aa_batch_size=None,  # a speed measurement: the largest batch that fits, not the reported suites' pin
         **({} if standard else {"apgd_iters": 5 if args.tiny else 20, "fab_iters": 5 if args.tiny else 20,
                                 "n_target_classes": 3, "square_queries": 20 if args.tiny else 200}),
     )

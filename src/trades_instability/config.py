@@ -62,6 +62,9 @@ class AWPConfig:
     gamma: float = 0.005  # relative radius of the weight perturbation
     warmup: int = 0  # epochs of plain training before AWP starts
     proxy_lr: float = 0.01
+    # Nesterov flag of the training optimiser in AWP runs; null: the run's own `nesterov` (ADR builds its AWP
+    # optimiser on plain SGD, without Nesterov, and its non-AWP optimiser with Nesterov)
+    nesterov: bool | None = False
 
 
 @dataclass
@@ -101,6 +104,9 @@ class RunConfig:
     lr: float = 0.1
     lr_milestones: list[int] = field(default_factory=list)
     lr_gamma: float = 0.1
+    # how lr_milestones count epochs: 0 = completed epochs (ADR: the LR drops after m epochs, from 1-based
+    # epoch m + 1), 1 = 1-based epochs (official TRADES: `if epoch >= m`, the LR drops at epoch m)
+    lr_milestone_base: int = 0
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -144,6 +150,10 @@ CONVENTIONS: dict[str, tuple[Any, Any]] = {
     "drop_last":             (True,    False),    # src/train.py: DataLoader(drop_last=True) | train_trades_cifar10.py
     "val_random_start":      (True,    True),     # src/advTrainer.py: torchattacks.PGD | pgd_attack_cifar10.py --random
     "awp.form":              ("adr",   "official"),  # src/util/awp.py + advTrainer.py | csdongxian/AWP utils_awp.py
+    # ADR: build_awp_optimizer wraps torch.optim.SGD without nesterov= (False) | official: the run's `nesterov`
+    "awp.nesterov":          (False,   None),     # src/util/optimizer_scheduler.py | train_trades_cifar10.py (AWP)
+    # ADR: timm MultiStepLRScheduler stepped per iteration, decay_t = m * steps_per_epoch | `if epoch >= m`
+    "lr_milestone_base":     (0,       1),        # src/util/optimizer_scheduler.py + advTrainer.py | train_trades_cifar10.py
 }
 
 
@@ -293,6 +303,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(0 <= cfg.weight_decay < 1, "weight_decay", f"must be in [0, 1), got {cfg.weight_decay}")
     _require(0 <= cfg.momentum < 1, "momentum", f"must be in [0, 1), got {cfg.momentum}")
     _require(0 < cfg.lr_gamma <= 1, "lr_gamma", f"must be in (0, 1], got {cfg.lr_gamma}")
+    _require(cfg.lr_milestone_base in (0, 1), "lr_milestone_base",
+             f"must be 0 (milestones count completed epochs, ADR) or 1 (1-based epochs, official TRADES), "
+             f"got {cfg.lr_milestone_base}")
     _require_epoch_list(cfg.lr_milestones, "lr_milestones", cfg.epochs)
     _require_epoch_list(cfg.snapshot_epochs, "snapshot_epochs", cfg.epochs)
     _require(0 < cfg.awp.gamma <= 1, "awp.gamma",

@@ -7,7 +7,8 @@ The test set is loaded as the checkpoint's stored run config says (dataset, data
 with ``--data-root`` overriding the folder. Every argument problem (missing/truncated/foreign
 checkpoint, weights that do not fit the declared architecture, unknown suite or attack, missing
 dataset, an output that cannot be written) is reported as ONE line on stderr with exit code 2, before
-any attack runs; a write that fails later (full disk) is one line naming the file, exit code 1. A diverged
+any attack runs; a write that fails later (full disk) is one line naming the file, exit code 1, and so is
+AutoAttack running out of GPU memory at a pinned ``aa_batch_size`` (evaluation.AABatchOutOfMemory). A diverged
 model (non-finite logits) is not an error: its JSON says ``status: "diverged"`` (exit 0).
 """
 
@@ -130,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             num_classes=splits.num_classes, landscape_out=args.landscape_out,
         )
     except OSError as e:  # e.g. the disk filled up while attacking: the error names the file
+        print(f"trades-eval: error: {e}", file=sys.stderr)
+        return 1
+    except evaluation.AABatchOutOfMemory as e:  # pinned batch too large for the free GPU memory
         print(f"trades-eval: error: {e}", file=sys.stderr)
         return 1
     nums = ", ".join(f"{k}={doc[k]:.4f}" for k in evaluation.NUMBER_KEYS if isinstance(doc[k], float))

@@ -25,6 +25,7 @@ Conventions (they matter for comparing runs):
   row and Gap. ``worst_case_acc`` counts an example as robust only if every attack the suite ran
   (PGD-10, Square, the ensemble, each component run alone) failed on it; it is never called AutoAttack.
 * Unstable (Tables 2, 4): ``pgd10_acc - square_acc >= unstable_threshold`` (0.08), null without Square.
+* pyautoattack's own reliability checks are recorded by name (``autoattack_flags``; autoattack_eval.collect_flags).
 * A model with non-finite logits gives ``status: "diverged"`` and null numbers instead of a crash.
 """
 
@@ -72,9 +73,12 @@ class SuiteConfig:
     attacks: list[str] = field(default_factory=lambda: ["clean", "pgd10"])
     n_examples: int | None = None  # first n test examples; None = the whole test set
     batch_size: int = 500  # clean / PGD-10 batches (PGD's random start is drawn batch by batch)
-    # AutoAttack batch: null = the largest that fits (on a GPU: start at AA_AUTO_START and halve on
-    # out-of-memory; on the CPU: batch_size). pyautoattack only attacks still-robust examples either way.
-    aa_batch_size: int | None = None
+    # AutoAttack batch. The accuracy depends on it: pyautoattack reseeds every attack at every batch, so the
+    # random starts (and Square's draws) of an example depend on which batch it falls in. A number pins it
+    # (500: the batch of pyautoattack's own examples/eval.py); out-of-memory then stops the evaluation with
+    # AABatchOutOfMemory instead of changing the numbers. null = the largest that fits (on a GPU: start at
+    # AA_AUTO_START and halve on out-of-memory, logged; on the CPU: batch_size); the eval JSON records the batch.
+    aa_batch_size: int | None = 500
     seed: int = 0  # attack seed: PGD random start and every AutoAttack component
     eps: float = 8 / 255
     pgd_steps: int = 10
@@ -268,9 +272,17 @@ def pgd_eval(
 AA_AUTO_START = 4096  # first AutoAttack batch tried on a GPU when aa_batch_size is null
 
 
-def aa_call(fn, rng_device: torch.device, used: dict[str, int], **kw):
-    """Run one pyautoattack call; on CUDA out-of-memory, halve its batch and run it again from scratch
-    (same seed). ``used["aa_batch_size"]`` keeps the batch that worked, so later calls start there."""
+class AABatchOutOfMemory(RuntimeError):
+    """AutoAttack ran out of GPU memory at a pinned ``aa_batch_size``; halving it would change the numbers."""
+
+
+def aa_call(fn, rng_device: torch.device, used: dict[str, Any], *, pinned: bool = False,
+            log=lambda msg: None, **kw):
+    """Run one pyautoattack call. On CUDA out-of-memory: with a ``pinned`` batch raise
+    :class:`AABatchOutOfMemory` (a smaller batch gives other numbers: pyautoattack reseeds per batch);
+    otherwise halve the batch, say so through ``log`` and run the call again from scratch (same seed).
+    ``used["aa_batch_size"]`` keeps the batch that worked, so later calls start there;
+    ``used["aa_batch_halvings"]`` counts the halvings."""
     # pyautoattack reseeds the global RNGs; keep the caller's RNG state untouched
     devices = [rng_device] if rng_device.type == "cuda" else []
     while True:
@@ -278,9 +290,21 @@ def aa_call(fn, rng_device: torch.device, used: dict[str, int], **kw):
             with torch.random.fork_rng(devices=devices):
                 return fn(batch_size=used["aa_batch_size"], **kw)
         except torch.cuda.OutOfMemoryError:
-            if used["aa_batch_size"] == 1:
+            bs = used["aa_batch_size"]
+            if pinned:
+                raise AABatchOutOfMemory(
+                    f"AutoAttack ran out of GPU memory at the pinned aa_batch_size {bs}; it is not halved because "
+                    "the accuracy depends on the batch (pyautoattack reseeds every batch). Free the GPU (fewer jobs "
+                    "on it: jobs_per_gpu) or set the suite's aa_batch_size lower for every run of the study "
+                    "(null: halve on out-of-memory, recorded in the eval JSON)"
+                ) from None
+            if bs == 1:
                 raise
-            used["aa_batch_size"] = max(1, used["aa_batch_size"] // 2)
+            used["aa_batch_size"] = max(1, bs // 2)
+            used["aa_batch_halvings"] = used.get("aa_batch_halvings", 0) + 1
+            log(f"WARNING: AutoAttack out of GPU memory at batch {bs}; retrying from scratch at batch "
+                f"{used['aa_batch_size']} (aa_batch_size null: the batch, and with it the accuracy, depends on "
+                "free memory; recorded in the eval JSON)")
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
@@ -304,6 +328,7 @@ def evaluate_model(
     *,
     device: str | torch.device = "cpu",
     num_classes: int | None = None,
+    log=print,
 ) -> dict[str, Any]:
     """Run ``suite.attacks`` on the examples (x float in [0, 1] or uint8, already the first n).
 
@@ -320,7 +345,8 @@ def evaluate_model(
         num_classes = getattr(getattr(model, "linear", None), "out_features", None)
     res: dict[str, Any] = _empty_result()
     res.update(status="ok", message=None, unstable=None, unstable_threshold=suite.unstable_threshold,
-               autoattack_version=None, autoattack_attacks=None, aa_batch_size=None, timings_s={})
+               autoattack_version=None, autoattack_attacks=None, aa_batch_size=None, aa_batch_pinned=None,
+               aa_batch_halvings=None, autoattack_flags=None, autoattack_flag_messages=None, timings_s={})
     timings = res["timings_s"]
     run = set(suite.attacks)
     aa_settings = suite.aa_settings()
@@ -329,7 +355,7 @@ def evaluate_model(
     every_attack: list[torch.Tensor] = []  # robust flags of every attack run (worst_case_acc)
     aa_versions: list[str] = []
     try:
-        with fp32_precision(), cudnn_benchmark_off():
+        with fp32_precision(), cudnn_benchmark_off(), contextlib.ExitStack() as stack:
             if "clean" in run:
                 t = time.perf_counter()
                 res["clean_acc"] = _acc(clean_flags(model, x, y, bs))
@@ -345,9 +371,12 @@ def evaluate_model(
                 res["fosc"] = float(p["fosc"].double().mean())
                 res["sgcs"] = float(p["sgcs"].double().mean())
                 timings["pgd10"] = time.perf_counter() - t
+            # pyautoattack's own check warnings, by flag name, from every AutoAttack call below
+            aa_flag_log = stack.enter_context(autoattack_eval.collect_flags(log))
             # pyautoattack uses .view() on inputs: give it the standard (contiguous) layout
-            used = {"aa_batch_size": aa_start_batch(suite, x.shape[0], device)}
+            used = {"aa_batch_size": aa_start_batch(suite, x.shape[0], device), "aa_batch_halvings": 0}
             aa_kw = dict(model=model, x=x.contiguous(memory_format=torch.contiguous_format), y=y, used=used,
+                         pinned=suite.aa_batch_size is not None, log=log,
                          settings=aa_settings, device=device, num_classes=num_classes)
             if "autoattack_individual" in run:
                 t = time.perf_counter()
@@ -377,6 +406,10 @@ def evaluate_model(
                 res["worst_case_acc"] = _acc(torch.stack(every_attack).all(dim=0))
             if robust_parts or aa_versions:
                 res["aa_batch_size"] = used["aa_batch_size"]
+                res["aa_batch_pinned"] = suite.aa_batch_size is not None
+                res["aa_batch_halvings"] = used["aa_batch_halvings"]
+                res["autoattack_flags"] = dict(sorted(aa_flag_log.counts.items()))
+                res["autoattack_flag_messages"] = dict(sorted(aa_flag_log.messages.items()))
             if aa_versions:
                 res["autoattack_version"] = "custom" if "custom" in aa_versions else "standard"
                 res["autoattack_attacks"] = list(autoattack_eval.STANDARD_ATTACKS)
@@ -448,7 +481,15 @@ def evaluate_checkpoint(
         "eps": suite.eps,
         "autoattack_version": res["autoattack_version"],
         "autoattack_attacks": res["autoattack_attacks"],
-        "aa_batch_size": res.get("aa_batch_size"),  # the AutoAttack batch that fitted (see SuiteConfig)
+        # the AutoAttack batch used (the accuracy depends on it, see SuiteConfig), whether the suite pinned it,
+        # and how often it was halved on out-of-memory (aa_batch_size null only; > 0: not comparable)
+        "aa_batch_size": res.get("aa_batch_size"),
+        "aa_batch_pinned": res.get("aa_batch_pinned"),
+        "aa_batch_halvings": res.get("aa_batch_halvings"),
+        # pyautoattack's own reliability checks (autoattack_eval.FLAG_MESSAGES): {flag: times raised} over every
+        # AutoAttack call of the suite ({}: checked, none raised; null: no AutoAttack call), and each first message
+        "autoattack_flags": res.get("autoattack_flags"),
+        "autoattack_flag_messages": res.get("autoattack_flag_messages"),
         "paper_columns": PAPER_COLUMNS,
         "suite_config": suite.to_dict(),
         "landscape": landscape_path,
@@ -469,5 +510,5 @@ def evaluate_checkpoint(
 __all__ = [
     "PAPER_COLUMNS", "ATTACK_KEYS", "ATTACK_NAMES", "NUMBER_KEYS", "SuiteConfig", "SuiteError", "builtin_suites",
     "load_suites", "suite_from_dict", "get_suite", "fp32_precision", "resolve_device", "classify", "clean_flags",
-    "pgd_eval", "aa_call", "aa_start_batch", "evaluate_model", "evaluate_checkpoint", "LandscapeConfig",
+    "pgd_eval", "AABatchOutOfMemory", "aa_call", "aa_start_batch", "evaluate_model", "evaluate_checkpoint", "LandscapeConfig",
 ]

@@ -390,6 +390,7 @@ DEFAULTS_TOP = {
     "tables_dir": "tables",
     "figures_dir": "figures",
     "local_gpus": 1,
+    "jobs_per_gpu": 1,
     "landscape_suite": "landscape",
 }
 

@@ -60,9 +60,22 @@ class Interrupted(RuntimeError):
 
 
 def lr_at(cfg: RunConfig, epoch: int) -> float:
-    """Learning rate of (1-based) ``epoch``: decayed by lr_gamma from each milestone epoch on,
-    as the official TRADES code does (``if epoch >= milestone``)."""
-    return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
+    """Learning rate of (1-based) ``epoch``: decayed by lr_gamma once per milestone reached, milestones
+    counted as ``cfg.lr_milestone_base`` says (config.CONVENTIONS). Base 1 (official TRADES,
+    ``if epoch >= m`` with 1-based epochs): the LR drops at epoch m. Base 0 (ADR): timm's
+    MultiStepLRScheduler (0.6.12) stepped after every iteration t with decay_t = m * S gives iteration
+    t + 1 the factor of #{d <= t + 1}, so iteration m * S, the first of 0-based epoch m, is the first
+    decayed one: the LR drops at 1-based epoch m + 1, constant within each epoch."""
+    completed_or_current = epoch - 1 + cfg.lr_milestone_base
+    return cfg.lr * cfg.lr_gamma ** sum(completed_or_current >= m for m in cfg.lr_milestones)
+
+
+def optimizer_nesterov(cfg: RunConfig) -> bool:
+    """The training optimiser's Nesterov flag: ``awp.nesterov`` in AWP runs when set (ADR: plain SGD),
+    else ``nesterov``."""
+    if cfg.awp.enabled and cfg.awp.nesterov is not None:
+        return cfg.awp.nesterov
+    return cfg.nesterov
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,7 +188,7 @@ class Trainer:
                                          if cfg.compile else self.model)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-            nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
+            nesterov=optimizer_nesterov(cfg), weight_decay=cfg.weight_decay,
         )
         self._params = list(self.model.parameters())
         self.awp = (build_awp(cfg.awp.form, self.model, cfg.awp.gamma, cfg.awp.proxy_lr, self.forward_model)

@@ -41,6 +41,8 @@ rule evaluate:
         runtime=lambda w, attempt: PC.eval_runtime_min(w.setting, w.suite) * attempt,
     shell:
         'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; '
+        # the job's own GPU on one machine (trades_instability.gpu_slots); unchanged under SLURM
+        "python -m trades_instability.gpu_slots {resources.gpu} -- "
         "python -m trades_instability eval --checkpoint {input.ckpt} --suite {wildcards.suite} "
         '--suites {input.suites} --data-root "$TRADES_DATA_ROOT" --out {output} > {log} 2>&1'
 
@@ -70,6 +72,7 @@ rule landscape:
         suite=LANDSCAPE_SUITE,
     shell:
         'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; '
+        "python -m trades_instability.gpu_slots {resources.gpu} -- "
         "python -m trades_instability eval --checkpoint {input.ckpt} --suite {params.suite} "
         '--suites {input.suites} --data-root "$TRADES_DATA_ROOT" --out {output.json} '
         "--landscape-out {output.npz} > {log} 2>&1"

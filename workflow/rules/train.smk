@@ -72,7 +72,8 @@ rule train:
         "L={params.run_dir}/train.log; "
         "( python -m trades_instability.pipeline_config prepare-state --config {input.config} --state {params.state} "
         '--log-file "$L" '
-        "&& python -m trades_instability train --config {input.config} --out {params.state} --on-diverge record "
+        "&& python -m trades_instability.gpu_slots {resources.gpu} -- "
+        "python -m trades_instability train --config {input.config} --out {params.state} --on-diverge record "
         '--no-progress --log-file "$L" '
         "&& python -m trades_instability.pipeline_config publish --state {params.state} --run-dir {params.run_dir} "
         '--log-file "$L" '
