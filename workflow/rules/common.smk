@@ -26,3 +26,4 @@ wildcard_constraints:
     seed=r"\d+",
     suite=alternation(SUITES),
     target=alternation(W.agg_targets),
+    grid=alternation(W.grids),

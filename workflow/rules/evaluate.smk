@@ -1,4 +1,5 @@
-# Evaluation of the best (PGD-10 validation) checkpoint of each run with each suite of its setting,
+# Evaluation of the best (PGD-10 validation) and the last-epoch checkpoint of each run with each suite of its setting
+# (one JSON: best at the top level, last under "last"),
 # and the loss landscapes of the settings with `landscape: true` (Figure 1).
 
 
@@ -20,9 +21,10 @@ rule suite_file:
 
 
 rule evaluate:
-    """Clean / PGD-10 (+FOSC, SGCS) / Square / AutoAttack of one run's best checkpoint with one suite."""
+    """Clean / PGD-10 (+FOSC, SGCS) / Square / AutoAttack of one run's best and last checkpoints with one suite."""
     input:
         ckpt=W.run_file("checkpoints/best.pt"),
+        last=W.run_file("checkpoints/last.pt"),
         run=W.run_file("run.json"),
         suites=W.results_file("suites", "{suite}.yaml"),
     output:
@@ -40,8 +42,8 @@ rule evaluate:
         runtime=lambda w, attempt: PC.eval_runtime_min(w.setting, w.suite) * attempt,
     shell:
         'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; '
-        "python -m trades_instability eval --checkpoint {input.ckpt} --suite {wildcards.suite} "
-        '--suites {input.suites} --data-root "$TRADES_DATA_ROOT" --out {output} > {log} 2>&1'
+        "python -m trades_instability eval --checkpoint {input.ckpt} --last-checkpoint {input.last} "
+        '--suite {wildcards.suite} --suites {input.suites} --data-root "$TRADES_DATA_ROOT" --out {output} > {log} 2>&1'
 
 
 rule landscape:
