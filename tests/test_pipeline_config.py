@@ -274,3 +274,13 @@ def test_detection_settings_default_to_all_and_follow_the_key(paper):
     assert set(smoke.paper_settings()) <= set(smoke.settings)
     picked = pc.load(SMOKE, overrides={"detection": {"settings": ["fixed", "default", "fixed"]}})
     assert picked.detection_settings() == ["fixed", "default"]
+
+
+def test_crossarch_rows_name_settings_of_their_architecture():
+    good = pc.load(SMOKE)
+    assert good.grid_settings("crossarch") == ["default", "s_arch_preact", "s_arch_wrn"]
+    assert [good.run_config(s, 0)["arch"] for s in good.grid_settings("crossarch")] == list(run_config_mod.ARCHS)
+    swapped = {"rows": [{"label": "d", "resnet18": "default", "preact-resnet18": "s_arch_wrn", "wrn-34-10": "s_arch_wrn"}]}
+    with pytest.raises(pc.PipelineConfigError, match=r"crossarch.rows\[0\].preact-resnet18: setting 's_arch_wrn' is "
+                                                     r"trained with arch 'wrn-34-10', not 'preact-resnet18'"):
+        pc.load(SMOKE, overrides={"crossarch": swapped})
