@@ -137,3 +137,25 @@ def test_report_helper_reads_our_summary(tmp_path: Path):
     agg.aggregate(runs, 0.08, tmp_path / "summary.csv", tmp_path / "selection.json")
     df = tables.load_summary(tmp_path / "summary.csv")
     assert list(df["unstable"]) == [True, None]
+
+
+def test_last_epoch_columns_beside_the_best_ones(tmp_path: Path):
+    """The eval JSON's "last" (the final epoch's checkpoint) fills the last_* columns with the same merge
+    and the same Unstable rule; the best-checkpoint columns keep their names and values."""
+    last = {"epoch": 3, "clean_acc": 0.6, "pgd10_acc": 0.35, "square_acc": 0.25, "autoattack_acc": None,
+            "fosc": 0.2, "sgcs": 0.5, "unstable": True, "status": "ok"}
+    r = make_run(tmp_path, "s", 0, pgd=0.30, square=0.29, suites=("cheap", "aa"),
+                 extra_eval={"autoattack_acc": 0.2, "last": {**last, "autoattack_acc": 0.22, "square_acc": None}})
+    (Path(r["run_dir"]) / "eval_cheap.json").write_text(json.dumps(
+        {**json.loads((Path(r["run_dir"]) / "eval_cheap.json").read_text()), "last": last}))
+    old = make_run(tmp_path, "old", 0, pgd=0.30, square=0.20)  # an eval JSON without "last"
+    out = tmp_path / "summary.csv"
+    summary, _ = agg.aggregate([r, old], 0.08, out_csv=out)
+    row = agg.load_summary(out).iloc[0]
+    assert row["unstable"] is False and row["pgd10_acc"] == 0.30  # best: 0.30 - 0.29
+    assert row["last_epoch"] == 3 and row["last_pgd10_acc"] == 0.35 and row["last_square_acc"] == 0.25
+    assert row["last_autoattack_acc"] == 0.22 and row["last_fosc"] == 0.2
+    assert row["last_gap_pgd_square"] == pytest.approx(0.10) and row["last_gap_pgd_aa"] == pytest.approx(0.13)
+    assert row["last_unstable"] is True
+    assert list(summary.columns[: len(CONTRACT_COLUMNS)]) == CONTRACT_COLUMNS
+    assert pd.isna(summary.iloc[1]["last_pgd10_acc"]) and summary.iloc[1]["last_unstable"] is None

@@ -30,13 +30,14 @@ def rc(cfg, setting, seed=0):
 
 
 def test_paper_config_counts(paper):
-    assert len(paper.settings) == 30  # 28 for the paper + 2 official_trades settings of the conventions table
+    # 28 for the paper + 2 official_trades settings of the conventions table + 2 architectures of crossarch
+    assert len(paper.settings) == 32
     runs = paper.runs()
-    assert len(runs) == 239 == len(set(runs))
-    conv_only = set(paper.conventions_settings()) - {s for k in ("tables", "figures")
-                                                     for n in paper.raw[k] for s in paper.target_settings(k, n)}
-    assert conv_only == {"conv_official_b3", "conv_official_b1"}
-    assert len([r for r in runs if r[0] not in conv_only]) == 219  # what `paper` trains
+    assert len(runs) == 259 == len(set(runs))
+    extra = (set(paper.conventions_settings()) | set(paper.grid_settings("crossarch"))) - {
+        s for k in ("tables", "figures") for n in paper.raw[k] for s in paper.target_settings(k, n)}
+    assert extra == {"conv_official_b3", "conv_official_b1", "arch_preact_default", "arch_wrn_default"}
+    assert len([r for r in runs if r[0] not in extra]) == 219  # what `paper` trains
     resolved = [yaml.safe_dump(rc(paper, s), sort_keys=True) for s in paper.settings]
     assert len(set(resolved)) == len(resolved), "a setting is a unique set of overrides"
 
@@ -273,9 +274,10 @@ def test_publish_links_outputs(tmp_path: Path):
     pc.publish(state, run)
     for rel in pc.PUBLISHED:
         assert (run / rel).read_text() == (state / rel).read_text()
-    assert not (run / "checkpoints" / "last.pt").exists(), "resume state is never an output"
+    assert "checkpoints/last.pt" in pc.PUBLISHED  # the final epoch, evaluated beside best.pt
     (run / "run.json").unlink()  # snakemake deleting its outputs leaves the state intact
-    assert (state / "run.json").exists()
+    (run / "checkpoints" / "last.pt").unlink()  # the published last.pt is a link: the resume state stays
+    assert (state / "run.json").exists() and (state / "checkpoints" / "last.pt").read_text() == "checkpoints/last.pt"
     (state / "checkpoints" / "best.pt").unlink()
     (state / "run.json").write_text('{"status": "diverged"}')
     with pytest.raises(pc.PipelineConfigError, match="best.pt"):
@@ -284,9 +286,10 @@ def test_publish_links_outputs(tmp_path: Path):
 
 def test_detection_settings_default_to_all_and_follow_the_key(paper):
     # config.yaml: settings: all = every setting the tables and figures read, so the detector never adds
-    # training to `paper`: the conventions-only settings are not in it
+    # training to `paper`: the conventions-only and crossarch-only settings are not in it
     assert paper.detection_settings() == paper.paper_settings()
-    assert set(paper.settings) - set(paper.detection_settings()) == {"conv_official_b1", "conv_official_b3"}
+    assert set(paper.settings) - set(paper.detection_settings()) == {"conv_official_b1", "conv_official_b3",
+                                                                     "arch_preact_default", "arch_wrn_default"}
     assert len(paper.runs(paper.detection_settings())) == 219
     smoke = pc.load(SMOKE)
     assert "detection" not in yaml.safe_load(SMOKE.read_text())  # absent key = all settings
@@ -294,3 +297,13 @@ def test_detection_settings_default_to_all_and_follow_the_key(paper):
     assert set(smoke.paper_settings()) <= set(smoke.settings)
     picked = pc.load(SMOKE, overrides={"detection": {"settings": ["fixed", "default", "fixed"]}})
     assert picked.detection_settings() == ["fixed", "default"]
+
+
+def test_crossarch_rows_name_settings_of_their_architecture():
+    good = pc.load(SMOKE)
+    assert good.grid_settings("crossarch") == ["default", "s_arch_preact", "s_arch_wrn"]
+    assert [good.run_config(s, 0)["arch"] for s in good.grid_settings("crossarch")] == list(run_config_mod.ARCHS)
+    swapped = {"rows": [{"label": "d", "resnet18": "default", "preact-resnet18": "s_arch_wrn", "wrn-34-10": "s_arch_wrn"}]}
+    with pytest.raises(pc.PipelineConfigError, match=r"crossarch.rows\[0\].preact-resnet18: setting 's_arch_wrn' is "
+                                                     r"trained with arch 'wrn-34-10', not 'preact-resnet18'"):
+        pc.load(SMOKE, overrides={"crossarch": swapped})

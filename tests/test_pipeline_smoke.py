@@ -41,7 +41,7 @@ def job_counts(out: str) -> dict[str, int]:
 def smoke(tmp_path_factory) -> tuple[Path, float, str]:
     work = tmp_path_factory.mktemp("smoke")
     t0 = time.perf_counter()
-    r = snakemake(work, "paper", "conventions", "results/summary.csv", "--cores", "2", "--configfile", str(SMOKE),
+    r = snakemake(work, "paper", "conventions", "crossarch", "results/summary.csv", "--cores", "2", "--configfile", str(SMOKE),
                   "--show-failed-logs")
     wall = time.perf_counter() - t0
     print(f"smoke pipeline: {wall:.0f} s")
@@ -119,6 +119,19 @@ def test_smoke_conventions_target(smoke):
     assert pdf.read_bytes()[:5] == b"%PDF-"
 
 
+def test_smoke_crossarch_target(smoke):
+    work = smoke[0]
+    tex = (work / "tables" / "crossarch.tex").read_text()
+    header = re.search(r"^ & Prob.*\\\\$", tex, re.M).group(0)
+    assert [c.strip(" \\") for c in header.split("&")[1:]] == ["Prob.", "Clean", "PGD-10", "AutoAttack", "Gap"]
+    assert _rows(tex) == ["default, ResNet-18", "default, PreActResNet-18", "default, WRN-34-10"]
+    for row in tex.split("\\midrule")[-1].splitlines()[:3]:  # every cell has a number: all 3 settings ran
+        assert "--" not in row, row
+    png, pdf = work / "figures" / "crossarch.png", work / "figures" / "crossarch.pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
 def test_smoke_summary_and_selection(smoke):
     work = smoke[0]
     import json
@@ -135,10 +148,17 @@ def test_smoke_summary_and_selection(smoke):
     assert set(sel["groups"]) == set(cfg["settings"]) and sel["threshold"] == 0.08
     for g in sel["groups"].values():
         assert set(g) >= {"regular", "unstable", "diverged", "self_healing", "representative"}
-    # resume state lives outside the declared outputs
+    # resume state lives outside the declared outputs; the finished run's last.pt is published beside best.pt
     run = work / "results" / "runs" / "default" / "seed0"
     assert (run / "state" / "checkpoints" / "last.pt").exists() and (run / "checkpoints" / "best.pt").exists()
-    assert not (run / "checkpoints" / "last.pt").exists()
+    assert (run / "checkpoints" / "last.pt").read_bytes() == (run / "state" / "checkpoints" / "last.pt").read_bytes()
+    # best and last epoch both evaluated: the eval JSON's "last", summary.csv's last_* columns
+    ev = json.loads((run / "eval_full.json").read_text())
+    assert ev["last"]["epoch"] == 2 and ev["last"]["pgd10_acc"] is not None
+    row = df[(df["setting"] == "default") & (df["seed"] == 0)].iloc[0]
+    assert row["last_epoch"] == 2 and row["last_pgd10_acc"] == ev["last"]["pgd10_acc"]
+    assert df["last_pgd10_acc"].notna().all() and df["last_unstable"].map(lambda v: v in (True, False)).all()
+    assert set(df["arch"]) == {"resnet18", "preact-resnet18", "wrn-34-10"}
 
 
 def test_smoke_rerun_is_a_no_op_and_report(smoke):
@@ -170,6 +190,10 @@ def test_paper_dry_run_lists_every_job(tmp_path: Path):
     r = snakemake(tmp_path, "conventions", "-n", "--quiet", "rules")
     n = job_counts(r.stdout + r.stderr)
     assert r.returncode == 0 and n["conventions"] == 1 and n["train"] == 40  # 4 settings x 10 seeds
+    assert "crossarch" not in n
+    r = snakemake(tmp_path, "crossarch", "-n", "--quiet", "rules")
+    n = job_counts(r.stdout + r.stderr)
+    assert r.returncode == 0 and n["crossarch"] == 1 and n["grid_report"] == 1 and n["train"] == 30  # 3 x 10 seeds
 
 
 def test_one_table_trains_only_its_settings(tmp_path: Path):
@@ -197,7 +221,7 @@ def _two_gpu_trainings(tmp_path: Path, monkeypatch, *extra: str) -> tuple[str, i
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0, 1], "suites": ["cheap"]}}
     cfg["resources"]["train"]["gpu"] = 1
-    for k in ("tables", "figures", "conventions"):
+    for k in ("tables", "figures", "conventions", "crossarch"):
         cfg.pop(k)
     conf = tmp_path / "gpu.yaml"
     conf.write_text(yaml.safe_dump(cfg))
@@ -242,7 +266,7 @@ def test_moving_the_data_or_the_clone_reruns_nothing(tmp_path: Path):
 
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0], "suites": ["cheap"]}}
-    for k in ("tables", "figures", "conventions"):
+    for k in ("tables", "figures", "conventions", "crossarch"):
         cfg.pop(k, None)
     conf = tmp_path / "one.yaml"
     conf.write_text(yaml.safe_dump(cfg))

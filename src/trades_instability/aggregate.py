@@ -34,7 +34,9 @@ SUMMARY_COLUMNS = (
     "max_val_fosc", "noise_batches_total", "run_dir",
     # extras
     "epochs", "epochs_completed", "best_val_pgd_acc", "fosc_threshold", "self_healing",
-    "worst_case_acc", "n_examples", "suites", "eval_status", "convention", "aa_flags",
+    "worst_case_acc", "n_examples", "suites", "eval_status", "convention", "aa_flags", "arch",
+    # the last-epoch checkpoint (eval JSON "last"); the columns above are the best checkpoint's
+    "last_epoch", *(f"last_{k}" for k in EVAL_NUMBERS), "last_gap_pgd_square", "last_gap_pgd_aa", "last_unstable",
 )
 
 RULES = {
@@ -134,8 +136,14 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
                 merged[k] = doc[k]
         eval_status.append(str(doc.get("status", "ok")))
 
+    last: dict[str, Any] = {k: None for k in ("epoch", *EVAL_NUMBERS)}
+    for _suite, doc in evals:  # the same merge for the last-epoch numbers
+        for k, v in (doc.get("last") or {}).items():
+            if k in last and v is not None:
+                last[k] = v
     pgd, sq, aa = _num(merged["pgd10_acc"]), _num(merged["square_acc"]), _num(merged["autoattack_acc"])
     aa_flags = autoattack_flags([doc for _suite, doc in evals])
+    lpgd, lsq, laa = _num(last["pgd10_acc"]), _num(last["square_acc"]), _num(last["autoattack_acc"])
     fix = cfg.get("fix") or {}
     fosc_thr = _num(fix.get("fosc_threshold"))
     if "val_fosc" in epochs.columns and len(epochs):
@@ -179,6 +187,12 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
         "eval_status": " ".join(eval_status),
         "convention": cfg.get("convention"),
         "aa_flags": aa_flags,
+        "arch": cfg.get("arch"),
+        "last_epoch": last["epoch"],
+        **{f"last_{k}": last[k] for k in EVAL_NUMBERS},
+        "last_gap_pgd_square": (lpgd - lsq) if lpgd is not None and lsq is not None else None,
+        "last_gap_pgd_aa": (lpgd - laa) if lpgd is not None and laa is not None else None,
+        "last_unstable": classify(lpgd, lsq, threshold),
     }
     return row, peak
 
@@ -256,7 +270,7 @@ def aggregate(runs: Iterable[Mapping[str, Any]], threshold: float = DEFAULT_THRE
         peaks[(row["setting"], row["seed"])] = peak
     summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     for c in ("unstable", "self_healing", "best_epoch", "batch_size", "epochs", "epochs_completed",
-              "noise_batches_total", "n_examples"):
+              "noise_batches_total", "n_examples", "last_epoch", "last_unstable"):
         summary[c] = summary[c].astype(object)
     selection = select(summary, peaks, threshold)
     healing = {(s, seed) for s, g in selection["groups"].items() for seed in g["self_healing"]}
@@ -298,7 +312,7 @@ def load_summary(path: str | os.PathLike) -> pd.DataFrame:
             return {"true": True, "false": False}.get(v.strip().lower())
         return None
 
-    for c in ("unstable", "self_healing", "awp", "fix"):
+    for c in ("unstable", "self_healing", "awp", "fix", "last_unstable"):
         if c in df.columns:
             df[c] = df[c].map(b).astype(object)
     return df

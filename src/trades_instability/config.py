@@ -24,6 +24,9 @@ PRECISIONS = ("fp32", "bf16")
 BN_MODES = ("eval", "train")
 INIT_DISTS = ("normal", "uniform")
 AWP_FORMS = ("official", "adr")
+# the model registry is models.ARCHITECTURES (name -> builder, source); its names are repeated here so that
+# validating a config does not import torch (models.py checks that both agree)
+ARCHS = ("resnet18", "preact-resnet18", "wrn-34-10")
 
 
 class ConfigError(ValueError):
@@ -93,8 +96,8 @@ class RunConfig:
     drop_last: bool = True  # drop the last incomplete training batch (ADR: 195 steps at batch 256 on 50k)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     # model
-    arch: str = "resnet18"
-    width: int = 64
+    arch: str = "resnet18"  # resnet18 | preact-resnet18 | wrn-34-10 (models.ARCHITECTURES)
+    width: int = 64  # 64 = the published size of every arch; each layer has published x width/64 channels
     normalize_input: bool = True  # the model subtracts the dataset mean / divides by std in forward (ADR)
     # optimisation
     method: str = "trades"  # trades: TPGD inner max; modified: PGD on CE w.r.t. labels (Table 6)
@@ -271,14 +274,13 @@ def validate(cfg: RunConfig) -> RunConfig:
         ("dataset", cfg.dataset, DATASETS), ("method", cfg.method, METHODS), ("val_split", cfg.val_split, VAL_SPLITS),
         ("precision", cfg.precision, PRECISIONS), ("convention", cfg.convention, CONVENTION_NAMES),
         ("attack.init_dist", cfg.attack.init_dist, INIT_DISTS), ("awp.form", cfg.awp.form, AWP_FORMS),
-        ("attack.bn_mode", cfg.attack.bn_mode, BN_MODES),
+        ("attack.bn_mode", cfg.attack.bn_mode, BN_MODES), ("arch", cfg.arch, ARCHS),
     ]:
         _require(value in choices, key, f"must be one of {', '.join(choices)}, got {value!r}")
     # the official loop's repeated clean forward belongs to separate clean/adversarial forwards
     _require(not (cfg.joint_forward and cfg.repeat_clean_forward), "repeat_clean_forward",
              "must be false when joint_forward is true (the repeated clean forward of the official loop "
              "exists only with separate clean and adversarial forwards)")
-    _require(cfg.arch == "resnet18", "arch", f"must be resnet18, got {cfg.arch!r}")
     _require(bool(DEVICE_NAMES.match(cfg.device)), "device",
              f"must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     _require(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")

@@ -439,13 +439,27 @@ def evaluate_checkpoint(
     device: str | torch.device = "cpu",
     num_classes: int | None = None,
     landscape_out: str | Path | None = None,
+    last: tuple[nn.Module, dict] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a loaded checkpoint on the first ``suite.n_examples`` test examples; write the JSON
-    ``out`` (and the landscape .npz when ``landscape_out``) atomically; return the JSON dict."""
+    ``out`` (and the landscape .npz when ``landscape_out``) atomically; return the JSON dict.
+
+    ``last=(model, ckpt)``: the run's last-epoch checkpoint, evaluated with the same suite on the same
+    examples into ``doc["last"]`` (its numbers, ``unstable``, ``status``, ``epoch``); when it is the same
+    epoch as ``ckpt`` it holds the same weights and is not attacked again. ``extra`` is merged into the doc."""
     device = torch.device(device)
     n = images.shape[0] if suite.n_examples is None else min(suite.n_examples, images.shape[0])
     t0 = time.perf_counter()
     res = evaluate_model(model, images[:n], labels[:n], suite, device=device, num_classes=num_classes)
+    last_doc = None
+    if last is not None:
+        last_model, last_ckpt = last
+        same = last_ckpt.get("epoch") is not None and last_ckpt.get("epoch") == ckpt.get("epoch")
+        last_res = res if same else evaluate_model(last_model, images[:n], labels[:n], suite, device=device,
+                                                   num_classes=num_classes)
+        last_doc = {"epoch": last_ckpt.get("epoch"), "same_as_best": same, "status": last_res["status"],
+                    "unstable": last_res["unstable"], **{k: _finite_or_none(last_res[k]) for k in NUMBER_KEYS}}
     landscape_path = None
     if landscape_out is not None:
         lc = suite.landscape
@@ -499,12 +513,17 @@ def evaluate_checkpoint(
         "wall_time_s": wall,
         "examples_per_s": (n / wall) if wall > 0 else None,
         "timings_s": res["timings_s"],
+        **({"last": last_doc} if last_doc is not None else {}),
+        **(extra or {}),
     }
     for key in NUMBER_KEYS:  # JSON has no NaN: a non-finite number (should not happen) becomes null
-        if isinstance(doc[key], float) and not math.isfinite(doc[key]):
-            doc[key] = None
+        doc[key] = _finite_or_none(doc[key])
     artifacts.write_json(out, doc)
     return doc
+
+
+def _finite_or_none(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 __all__ = [

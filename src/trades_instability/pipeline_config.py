@@ -298,9 +298,13 @@ class PipelineConfig:
     # -- tables / figures -------------------------------------------------------------------
     def conventions_settings(self) -> list[str]:
         """Settings named by ``conventions:`` (the conventions table and figure)."""
-        from .conventions_report import convention_settings
+        return self.grid_settings("conventions")
 
-        return convention_settings(self.raw.get("conventions") or {})
+    def grid_settings(self, grid: str) -> list[str]:
+        """Settings named by the side-by-side section ``grid`` (conventions, crossarch; conventions_report.GRIDS)."""
+        from .conventions_report import grid_settings
+
+        return grid_settings(self.raw.get(grid) or {}, grid)
 
     def target_settings(self, kind: str, name: str) -> list[str]:
         """Settings named by ``tables.<name>`` or ``figures.<name>``, in order of appearance."""
@@ -333,6 +337,7 @@ class PipelineConfig:
         factor = 1.0
         if cfg["awp"]["enabled"]:
             factor *= float(r.get("awp_factor", 1.0))
+        factor *= float((r.get("arch_factor") or {}).get(cfg["arch"], 1.0))  # WRN-34-10: ~4x ResNet-18's FLOPs
         if cfg["log_batch_metrics"]:
             factor *= float(r.get("batch_metrics_factor", 1.0))
         if cfg["batch_size"] < 256:
@@ -343,6 +348,7 @@ class PipelineConfig:
         r = self.raw["resources"]["evaluate"]
         ds = self.run_config(setting, 0)["dataset"]
         mins = r["minutes"].get(suite, r["minutes"].get("default", 60))
+        mins *= 2  # the rule evaluates two checkpoints: best.pt and last.pt (the config sizes one)
         return int(mins * float(r.get("dataset_factor", {}).get(ds, 1.0)) + 0.999)
 
 
@@ -544,27 +550,29 @@ def _check_target_needs(cfg: PipelineConfig, fail) -> None:
 
 
 def _check_conventions(cfg: PipelineConfig, fail, need_attack) -> None:
-    """`conventions:` rows name existing settings, each trained under the convention of its column,
-    with PGD-10, Square (Unstable rule) and AutoAttack evaluated."""
-    from .conventions_report import convention_rows
+    """Each side-by-side section (`conventions:`, `crossarch:`; conventions_report.GRIDS): its rows name
+    existing settings, each trained with the run-config value of its column, with PGD-10, Square (Unstable
+    rule) and AutoAttack evaluated."""
+    from .conventions_report import GRIDS, grid_rows
 
-    spec = cfg.raw.get("conventions")
-    if not spec:
-        return
-    try:
-        rows = convention_rows(spec)
-    except ValueError as e:
-        fail(str(e))
-    for i, row in enumerate(rows):
-        for conv in run_config_mod.CONVENTION_NAMES:
-            path, s = f"conventions.rows[{i}].{conv}", row[conv]
-            if s not in cfg.raw["settings"]:
-                fail(f"{path}: unknown setting {s!r}; allowed: {', '.join(cfg.raw['settings'])}")
-            if cfg.run_config(s, 0)["convention"] != conv:
-                fail(f"{path}: setting {s!r} is trained with convention "
-                     f"{cfg.run_config(s, 0)['convention']!r}, not {conv!r}")
-            for attack in ("pgd10", "square", "autoattack"):
-                need_attack(path, s, attack, "the conventions table reports it")
+    for name, grid in GRIDS.items():
+        spec = cfg.raw.get(name)
+        if not spec:
+            continue
+        try:
+            rows = grid_rows(spec, name)
+        except ValueError as e:
+            fail(str(e))
+        for i, row in enumerate(rows):
+            for value in grid.values:
+                path, s = f"{name}.rows[{i}].{value}", row[value]
+                if s not in cfg.raw["settings"]:
+                    fail(f"{path}: unknown setting {s!r}; allowed: {', '.join(cfg.raw['settings'])}")
+                have = cfg.run_config(s, 0)[grid.run_key]
+                if have != value:
+                    fail(f"{path}: setting {s!r} is trained with {grid.run_key} {have!r}, not {value!r}")
+                for attack in ("pgd10", "square", "autoattack"):
+                    need_attack(path, s, attack, f"the {name} table reports it")
 
 
 # --------------------------------------------------------------------------------- data check
@@ -699,7 +707,7 @@ def prepare_state(config: str | Path, state: str | Path) -> str:
     return msg
 
 
-PUBLISHED = ("run.json", "epochs.csv", "batches.csv", "checkpoints/best.pt")
+PUBLISHED = ("run.json", "epochs.csv", "batches.csv", "checkpoints/best.pt", "checkpoints/last.pt")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -718,7 +726,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def publish(state: str | Path, run_dir: str | Path) -> list[str]:
     """Expose the finished run's artifacts at their contract paths in ``run_dir`` (hard links when
-    possible, else copies): run.json, epochs.csv, batches.csv, checkpoints/best.pt. ``run.json`` is
+    possible, else copies): run.json, epochs.csv, batches.csv, checkpoints/best.pt and checkpoints/last.pt
+    (the final epoch's model, evaluated beside best.pt). ``run.json`` is
     placed last. Raises PipelineConfigError when the trainer produced no run.json or no best.pt."""
     state, run_dir = Path(state), Path(run_dir)
     info_path = state / "run.json"

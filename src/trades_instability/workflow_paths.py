@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from .figures import figure_files, figure_settings
+from .conventions_report import GRIDS
 from .pipeline_config import PipelineConfig
+
+GRID_NAMES = tuple(GRIDS)  # side-by-side targets: conventions, crossarch
 
 # environment variables the shell commands of the rules read (set by export_job_env)
 ENV_SRC = "TRADES_SRC"  # the library (src/), prepended to PYTHONPATH of every job
@@ -66,8 +69,8 @@ class WorkflowPaths:
         # targets with their own aggregation (results/aggregate/{target}/). "comparison" and "detection"
         # read the settings of the paper's tables and figures only (detection: unless detection.settings
         # names others), so that `paper` never trains what only the conventions target needs
-        self.agg_targets = (self.tables + self.figures + ["comparison", "detection"]
-                            + (["conventions"] if pc.raw.get("conventions") else []))
+        self.grids = [g for g in GRID_NAMES if pc.raw.get(g)]  # side-by-side targets: conventions, crossarch
+        self.agg_targets = self.tables + self.figures + ["comparison", "detection"] + self.grids
 
     # -- outputs --------------------------------------------------------------------------------
     def table_file(self, name: str) -> str:
@@ -84,6 +87,10 @@ class WorkflowPaths:
 
     def results_file(self, *parts: str) -> str:
         return os.path.join(self.results, *parts)
+
+    def grid_targets(self, grid: str) -> list[str]:
+        """What target ``grid`` (conventions, crossarch) builds: its table and its figure (PDF + PNG)."""
+        return [self.table_file(f"{grid}.tex"), self.figure_file(f"{grid}.pdf"), self.figure_file(f"{grid}.png")]
 
     def paper_targets(self) -> list[str]:
         """Everything rule `paper` builds: tables, comparison, figures (PDF + PNG), the FOSC detector."""
@@ -160,11 +167,11 @@ class WorkflowPaths:
         ]
 
     def target_settings(self, target: str) -> list[str]:
-        """Settings named by tables.<target> / figures.<target>, detection.settings or `conventions:`."""
+        """Settings named by tables.<target> / figures.<target>, detection.settings, `conventions:` or `crossarch:`."""
         if target == "detection":
             return self.pc.detection_settings()
-        if target == "conventions":
-            return self.pc.conventions_settings()
+        if target in GRID_NAMES:
+            return self.pc.grid_settings(target)
         if target == "comparison":
             return self.pc.paper_settings(tables_only=True)
         kind = "tables" if target.startswith("table") else "figures"

@@ -27,3 +27,4 @@ wildcard_constraints:
     suite=alternation(SUITES),
     target=alternation(W.agg_targets),
     dataset=alternation(W.datasets),
+    grid=alternation(W.grids),

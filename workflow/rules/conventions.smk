@@ -1,32 +1,47 @@
-# Beyond the paper: tables/conventions.tex + figures/conventions.pdf/.png, the settings of config
-# `conventions:` under each code convention (trades_instability.conventions_report). A target of its own:
-# `paper` does not need it. Reads the per-target aggregation results/aggregate/conventions/.
+# Beyond the paper, targets of their own (`paper` does not need them): side-by-side comparisons of the same
+# settings under each value of one run-config key (trades_instability.conventions_report.GRIDS):
+#   conventions  tables/conventions.tex + figures/conventions.pdf/.png  (config `conventions:`, key convention)
+#   crossarch    tables/crossarch.tex + figures/crossarch.pdf/.png      (config `crossarch:`, key arch)
+# Each reads its per-target aggregation results/aggregate/{grid}/.
 
 
 rule conventions:
-    """P(Unstable) and Clean / PGD-10 / AutoAttack / Gap per setting under each convention."""
+    """P(Unstable) and Clean / PGD-10 / AutoAttack / Gap per setting under each code convention."""
     input:
-        **W.aggregation_of("conventions"),
+        W.grid_targets("conventions"),
+    localrule: True
+
+
+rule crossarch:
+    """P(Unstable) and Clean / PGD-10 / AutoAttack / Gap of the default setting on each architecture."""
+    input:
+        W.grid_targets("crossarch"),
+    localrule: True
+
+
+rule grid_report:
+    """Table and figure of one side-by-side comparison (conventions, crossarch)."""
+    input:
+        summary=W.summary_for("{grid}"),
+        selection=W.selection_for("{grid}"),
     output:
-        tex=report(
-            W.table_file("conventions.tex"), category="Tables", labels={"table": "conventions", "format": "LaTeX"}
-        ),
+        tex=report(W.table_file("{grid}.tex"), category="Tables", labels={"table": "{grid}", "format": "LaTeX"}),
         pdf=report(
-            W.figure_file("conventions.pdf"),
+            W.figure_file("{grid}.pdf"),
             category="Figures",
             subcategory="PDF",
-            labels={"figure": "conventions", "format": "PDF"},
+            labels={"figure": "{grid}", "format": "PDF"},
         ),
         png=report(
-            W.figure_file("conventions.png"),
+            W.figure_file("{grid}.png"),
             category="Figures",
             subcategory="PNG",
-            labels={"figure": "conventions", "format": "PNG"},
+            labels={"figure": "{grid}", "format": "PNG"},
         ),
     log:
-        "logs/tables/conventions.log",
+        "logs/tables/{grid}.log",
     benchmark:
-        "benchmarks/tables/conventions.tsv"
+        "benchmarks/tables/{grid}.tsv"
     localrule: True
     conda:
         ENV
@@ -35,7 +50,7 @@ rule conventions:
         mem_mb=2000,
         runtime=15,
     params:
-        spec=lambda wildcards: config.get("conventions") or {},
+        spec=lambda wildcards: config.get(wildcards.grid) or {},
         template_dir=W.templates_dir,
     script:
-        "../scripts/render_conventions.py"
+        "../scripts/render_grid.py"

@@ -1,4 +1,5 @@
-# Evaluation of the best (PGD-10 validation) checkpoint of each run with each suite of its setting,
+# Evaluation of the best (PGD-10 validation) and the last-epoch checkpoint of each run with each suite of its setting
+# (one JSON: best at the top level, last under "last"),
 # and the loss landscapes of the settings with `landscape: true` (Figure 1).
 
 
@@ -20,10 +21,11 @@ rule suite_file:
 
 
 rule evaluate:
-    """Clean / PGD-10 (+FOSC, SGCS) / Square / AutoAttack of one run's best checkpoint with one suite."""
+    """Clean / PGD-10 (+FOSC, SGCS) / Square / AutoAttack of one run's best and last checkpoints with one suite."""
     input:
         unpack(W.data_input),
         ckpt=W.run_file("checkpoints/best.pt"),
+        last=W.run_file("checkpoints/last.pt"),
         run=W.run_file("run.json"),
         suites=W.results_file("suites", "{suite}.yaml"),
     output:
@@ -43,8 +45,8 @@ rule evaluate:
         'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; '
         # the job's own GPU on one machine (trades_instability.gpu_slots); unchanged under SLURM
         "python -m trades_instability.gpu_slots {resources.gpu} -- "
-        "python -m trades_instability eval --checkpoint {input.ckpt} --suite {wildcards.suite} "
-        '--suites {input.suites} --data-root "$TRADES_DATA_ROOT" --out {output} > {log} 2>&1'
+        "python -m trades_instability eval --checkpoint {input.ckpt} --last-checkpoint {input.last} "
+        '--suite {wildcards.suite} --suites {input.suites} --data-root "$TRADES_DATA_ROOT" --out {output} > {log} 2>&1'
 
 
 rule landscape:

@@ -7,7 +7,7 @@
 #                          run_config.yaml (the config it was started with)
 #   train.log              the messages of every attempt (appended by each step itself; {log} holds the
 #                          last attempt's whole output, tracebacks included)
-#   run.json, epochs.csv, batches.csv, checkpoints/best.pt
+#   run.json, epochs.csv, batches.csv, checkpoints/best.pt, checkpoints/last.pt (final epoch)
 #                          the DECLARED outputs: hard links (or copies) of the files in state/, made
 #                          only after the trainer finished (pipeline_config publish)
 #
@@ -50,6 +50,7 @@ rule train:
         epochs=W.run_file("epochs.csv"),
         batches=W.run_file("batches.csv"),
         best=W.run_file("checkpoints/best.pt"),
+        last=W.run_file("checkpoints/last.pt"),
     log:
         "logs/train/{setting}/seed{seed}.log",
     benchmark:
