@@ -1,4 +1,4 @@
-"""Tiny fake aggregation outputs in the CONTRACTS.md formats, for the table/figure tests.
+"""Tiny fake aggregation outputs in aggregate.py's formats (summary.csv, selection.json), for the table/figure tests.
 
 ``make_fake_results(root)`` writes ``root/results/summary.csv``, ``root/results/selection.json``
 and, per run, ``runs/{setting}/seed{seed}/epochs.csv``, ``batches.csv``, ``landscape.npz``,

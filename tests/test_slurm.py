@@ -91,7 +91,7 @@ def _slurm_env(cluster: SlurmCluster, wrappers: bool = True, **extra: str) -> di
 
 def _snakemake(workdir: Path, *targets: str, slurm: bool, extra: tuple = (), configfile: Path | None = CONFIG,
                snakefile: Path = SNAKEFILE) -> list[str]:
-    # targets first, --configfile (nargs +) last: see DESIGN.md "Put the target before --resources"
+    # targets first, --configfile (nargs +) last: README "Running the pipeline": targets before --config / --resources
     cmd = [sys.executable, "-m", "snakemake", *targets, "--snakefile", str(snakefile), "--directory", str(workdir)]
     cmd += SLURM_ARGS if slurm else ["--cores", "2", "--resources", "gpu=1"]
     cmd += list(extra)

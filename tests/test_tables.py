@@ -1,4 +1,4 @@
-"""Tables 1-7 and the paper comparison rendered from fake aggregation outputs (CONTRACTS.md formats)."""
+"""Tables 1-7 and the paper comparison rendered from fake aggregation outputs (aggregate.py's formats)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ EVAL_NUMBERS = (
     "fosc", "sgcs",
 )
 SUMMARY_COLUMNS = (
-    # contract columns (CONTRACTS.md), in this order
+    # contract columns (what tables, figures and detection read), in this order
     "setting", "seed", "dataset", "method", "beta", "batch_size", "lr", "lr_milestones", "awp", "fix",
     "status", "best_epoch",
     *EVAL_NUMBERS, "gap_pgd_square", "gap_pgd_aa", "unstable",

@@ -2,7 +2,7 @@
 
 ``render_figure(name, spec, summary, selection, run_dirs, out_pdf)`` writes ``out_pdf`` and a PNG with
 the same stem beside it. ``run_dirs`` maps ``(setting, seed)`` to a run directory holding
-``epochs.csv``, ``batches.csv`` and ``landscape.npz`` (CONTRACTS.md formats). Which seeds are drawn
+``epochs.csv``, ``batches.csv`` and ``landscape.npz`` (the formats of run_files.py and landscape.py). Which seeds are drawn
 is decided by selection.json (representative Regular / Unstable / self-healing seeds), never by hand.
 Whatever is missing (no Unstable seed, no self-healing run, a log without batch metrics) becomes a
 panel that says ``none: ...`` instead of an error, so a small smoke run still renders every figure.
@@ -386,7 +386,7 @@ def figure_settings(name: str, spec: Mapping) -> list[str]:
     out = []
     for key in _BUILDERS[name][1]:
         if key not in (spec or {}):
-            raise ValueError(f"config key 'figures.{name}.{key}' is missing (see CONTRACTS.md figures: section)")
+            raise ValueError(f"config key 'figures.{name}.{key}' is missing (see config.yaml's figures: section)")
         if spec[key] not in out:
             out.append(spec[key])
     return out

@@ -180,7 +180,7 @@ def load_summary(summary: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
     """summary.csv as a DataFrame with ``seed`` int, ``unstable`` as True/False/None, ``status`` str."""
     df = summary.copy() if isinstance(summary, pd.DataFrame) else pd.read_csv(summary)
     if "setting" not in df.columns or "seed" not in df.columns:
-        raise ValueError("summary needs the columns 'setting' and 'seed' (CONTRACTS.md summary.csv)")
+        raise ValueError("summary needs the columns 'setting' and 'seed' (the summary.csv columns of aggregate.py)")
     df["setting"] = df["setting"].astype(str)
     df["seed"] = pd.to_numeric(df["seed"], errors="raise").astype(int)
     if "unstable" in df.columns:
@@ -310,7 +310,7 @@ def prob_cell(rows: pd.DataFrame, selection: dict, what: str = "") -> Cell:
 # --------------------------------------------------------------------------- table builders
 def _require(spec: Mapping, key: str, name: str) -> Any:
     if not isinstance(spec, Mapping) or key not in spec:
-        raise ValueError(f"config key 'tables.{name}.{key}' is missing (see CONTRACTS.md tables: section)")
+        raise ValueError(f"config key 'tables.{name}.{key}' is missing (see config.yaml's tables: section)")
     return spec[key]
 
 

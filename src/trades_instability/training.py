@@ -336,7 +336,7 @@ class Trainer:
         return self._stop_signal is not None
 
     # -- one epoch -----------------------------------------------------------------------------
-    # Hot-loop policy (see DESIGN.md "Performance principles"): the dataset stays on the device and is
+    # Hot-loop policy (README "Performance"): the dataset stays on the device and is
     # augmented there batch by batch; epoch statistics are accumulated in device tensors (no per-step
     # .item()/float(), so the host never waits for the accelerator); a non-finite loss or gradient is
     # detected every FINITE_CHECK_EVERY steps and at the end of the epoch (one host sync each), and the
