@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last-checkpoint", default=None, help="with --checkpoint: the same run's last-epoch checkpoint, "
                    "evaluated with the same suite into the JSON's 'last'")
     f = p.add_argument_group("foreign models (--state-dict, --robustbench)")
-    f.add_argument("--dataset", default="cifar10", choices=[d for d in DATASETS], help="test set (default cifar10)")
+    f.add_argument("--dataset", default="cifar10", choices=list(DATASETS), help="test set (default cifar10)")
     f.add_argument("--arch", choices=ARCH_NAMES, help="architecture of --state-dict")
     f.add_argument("--num-classes", type=int, help="classes of --state-dict")
     f.add_argument("--width", type=int, default=64, help="width of --state-dict (64 = published size)")
