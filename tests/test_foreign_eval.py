@@ -136,6 +136,7 @@ def test_robustbench_cache_layout_and_dataset_check(tmp_path):
 
 @pytest.mark.skipif(not HAVE_ROBUSTBENCH, reason=NO_ROBUSTBENCH)
 def test_robustbench_model_loads_from_a_local_file_without_network(tmp_path):
+    foreign_models.require_robustbench()  # makes robustbench importable beside PyPI's pyautoattack
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 

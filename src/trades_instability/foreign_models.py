@@ -83,8 +83,27 @@ def robustbench_cache_file(cache_dir: str | Path, name: str, dataset: str) -> Pa
     return Path(cache_dir) / dataset / ROBUSTBENCH_THREAT_MODEL / f"{name}.pt"
 
 
+def _alias_autoattack() -> None:
+    """robustbench 1.1.1 imports the official AutoAttack as ``autoattack`` (its git install's name), but its
+    PyPI requirement ``pyautoattack`` installs the same code as ``pyautoattack``: register that module under the
+    name robustbench imports (only where no ``autoattack`` is installed)."""
+    import importlib.util
+    import sys
+
+    if "autoattack" in sys.modules or importlib.util.find_spec("autoattack") is not None:
+        return
+    try:
+        import pyautoattack
+        import pyautoattack.state
+    except ImportError:
+        return
+    sys.modules["autoattack"] = pyautoattack
+    sys.modules["autoattack.state"] = pyautoattack.state
+
+
 def require_robustbench():
     """robustbench.utils.load_model, or ForeignModelError saying how to install it."""
+    _alias_autoattack()
     try:
         from robustbench.utils import load_model
     except ImportError as e:
