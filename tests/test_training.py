@@ -423,18 +423,19 @@ def test_compile_watch_reports_the_recompile_limit_in_the_run_log():
     """The detection path on a real dynamo recompile-limit hit (eager backend: no C++ compiler needed)."""
     import torch._dynamo
 
-    from trades_instability.runtime import COMPILE_RECOMPILE_LIMIT, compile_watch
+    from trades_instability.runtime import COMPILE_RECOMPILE_LIMIT, compile_watch, recompile_limit_key
 
     messages = []
     f = torch.compile(lambda x, k: x * k, backend="eager", dynamic=False)
-    default = torch._dynamo.config.recompile_limit
+    key = recompile_limit_key()  # torch < 2.6 calls it cache_size_limit
+    default = getattr(torch._dynamo.config, key)
     with compile_watch(True, messages.append) as watch:
-        assert torch._dynamo.config.recompile_limit == max(COMPILE_RECOMPILE_LIMIT, default)
-        with torch._dynamo.config.patch(recompile_limit=2):
+        assert getattr(torch._dynamo.config, key) == max(COMPILE_RECOMPILE_LIMIT, default)
+        with torch._dynamo.config.patch(**{key: 2}):
             for k in range(5):  # each constant k is a new guard: recompiles 1, 2, then the limit
                 f(torch.ones(2), k)
-    assert watch.hits >= 1 and len(messages) == 1 and "recompile_limit" in messages[0]
-    assert torch._dynamo.config.recompile_limit == default
+    assert watch.hits >= 1 and len(messages) == 1 and key in messages[0]
+    assert getattr(torch._dynamo.config, key) == default
 
 
 def test_resume_accepts_a_checkpoint_written_before_a_key_existed(tmp_path, tiny_run_config):

@@ -100,6 +100,13 @@ def cudnn_benchmark_off():
 COMPILE_RECOMPILE_LIMIT = 64  # torch's default, 8, is below the forward variants of one training run
 
 
+def recompile_limit_key() -> str:
+    """dynamo's name for the recompile limit: ``recompile_limit`` (torch >= 2.6), ``cache_size_limit`` before."""
+    import torch._dynamo
+
+    return "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+
+
 class _RecompileLimitHit(logging.Handler):
     def __init__(self, log):
         super().__init__(logging.WARNING)
@@ -107,7 +114,7 @@ class _RecompileLimitHit(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
-        if "hit config." in msg and "recompile_limit" in msg:
+        if "hit config." in msg and ("recompile_limit" in msg or "cache_size_limit" in msg):
             self.hits += 1
             if self.hits == 1:
                 first = msg.splitlines()[0]
@@ -132,8 +139,8 @@ def compile_watch(enabled: bool, log=print):
     logger = logging.getLogger("torch._dynamo.convert_frame")
     logger.addHandler(handler)
     try:
-        with torch._dynamo.config.patch(recompile_limit=max(COMPILE_RECOMPILE_LIMIT,
-                                                            torch._dynamo.config.recompile_limit)):
+        key = recompile_limit_key()
+        with torch._dynamo.config.patch(**{key: max(COMPILE_RECOMPILE_LIMIT, getattr(torch._dynamo.config, key))}):
             yield handler
     finally:
         logger.removeHandler(handler)
