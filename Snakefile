@@ -14,7 +14,7 @@
 # GPUs on one machine: every training / evaluation / landscape job claims the resource gpu=1 (one slot).
 # Local runs have N GPUs (--resources gpu=N, else config local_gpus, default 1) with jobs_per_gpu slots
 # each (config, default 1): the global limit becomes gpu=N x jobs_per_gpu, and each job takes a slot of
-# its own GPU (trades_instability.gpu_slots: a flock lease, CUDA_VISIBLE_DEVICES set per job). On a
+# its own GPU (trades_instability.workflow.gpu_slots: a flock lease, CUDA_VISIBLE_DEVICES set per job). On a
 # cluster (--jobs/--executor, e.g. the SLURM profile) no limit is set: the scheduler places the jobs
 # and sets CUDA_VISIBLE_DEVICES.
 import json
@@ -31,7 +31,9 @@ from snakemake_interface_executor_plugins.settings import ExecMode
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also without `pip install -e .`
-from trades_instability import gpu_slots, pipeline_config, slurm_site  # noqa: E402
+from trades_instability.workflow import gpu_slots  # noqa: E402
+from trades_instability.config import pipeline as pipeline_config
+from trades_instability.workflow import slurm_site
 
 # ---------------------------------------------------------------------------- config + validation
 if not workflow.config_settings.configfiles:
@@ -120,7 +122,7 @@ onstart:
             _fetching.add(_w["dataset"])
     try:
         pipeline_config.check_data_available(PC, _needed, fetching=_fetching)
-        # SLURM executor only: job status without accounting, account noise, SLURM_CONF (slurm_site.py)
+        # SLURM executor only: job status without accounting, account noise, SLURM_CONF (workflow/slurm_site.py)
         slurm_site.on_start(workflow, logger, Path(workflow.basedir) / "workflow/profiles/slurm/bin")
     except (pipeline_config.PipelineConfigError, slurm_site.SlurmSiteError) as e:
         raise WorkflowError(str(e)) from None

@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture
 def tiny_run_config():
     """A run config small enough to train an epoch in about a second on one CPU core."""
-    from trades_instability.config import from_dict
+    from trades_instability.config.run import from_dict
 
     def make(**overrides):
         base = {

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from trades_instability.artifacts import (
+from trades_instability.rundir.files import (
     CheckpointError, atomic_path, atomic_write_text, load_checkpoint, load_model, read_json, save_checkpoint, write_json,
 )
-from trades_instability.models import build_model
+from trades_instability.core.models import build_model
 
 
 def test_a_writer_that_dies_leaves_the_old_file_and_no_temporary(tmp_path):

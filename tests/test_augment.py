@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trades_instability.augment import augment_batch, crop_flip, draw_params
+from trades_instability.data.augment import augment_batch, crop_flip, draw_params
 
 
 def _reference(x: torch.Tensor, dy: int, dx: int, flip: bool, padding: int) -> torch.Tensor:

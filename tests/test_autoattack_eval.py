@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from trades_instability import autoattack_eval, evaluation
-from trades_instability.autoattack_eval import AASettings
+from trades_instability.evaluate import autoattack as autoattack_eval
+from trades_instability.evaluate import suite as evaluation
+from trades_instability.evaluate.autoattack import AASettings
 
 EPS = 8 / 255
 SMALL = dict(apgd_iters=5, fab_iters=5, n_target_classes=2, square_queries=30)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from trades_instability import bench
+from trades_instability.tools import bench
 
 
 def _table(out: str, first_header: str) -> list[list[str]]:

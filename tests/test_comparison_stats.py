@@ -1,4 +1,4 @@
-"""Verdicts of the paper comparison (trades_instability.comparison_stats) against hand-computed answers."""
+"""Verdicts of the paper comparison (trades_instability.report.comparison_stats) against hand-computed answers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from trades_instability import comparison_stats as CS
-from trades_instability import tables as T
+from trades_instability.report import comparison_stats as CS
+from trades_instability.report import tables as T
 
 
 def test_fisher_known_p_values():

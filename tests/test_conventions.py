@@ -19,14 +19,16 @@ import pytest
 import torch
 from torch import nn
 
-from trades_instability import artifacts, attacks, bench
-from trades_instability.awp import ADRAWP, running_stats_frozen
-from trades_instability.config import CONVENTIONS, ConfigError, RunConfig, convention_preset, from_dict
-from trades_instability.data import load_splits
-from trades_instability.eval_cli import load_checkpoint_with_data
-from trades_instability.losses import trades_parts
-from trades_instability.models import DATASET_STATS, build_model
-from trades_instability.training import Trainer, validate
+from trades_instability.rundir import files as artifacts
+from trades_instability.core import attacks
+from trades_instability.tools import bench
+from trades_instability.core.awp import ADRAWP, running_stats_frozen
+from trades_instability.config.run import CONVENTIONS, ConfigError, RunConfig, convention_preset, from_dict
+from trades_instability.data.datasets import load_splits
+from trades_instability.evaluate.cli import load_checkpoint_with_data
+from trades_instability.core.losses import trades_parts
+from trades_instability.core.models import DATASET_STATS, build_model
+from trades_instability.train.loop import Trainer, validate
 
 
 def _cfg(convention: str, **over) -> RunConfig:
@@ -256,7 +258,7 @@ def test_tpgd_start_distribution():
 
 
 def test_validation_pgd_starts_uniformly_in_the_eps_ball(tmp_path, monkeypatch):
-    import trades_instability.training as training
+    import trades_instability.train.loop as training
 
     starts = []
     real = attacks.pgd

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _report_fakes import make_fake_results
-from trades_instability.conventions_report import (
+from trades_instability.report.grids import (
     build_conventions,
     convention_settings,
     render_conventions_figure,
@@ -60,7 +60,7 @@ def test_bad_spec_names_the_key():
 
 
 def test_crossarch_is_the_same_report_over_architectures(fake, tmp_path):
-    from trades_instability.conventions_report import GRIDS, build_grid, grid_settings, render_grid_figure, render_grid_table
+    from trades_instability.report.grids import GRIDS, build_grid, grid_settings, render_grid_figure, render_grid_table
 
     spec = {"rows": [{"label": "default", "resnet18": "default", "preact-resnet18": "fixed", "wrn-34-10": "lrsched_b1"}]}
     assert GRIDS["crossarch"].run_key == "arch" and grid_settings(spec, "crossarch") == ["default", "fixed", "lrsched_b1"]

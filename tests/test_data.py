@@ -14,8 +14,8 @@ import torch
 import torchvision.datasets as tvd
 from PIL import Image
 
-from trades_instability import data as D
-from trades_instability.config import RunConfig, SyntheticConfig
+from trades_instability.data import datasets as D
+from trades_instability.config.run import RunConfig, SyntheticConfig
 
 
 def _md5(path: Path) -> str:

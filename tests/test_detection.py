@@ -1,4 +1,4 @@
-"""FOSC as a detector (trades_instability.detection) on constructed runs with known answers."""
+"""FOSC as a detector (trades_instability.report.detection) on constructed runs with known answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from _report_fakes import make_fake_results
 
-from trades_instability import detection as D
+from trades_instability.report import detection as D
 
 
 def trace(setting, seed, unstable, fosc, best_epoch=None, threshold=0.1):

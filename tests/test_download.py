@@ -1,6 +1,6 @@
-"""trades_instability.download and the workflow's download rule, without network: archives in the real
+"""trades_instability.data.download and the workflow's download rule, without network: archives in the real
 formats written by the tests (a tiny cifar-100-python tar.gz read back by torchvision's CIFAR100 loader
-through data.py, a tiny tiny-imagenet-200 zip), served from 127.0.0.1 or refused there."""
+through data/datasets.py, a tiny tiny-imagenet-200 zip), served from 127.0.0.1 or refused there."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ import torchvision.datasets as tvd
 import yaml
 from test_data import cfg_for, patch_md5, write_cifar100, write_tiny
 
-from trades_instability import data as D
-from trades_instability import download as DL
+from trades_instability.data import datasets as D
+from trades_instability.data import download as DL
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "tests" / "configs" / "smoke.yaml"
@@ -111,7 +111,7 @@ def test_cifar100_archive_is_verified_extracted_and_loadable(tmp_path, monkeypat
     assert rec["action"] == "extracted" and rec["path"] == str((root / "cifar-100-python").resolve())
     assert rec["md5"] == src.md5 and rec["dataset"] == "cifar100"
     assert not list(root.glob(".cifar-100-python.extract-*"))
-    s = D.load_splits(cfg_for("cifar100", root, download=False))  # torchvision's CIFAR100 loader via data.py
+    s = D.load_splits(cfg_for("cifar100", root, download=False))  # torchvision's CIFAR100 loader via data/datasets.py
     assert torch.equal(s.train.images, torch.from_numpy(tr.reshape(-1, 3, 32, 32)))
     assert torch.equal(s.test.labels, torch.from_numpy(te_lab))
     assert DL.ensure(src, root, fetch=False)["action"] == "verified"  # second time: nothing to do

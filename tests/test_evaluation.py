@@ -8,8 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from trades_instability import artifacts, attacks, data, eval_cli, evaluation, metrics, models
-from trades_instability.config import RunConfig, SyntheticConfig, from_dict
+from trades_instability.rundir import files as artifacts
+from trades_instability.core import attacks
+from trades_instability.data import datasets as data
+from trades_instability.evaluate import cli as eval_cli
+from trades_instability.evaluate import suite as evaluation
+from trades_instability.core import metrics
+from trades_instability.core import models
+from trades_instability.config.run import RunConfig, SyntheticConfig, from_dict
 
 EPS = 8 / 255
 K = 10
@@ -235,7 +241,7 @@ def test_cli_bad_arguments(tmp_path, capsys):
 
 def _tight_memory(monkeypatch, limit):
     """Make pyautoattack calls fail with CUDA out-of-memory above ``limit`` examples per batch (no GPU here)."""
-    from trades_instability import autoattack_eval
+    from trades_instability.evaluate import autoattack as autoattack_eval
 
     seen = []
     real = autoattack_eval.run_individual

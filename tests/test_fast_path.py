@@ -16,11 +16,12 @@ import copy
 import pytest
 import torch
 
-from trades_instability import bench, training
-from trades_instability.augment import crop_flip, draw_params
-from trades_instability.config import from_dict
-from trades_instability.data import load_splits
-from trades_instability.training import Diverged, Trainer
+from trades_instability.tools import bench
+from trades_instability.train import loop as training
+from trades_instability.data.augment import crop_flip, draw_params
+from trades_instability.config.run import from_dict
+from trades_instability.data.datasets import load_splits
+from trades_instability.train.loop import Diverged, Trainer
 
 
 def _cfg(**over):
@@ -232,8 +233,8 @@ def test_compiled_trainer_trains_resumes_and_logs_metrics(tmp_path, tiny_run_con
     import csv
     import math
 
-    from trades_instability.artifacts import load_checkpoint, load_model
-    from trades_instability.training import Interrupted
+    from trades_instability.rundir.files import load_checkpoint, load_model
+    from trades_instability.train.loop import Interrupted
 
     cfg = tiny_run_config(epochs=2, compile=True)
     with pytest.raises(Interrupted):

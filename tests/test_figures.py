@@ -13,7 +13,7 @@ import pytest
 import yaml
 from _report_fakes import make_fake_results
 
-from trades_instability import figures as F
+from trades_instability.report import figures as F
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -114,7 +114,7 @@ def test_fosc_threshold_sources(tmp_path):
 
 
 def test_figure_settings_files_and_run_dirs():
-    """What the workflow's figure inputs are built from (trades_instability.workflow_paths)."""
+    """What the workflow's figure inputs are built from (trades_instability.workflow.paths)."""
     assert F.figure_settings("figure6", {"unstable": "default", "fixed": "fixed"}) == ["default", "fixed"]
     assert F.figure_settings("figure7", {"unstable": "a", "regular": "a"}) == ["a"]
     with pytest.raises(ValueError, match="figures.figure6.fixed"):
@@ -127,7 +127,7 @@ def test_figure_settings_files_and_run_dirs():
 
 
 def test_snakemake_figure_inputs_are_every_seed(tmp_path):
-    """The workflow's figure rule (inputs: trades_instability.workflow_paths) asks for the per-run files
+    """The workflow's figure rule (inputs: trades_instability.workflow.paths) asks for the per-run files
     of EVERY seed of the settings a figure names (the representatives are chosen after aggregation), and
     only the files that figure reads."""
     exe = Path(sys.executable).with_name("snakemake")

@@ -9,9 +9,13 @@ import json
 import pytest
 import torch
 
-from trades_instability import artifacts, data, eval_cli, evaluation, foreign_models
-from trades_instability.config import RunConfig, SyntheticConfig, from_dict
-from trades_instability.models import build_model
+from trades_instability.rundir import files as artifacts
+from trades_instability.data import datasets as data
+from trades_instability.evaluate import cli as eval_cli
+from trades_instability.evaluate import suite as evaluation
+from trades_instability.evaluate import foreign as foreign_models
+from trades_instability.config.run import RunConfig, SyntheticConfig, from_dict
+from trades_instability.core.models import build_model
 
 HAVE_ROBUSTBENCH = importlib.util.find_spec("robustbench") is not None
 NO_ROBUSTBENCH = "robustbench (optional extra `robustbench`) is not installed in this environment"

@@ -13,8 +13,11 @@ import math
 import pytest
 import torch
 
-from trades_instability import artifacts, data, eval_cli, evaluation
-from trades_instability.training import Interrupted, Trainer, train
+from trades_instability.rundir import files as artifacts
+from trades_instability.data import datasets as data
+from trades_instability.evaluate import cli as eval_cli
+from trades_instability.evaluate import suite as evaluation
+from trades_instability.train.loop import Interrupted, Trainer, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
@@ -97,7 +100,7 @@ def test_to_float_is_bit_identical_on_cuda():
 
 
 def test_attack_start_from_a_cpu_generator_is_the_same_on_cuda():
-    from trades_instability import attacks
+    from trades_instability.core import attacks
 
     x = torch.rand(8, 3, 16, 16)
     for dist in ("uniform", "normal"):
@@ -114,7 +117,7 @@ def test_attack_start_from_a_cpu_generator_is_the_same_on_cuda():
 def test_augment_makes_one_pinned_host_to_device_copy():
     from torch.profiler import ProfilerActivity, profile
 
-    from trades_instability.augment import augment_batch
+    from trades_instability.data.augment import augment_batch
 
     x = torch.rand(64, 3, 32, 32, device="cuda")
     augment_batch(x, generator=torch.Generator().manual_seed(0))  # warm-up

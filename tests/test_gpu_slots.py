@@ -1,4 +1,4 @@
-"""One GPU per local job (trades_instability.gpu_slots), with real processes and real file locks: concurrent
+"""One GPU per local job (trades_instability.workflow.gpu_slots), with real processes and real file locks: concurrent
 jobs get different CUDA_VISIBLE_DEVICES, jobs_per_gpu jobs share a GPU on purpose, a killed job's slot is
 free again, and without the workflow's settings (SLURM) the command runs unchanged."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from trades_instability import gpu_slots
+from trades_instability.workflow import gpu_slots
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -31,7 +31,7 @@ def _start(tmp_path: Path, name: str, *, gpus_of_job: int = 1, settings: dict | 
     if settings is not None:
         env[gpu_slots.ENV_GPU_SLOTS] = json.dumps(settings)
     env.update(env_extra or {})
-    return subprocess.Popen([sys.executable, "-m", "trades_instability.gpu_slots", str(gpus_of_job), "--",
+    return subprocess.Popen([sys.executable, "-m", "trades_instability.workflow.gpu_slots", str(gpus_of_job), "--",
                              sys.executable, "-c", JOB, str(tmp_path), name],
                             env=env, stderr=subprocess.PIPE, text=True)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trades_instability import models
-from trades_instability.landscape import LandscapeConfig, compute_landscape, save_landscape
+from trades_instability.core import models
+from trades_instability.core.landscape import LandscapeConfig, compute_landscape, save_landscape
 
 
 

@@ -8,8 +8,8 @@ import textwrap
 import pytest
 from torch import nn
 
-from trades_instability.memory_format import onednn_unsafe_layers, use_channels_last
-from trades_instability.models import build_model
+from trades_instability.core.memory_format import onednn_unsafe_layers, use_channels_last
+from trades_instability.core.models import build_model
 
 
 @pytest.mark.parametrize("width,unsafe", [(2, True), (4, True), (7, True), (8, False), (16, False), (64, False)])
@@ -35,8 +35,8 @@ def test_only_strided_1x1_convs_with_2_to_7_channels_count():
 
 _TRAIN_STEP = textwrap.dedent("""
     import torch
-    from trades_instability.config import from_dict
-    from trades_instability.training import Trainer
+    from trades_instability.config.run import from_dict
+    from trades_instability.train.loop import Trainer
     cfg = from_dict({"dataset": "synthetic", "width": %d, "epochs": 1, "batch_size": 16, "val_batch_size": 16,
                      "synthetic": {"num_classes": 4, "train_size": 32, "test_size": 16, "image_size": 16, "seed": 0},
                      "attack": {"steps": 2}, "device": "cpu", "channels_last": True})
@@ -56,7 +56,7 @@ def test_cpu_training_with_channels_last_requested_does_not_crash(tmp_path, widt
 
 
 def test_compile_keeps_inductor_off_nhwc_where_onednn_crashes():
-    from trades_instability.memory_format import compile_options
+    from trades_instability.core.memory_format import compile_options
 
     assert compile_options(build_model(num_classes=3, width=2), "cpu") == {"layout_optimization": False}
     assert compile_options(build_model(num_classes=3, width=8), "cpu") is None

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trades_instability.losses import trades_loss, trades_parts
-from trades_instability.metrics import fosc, fosc_from_grad, grad_cosine, grad_norm, sgcs
+from trades_instability.core.losses import trades_loss, trades_parts
+from trades_instability.core.metrics import fosc, fosc_from_grad, grad_cosine, grad_norm, sgcs
 
 
 def linear_model(d: int, k: int, seed: int = 0) -> nn.Module:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trades_instability import config
-from trades_instability.models import ARCH_NAMES, ARCHITECTURES, adapt_foreign_state_dict, build_model
+from trades_instability.config import run as config
+from trades_instability.core.models import ARCH_NAMES, ARCHITECTURES, adapt_foreign_state_dict, build_model
 
 
 def n_params(model: torch.nn.Module) -> int:

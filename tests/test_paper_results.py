@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trades_instability import paper_results as pr
+from trades_instability.report import paper_results as pr
 
 # the paper text sits in shared/ beside the checkout (as in CI); the test skips where it does not
 PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "paper" / "trades-overestimation-paper.md"

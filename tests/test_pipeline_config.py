@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trades_instability import config as run_config_mod
-from trades_instability import pipeline_config as pc
+from trades_instability.config import run as run_config_mod
+from trades_instability.config import pipeline as pc
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "config.yaml"
@@ -133,7 +133,7 @@ def test_suites_per_table(paper):
 
 
 def test_config_suites_agree_with_evaluation_module(paper):
-    evaluation = pytest.importorskip("trades_instability.evaluation")
+    evaluation = pytest.importorskip("trades_instability.evaluate.suite")
     builtin = evaluation.builtin_suites()
     for cfg in (paper, pc.load(SMOKE)):
         for name, spec in cfg.raw["suites"].items():

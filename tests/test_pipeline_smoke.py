@@ -78,7 +78,7 @@ def test_smoke_every_target(smoke):
     cfg = yaml.safe_load(SMOKE.read_text())
     # every classified run of the paper's settings without the fix (detection.settings absent = all the
     # settings the tables and figures read; the conventions-only settings are not among them)
-    from trades_instability import pipeline_config
+    from trades_instability.config import pipeline as pipeline_config
 
     paper_settings = pipeline_config.load(SMOKE).paper_settings()
     no_fix = [s for s in paper_settings if not (cfg["settings"][s].get("overrides") or {}).get("fix", {}).get("enabled")]

@@ -8,8 +8,11 @@ import math
 import pytest
 import torch
 
-from trades_instability import bench, evaluation, models, precision_check
-from trades_instability.training import Trainer
+from trades_instability.tools import bench
+from trades_instability.evaluate import suite as evaluation
+from trades_instability.core import models
+from trades_instability.tools import precision_check
+from trades_instability.train.loop import Trainer
 
 SUITE = dict(attacks=["clean", "pgd10", "square"], batch_size=16, square_queries=30, n_target_classes=3)
 
@@ -87,7 +90,7 @@ def test_standard_errors_and_verdict_are_the_closed_forms():
 
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory):
-    from trades_instability.config import from_dict
+    from trades_instability.config.run import from_dict
 
     cfg = from_dict({"dataset": "synthetic", "synthetic": {"num_classes": 4, "train_size": 64, "test_size": 32,
                                                            "image_size": 16, "seed": 0},

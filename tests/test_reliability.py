@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from trades_instability import artifacts
-from trades_instability.artifacts import CheckpointError, load_checkpoint
-from trades_instability.training import Diverged, Interrupted, Trainer, train
+from trades_instability.rundir import files as artifacts
+from trades_instability.rundir.files import CheckpointError, load_checkpoint
+from trades_instability.train.loop import Diverged, Interrupted, Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tests" / "configs" / "smoke.yaml"
@@ -181,7 +181,7 @@ def test_results_without_a_resume_state_are_refused_not_overwritten(tmp_path: Pa
 def test_a_folder_with_only_empty_logs_starts_normally(tmp_path: Path, tiny_run_config):
     # killed during epoch 1: the CSVs hold their header only, and no result is at stake
     cfg = tiny_run_config(epochs=1)
-    from trades_instability.run_files import BATCH_COLUMNS, EPOCH_COLUMNS
+    from trades_instability.rundir.records import BATCH_COLUMNS, EPOCH_COLUMNS
     (tmp_path / "epochs.csv").write_text(",".join(EPOCH_COLUMNS) + "\n")
     (tmp_path / "batches.csv").write_text(",".join(BATCH_COLUMNS) + "\n")
     assert train(cfg, tmp_path, log=lambda m: None)["status"] == "complete"
@@ -240,7 +240,7 @@ def _one_line_error(capsys, rc: int, expect_rc: int, *fragments: str) -> str:
 
 
 def test_train_cli_problems_are_one_line_before_any_work(tmp_path: Path, capsys, monkeypatch):
-    from trades_instability import train_cli
+    from trades_instability.train import cli as train_cli
 
     cfg = _write_run_cfg(tmp_path)
     blocker = tmp_path / "a_file"
@@ -277,7 +277,8 @@ def test_train_cli_problems_are_one_line_before_any_work(tmp_path: Path, capsys,
 
 
 def test_eval_cli_checks_its_outputs_before_any_attack(tmp_path: Path, capsys, monkeypatch, tiny_run_config):
-    from trades_instability import eval_cli, evaluation
+    from trades_instability.evaluate import cli as eval_cli
+    from trades_instability.evaluate import suite as evaluation
 
     train(tiny_run_config(epochs=1), tmp_path / "run", log=lambda m: None)
     ckpt = tmp_path / "run" / "checkpoints" / "best.pt"

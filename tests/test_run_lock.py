@@ -1,4 +1,4 @@
-"""One writer per run directory (run_lock.py): a second trainer on the same --out refuses at once with
+"""One writer per run directory (rundir/lock.py): a second trainer on the same --out refuses at once with
 one line naming the holder; a stale lock (dead pid here, ended SLURM job or silent heartbeat elsewhere)
 is taken over; a lock taken over behind a trainer's back stops it."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from trades_instability import run_lock
-from trades_instability.run_lock import RunLock, RunLocked
-from trades_instability.training import Trainer, train
+from trades_instability.rundir import lock as run_lock
+from trades_instability.rundir.lock import RunLock, RunLocked
+from trades_instability.train.loop import Trainer, train
 
 
 def _write_lock(run: Path, **holder) -> Path:
@@ -36,7 +36,7 @@ def _cfg(tmp_path: Path) -> Path:
 
 
 def test_a_live_holder_on_this_host_is_refused_in_one_line_and_a_dead_one_is_taken_over(tmp_path: Path, capsys):
-    from trades_instability.train_cli import main
+    from trades_instability.train.cli import main
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -128,7 +128,7 @@ def test_the_heartbeat_refreshes_the_lease_and_a_takeover_stops_the_trainer(tmp_
 
 
 def test_the_lock_is_released_when_training_stops(tmp_path: Path, tiny_run_config):
-    from trades_instability.training import Interrupted
+    from trades_instability.train.loop import Interrupted
 
     with pytest.raises(Interrupted):
         Trainer(tiny_run_config(epochs=2), tmp_path, log=lambda m: None, stop_after_epoch=1).run()
@@ -157,7 +157,7 @@ def test_two_trainers_on_the_same_folder_one_refuses_at_once(tmp_path: Path):
 
 
 def test_the_pipeline_never_moves_a_state_folder_away_under_a_live_trainer(tmp_path: Path):
-    from trades_instability import pipeline_config as pc
+    from trades_instability.config import pipeline as pc
 
     conf = tmp_path / "config.yaml"
     conf.write_text("beta: 6.0\n")

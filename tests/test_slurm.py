@@ -47,7 +47,7 @@ SLURM_ARGS = [
     "--verbose",                                       # logs every sbatch call and status query
 ]
 # no accounting storage on the test cluster: the toy workflow (no onstart check) names squeue here,
-# the pipeline runs find it themselves (slurm_site.py) or through TRADES_SLURM_STATUS_COMMAND
+# the pipeline runs find it themselves (workflow/slurm_site.py) or through TRADES_SLURM_STATUS_COMMAND
 SQUEUE = ("--slurm-status-command", "squeue")
 
 
@@ -173,7 +173,7 @@ def test_srun_wrapper_brings_slurm_conf_into_the_job_step(cluster, tmp_path):
     works. Real clients only: the harness's wrappers are not on PATH."""
     env = _slurm_env(cluster, wrappers=False)
     ss_env = dict(env)
-    from trades_instability.slurm_site import pass_slurm_conf
+    from trades_instability.workflow.slurm_site import pass_slurm_conf
 
     assert pass_slurm_conf(PROFILE / "bin", ss_env)
     step = "env -u SLURM_CONF srun -n1 echo step-ran"  # as the job step calls it: no SLURM_CONF
@@ -417,7 +417,7 @@ def test_startup_checks_on_a_cluster_without_accounting(slurm_pipeline):
     """No status command given: one line says squeue is used (sacct cannot answer here) and the run
     goes through; given through TRADES_SLURM_STATUS_COMMAND: no such line, squeue all the same.
     No account given: no account-guessing noise, at most one line of ours."""
-    from trades_instability.slurm_site import AccountNoiseFilter
+    from trades_instability.workflow.slurm_site import AccountNoiseFilter
 
     sp = slurm_pipeline
     for log, switch_lines in ((sp.log1, 1), (sp.log2, 0)):

@@ -1,4 +1,4 @@
-"""Start-up checks of the SLURM runs (trades_instability.slurm_site) and the profile's srun wrapper,
+"""Start-up checks of the SLURM runs (trades_instability.workflow.slurm_site) and the profile's srun wrapper,
 with scripted sacct / scontrol answers; tests/test_slurm.py runs them on the real scheduler."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from trades_instability import slurm_site as ss
+from trades_instability.workflow import slurm_site as ss
 
 REPO = Path(__file__).resolve().parents[1]
 WRAPPER_DIR = REPO / "workflow" / "profiles" / "slurm" / "bin"

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from _report_fakes import make_fake_results
 
-from trades_instability import paper_results as pr
-from trades_instability import tables as T
+from trades_instability.report import paper_results as pr
+from trades_instability.report import tables as T
 
 EXPECTED_ROWS = {
     "table1": ["Regular", "Unstable"],

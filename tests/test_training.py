@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trades_instability import training
-from trades_instability.artifacts import CheckpointError, load_checkpoint, load_model, read_json
-from trades_instability.config import ConfigError
-from trades_instability.training import BATCH_COLUMNS, EPOCH_COLUMNS, Diverged, Interrupted, Trainer, lr_at, train
+from trades_instability.train import loop as training
+from trades_instability.rundir.files import CheckpointError, load_checkpoint, load_model, read_json
+from trades_instability.config.run import ConfigError
+from trades_instability.train.loop import BATCH_COLUMNS, EPOCH_COLUMNS, Diverged, Interrupted, Trainer, lr_at, train
 
 
 def rows(path: Path) -> list[dict]:
@@ -302,7 +302,7 @@ def test_cli_log_file_keeps_the_clean_stop_line_when_stdout_is_gone(tmp_path):
 
 
 def test_cli_bad_config_is_one_clear_error(tmp_path, capsys):
-    from trades_instability.train_cli import main
+    from trades_instability.train.cli import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset: synthetic\nbta: 3\n")
@@ -326,7 +326,7 @@ def test_divergence_in_the_first_epoch_is_recorded_with_the_initial_weights(tmp_
     assert info["best_selection"] == "diverged_last_good_state"
     model, ckpt = load_model(tmp_path / "checkpoints" / "best.pt")  # the pipeline can still evaluate it
     torch.manual_seed(cfg.seed)
-    from trades_instability.models import build_model
+    from trades_instability.core.models import build_model
 
     init = build_model(cfg.arch, num_classes=4, width=cfg.width).state_dict()
     assert all(torch.equal(init[k], ckpt["model"][k]) for k in init)
@@ -379,7 +379,7 @@ def test_deterministic_run_resumed_equals_uninterrupted(tmp_path, tiny_run_confi
 @pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "older-checkpoint"])
 def test_resume_on_another_device_type_is_one_line_naming_checkpoint_and_device(tmp_path, tiny_run_config, recorded):
     """Emulates a checkpoint written on CUDA (a 16-byte Philox generator state) resumed on the CPU."""
-    from trades_instability.artifacts import save_checkpoint
+    from trades_instability.rundir.files import save_checkpoint
 
     cfg = tiny_run_config()
     with pytest.raises(Interrupted):
@@ -440,7 +440,7 @@ def test_compile_watch_reports_the_recompile_limit_in_the_run_log():
 
 def test_resume_accepts_a_checkpoint_written_before_a_key_existed(tmp_path, tiny_run_config):
     """A last.pt of a version without `deterministic` resumes when the key is at its default, not otherwise."""
-    from trades_instability.artifacts import save_checkpoint
+    from trades_instability.rundir.files import save_checkpoint
 
     cfg = tiny_run_config()
     with pytest.raises(Interrupted):

@@ -1,4 +1,4 @@
-"""trades_instability.workflow_paths: the paths and input functions of the rules, and the job
+"""trades_instability.workflow.paths: the paths and input functions of the rules, and the job
 environment (TRADES_*) through which the shell commands get the library path and the data root."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import yaml
 
-from trades_instability import pipeline_config
-from trades_instability.workflow_paths import (ENV_DATA_ROOT, ENV_DATA_ROOT_YAML, ENV_FETCH, ENV_SRC,
+from trades_instability.config import pipeline as pipeline_config
+from trades_instability.workflow.paths import (ENV_DATA_ROOT, ENV_DATA_ROOT_YAML, ENV_FETCH, ENV_SRC,
                                                WorkflowPaths, alternation, export_job_env)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,8 +1,10 @@
 """Reproduction library for "Adversarial Robustness Overestimation and Instability in TRADES".
 
-Submodules are importable on their own: ``metrics`` (FOSC, SGCS, batch-level gradient
-metrics), ``losses`` (the TRADES loss), ``attacks`` (TPGD, PGD), ``models`` (CIFAR ResNet-18),
-``data``, ``training`` and ``evaluation``.
+One package per stage of the pipeline: ``core`` (models, losses, attacks, metrics: maths, no I/O),
+``config``, ``data``, ``rundir`` (what a run leaves on disk), ``train``, ``evaluate``, ``aggregate``,
+``report`` (tables, figures, detector, comparison), ``workflow`` (Snakemake helpers) and ``tools``.
+A researcher training TRADES elsewhere needs only ``core.metrics`` (FOSC, SGCS), ``core.losses`` and
+``evaluate``.
 """
 
 __version__ = "0.1.0"

@@ -4,7 +4,7 @@ import sys
 
 
 def main() -> int:
-    commands = {"train": "train_cli", "eval": "eval_cli", "bench": "bench", "download": "download"}
+    commands = {"train": "train.cli", "eval": "evaluate.cli", "bench": "tools.bench", "download": "data.download"}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"usage: python -m trades_instability {{{','.join(commands)}}} [options]  (--help on each)")
         return 2

@@ -11,7 +11,7 @@ from importlib import metadata
 
 import torch
 
-from . import __version__
+from trades_instability import __version__
 
 
 class DeviceUnavailable(RuntimeError):

@@ -1,8 +1,8 @@
 # Shared by every rule file: the validated pipeline config (PC, validated by the Snakefile before this
-# file is included), the workflow's paths and input functions (W: trades_instability.workflow_paths;
+# file is included), the workflow's paths and input functions (W: trades_instability.workflow.paths;
 # no functions are defined in the rule files) and the job environment.
 # Paths are relative to the working directory (--directory).
-from trades_instability.workflow_paths import WorkflowPaths, alternation, export_job_env
+from trades_instability.workflow.paths import WorkflowPaths, alternation, export_job_env
 
 W = WorkflowPaths(PC, workflow.basedir)
 R = W.results  # results/ by default

@@ -1,5 +1,5 @@
 # Beyond the paper, targets of their own (`paper` does not need them): side-by-side comparisons of the same
-# settings under each value of one run-config key (trades_instability.conventions_report.GRIDS):
+# settings under each value of one run-config key (trades_instability.report.grids.GRIDS):
 #   conventions  tables/conventions.tex + figures/conventions.pdf/.png  (config `conventions:`, key convention)
 #   crossarch    tables/crossarch.tex + figures/crossarch.pdf/.png      (config `crossarch:`, key arch)
 # Each reads its per-target aggregation results/aggregate/{grid}/.

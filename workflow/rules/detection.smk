@@ -1,4 +1,4 @@
-# FOSC as a detector of Unstable runs (beyond the paper; trades_instability.detection):
+# FOSC as a detector of Unstable runs (beyond the paper; trades_instability.report.detection):
 #   {tables_dir}/detection.tex (+ detection.csv, one row per run) and {figures_dir}/detection.pdf (+ .png)
 # from the classified runs of the settings in config `detection.settings` (default: all). Reads the
 # per-target aggregation results/aggregate/detection/ and epochs.csv of every run of those settings.

@@ -43,7 +43,7 @@ rule evaluate:
         runtime=lambda w, attempt: PC.eval_runtime_min(w.setting, w.suite) * attempt,
     shell:
         'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; '
-        # the job's own GPU on one machine (trades_instability.gpu_slots); unchanged under SLURM
+        # the job's own GPU on one machine (trades_instability.workflow.gpu_slots); unchanged under SLURM
         "python -m trades_instability.gpu_slots {resources.gpu} -- "
         "python -m trades_instability eval --checkpoint {input.ckpt} --last-checkpoint {input.last} "
         '--suite {wildcards.suite} --suites {input.suites} --data-root "$TRADES_DATA_ROOT" --out {output} > {log} 2>&1'

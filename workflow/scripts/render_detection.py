@@ -1,4 +1,4 @@
-"""Snakemake script of rule `detection`: FOSC as a detector (logic: trades_instability.detection)."""
+"""Snakemake script of rule `detection`: FOSC as a detector (logic: trades_instability.report.detection)."""
 import logging
 import sys
 import traceback
@@ -6,8 +6,8 @@ from pathlib import Path
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 sys.path.insert(0, str(Path(smk.scriptdir).resolve().parents[1] / "src"))  # without pip install -e
-from trades_instability.detection import render_detection  # noqa: E402
-from trades_instability.figures import run_dirs_from_paths  # noqa: E402
+from trades_instability.report.detection import render_detection  # noqa: E402
+from trades_instability.report.figures import run_dirs_from_paths  # noqa: E402
 
 logging.basicConfig(filename=smk.log[0], filemode="w", level=logging.INFO, format="%(asctime)s %(message)s")
 try:

@@ -1,4 +1,4 @@
-"""Snakemake script of rule `figure`: draw one of Figures 1-7 (logic: trades_instability.figures)."""
+"""Snakemake script of rule `figure`: draw one of Figures 1-7 (logic: trades_instability.report.figures)."""
 import logging
 import sys
 import traceback
@@ -6,7 +6,7 @@ from pathlib import Path
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 sys.path.insert(0, str(Path(smk.scriptdir).resolve().parents[1] / "src"))  # without pip install -e
-from trades_instability.figures import render_figure, run_dirs_from_paths  # noqa: E402
+from trades_instability.report.figures import render_figure, run_dirs_from_paths  # noqa: E402
 
 logging.basicConfig(filename=smk.log[0], filemode="w", level=logging.INFO, format="%(asctime)s %(message)s")
 try:

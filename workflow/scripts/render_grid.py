@@ -1,5 +1,5 @@
 """Snakemake script of rule `grid_report`: tables/{grid}.tex and figures/{grid}.pdf + .png of one side-by-side
-comparison, conventions or crossarch (logic: trades_instability.conventions_report)."""
+comparison, conventions or crossarch (logic: trades_instability.report.grids)."""
 import logging
 import sys
 import traceback
@@ -7,7 +7,7 @@ from pathlib import Path
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 sys.path.insert(0, str(Path(smk.scriptdir).resolve().parents[1] / "src"))  # without pip install -e
-from trades_instability.conventions_report import render_grid_figure, render_grid_table  # noqa: E402
+from trades_instability.report.grids import render_grid_figure, render_grid_table  # noqa: E402
 
 logging.basicConfig(filename=smk.log[0], filemode="w", level=logging.INFO, format="%(asctime)s %(message)s")
 try:

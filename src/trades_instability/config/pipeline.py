@@ -1,0 +1,793 @@
+"""The pipeline config (``config.yaml``): loading, validation and expansion into runs.
+
+A *setting* is one unique set of run-config overrides; it is trained once per seed, whatever number
+of tables and figures read it. A *run* is one (setting, seed) pair; its resolved run config is
+
+    RunConfig defaults  <-  config ``defaults:``  <-  ``data_root``  <-  setting ``overrides:``  <-  seed
+
+(deep-merged, later wins). Validation happens in two steps and stops at the first problem with ONE
+:class:`PipelineConfigError` whose message names the key path and what is allowed:
+
+1. JSON schema (``workflow/schemas/config.schema.yaml``; ``additionalProperties: false`` everywhere,
+   so a typo in a pipeline key fails);
+2. semantic checks: every setting's resolved run config passes :func:`trades_instability.config.run.from_dict`
+   (unknown RunConfig keys, wrong types, impossible values, named as ``settings.<name>.overrides.<key>``
+   or ``defaults.<key>``), seeds, suites (builtin ``cheap``/``aa``/``full``/``landscape`` plus the ``suites:`` section,
+   checked by :mod:`trades_instability.evaluate.suite` when importable), the settings named by every table
+   and figure (and that they produce what the table/figure reads), and, only when asked
+   (``check_data=True``), that the datasets are on disk.
+
+The data check is separate on purpose: ``snakemake -n`` must work on a machine without the datasets;
+the Snakefile runs :func:`check_data_available` in its ``onstart`` hook (real runs only, before any job
+starts) for the settings the scheduled jobs need. With the top-level ``download: true`` (the default) a
+missing dataset is not an error there: the workflow's ``download`` rule (:mod:`trades_instability.data.download`)
+fetches and verifies it before the first job that reads it; every run config gets ``download: false``.
+
+Command line (used by the workflow's rules; each prints one line and exits 1 on error)::
+
+    python -m trades_instability.config.pipeline validate CONFIG [--check-data]
+    python -m trades_instability.config.pipeline list-runs CONFIG
+    python -m trades_instability.config.pipeline prepare-state --config RUN.yaml --state DIR
+    python -m trades_instability.config.pipeline publish --state DIR --run-dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trades_instability.config import run as run_config_mod
+from trades_instability.data import download as download_mod
+from trades_instability.config.run import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+BUILTIN_SUITES = ("cheap", "aa", "full", "landscape")
+# attacks of the builtin suites (kept in step with evaluation.builtin_suites; used only when that module
+# cannot be imported, e.g. without torch)
+_BUILTIN_ATTACKS = {
+    "cheap": ["clean", "pgd10", "square"],
+    "aa": ["clean", "pgd10", "square", "autoattack"],
+    "full": ["clean", "pgd10", "autoattack", "autoattack_individual"],
+    "landscape": ["clean"],
+}
+FORBIDDEN_RUN_KEYS = {
+    "seed": "seeds come from the setting's 'seeds:' list",
+    "data_root": "set the top-level 'data_root' instead",
+    "download": "set the top-level 'download' instead: jobs never download, the workflow's download rule "
+                "fetches and verifies the data before any job needs it",
+}
+SETTING_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class PipelineConfigError(ValueError):
+    """The pipeline config is invalid; the message names the key path and the allowed values."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated by ``over``; nested mappings merge, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _fmt_path(parts) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out or "<top level>"
+
+
+def _has_path(d: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        part = re.sub(r"\[\d+\]$", "", part)
+        if not isinstance(d, dict) or part not in d:
+            return False
+        d = d[part]
+    return True
+
+
+def _split_config_error(msg: str) -> tuple[str | None, str]:
+    """Split a config.ConfigError message into (key, detail)."""
+    m = re.match(r"config key '([^']+)' (.*)$", msg, re.S)
+    if m:
+        return m.group(1), m.group(2)
+    m = re.match(r"unknown config key\(s\) ([^;]+); (.*)$", msg, re.S)
+    if m:
+        keys = [k.strip() for k in m.group(1).split(",")]
+        rest = m.group(2)
+        if "." not in keys[0]:  # top level of the run config: seed, data_root, download are set by the pipeline
+            rest = rest.replace("seed, ", "").replace("data_root, ", "").replace("download, ", "")
+        return keys[0], f"unknown RunConfig key{'s' if len(keys) > 1 else ''} ({', '.join(keys)}); {rest}"
+    return None, msg
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_SCHEMA: dict[str, Any] | None = None
+
+
+def _load_schema() -> dict[str, Any]:
+    global _SCHEMA
+    if _SCHEMA is None:
+        _SCHEMA = yaml.load(SCHEMA_PATH.read_text(), Loader=_Loader)
+    return _SCHEMA
+
+
+def _fraction(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    try:
+        num, _, den = str(v).partition("/")
+        return float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _schema_error(raw: dict[str, Any]) -> str | None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_load_schema())
+    errors = list(validator.iter_errors(raw))
+    if not errors:
+        return None
+    err = jsonschema.exceptions.best_match(errors)
+    # descend into the most specific sub-error of anyOf/oneOf
+    while err.context:
+        err = jsonschema.exceptions.best_match(err.context)
+    path = list(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
+        key = _fmt_path(path + extra[:1])
+        return f"{key}: unknown key{'' if len(extra) == 1 else 's ' + ', '.join(extra)}; allowed here: {', '.join(allowed)}"
+    if err.validator == "propertyNames":
+        bad = [k for k in err.instance if not SETTING_NAME.match(str(k))] if isinstance(err.instance, dict) else []
+        return f"{_fmt_path(path + bad[:1])}: invalid name (use letters, digits, '_', '.', '-')"
+    if err.validator == "enum":
+        return f"{_fmt_path(path)}: {err.instance!r} is not allowed; allowed: {', '.join(map(str, err.validator_value))}"
+    if err.validator == "required":
+        return f"{_fmt_path(path)}: {err.message}"
+    return f"{_fmt_path(path)}: {err.message}"
+
+
+# ------------------------------------------------------------------------------------ the config
+
+
+@dataclass
+class PipelineConfig:
+    """A validated pipeline config (``raw`` is the dict as loaded, with defaults filled in)."""
+
+    raw: dict[str, Any]
+    source: str = "<config>"
+
+    # -- paths ------------------------------------------------------------------------------
+    @property
+    def results_dir(self) -> str:
+        return str(self.raw["results_dir"]).rstrip("/")
+
+    @property
+    def tables_dir(self) -> str:
+        return str(self.raw["tables_dir"]).rstrip("/")
+
+    @property
+    def figures_dir(self) -> str:
+        return str(self.raw["figures_dir"]).rstrip("/")
+
+    @property
+    def data_root(self) -> str:
+        return str(self.raw["data_root"])
+
+    @property
+    def download(self) -> bool:
+        """Top-level ``download``: the download rule may fetch a missing dataset (else it only verifies)."""
+        return bool(self.raw["download"])
+
+    def dataset_record(self, dataset: str) -> str:
+        """{results_dir}/datasets/{dataset}.json: the download rule's verification record."""
+        return f"{self.results_dir}/datasets/{dataset}.json"
+
+    # -- settings / runs --------------------------------------------------------------------
+    @property
+    def settings(self) -> dict[str, dict[str, Any]]:
+        return self.raw["settings"]
+
+    def seeds(self, setting: str) -> list[int]:
+        s = self.settings[setting]["seeds"]
+        return list(self.raw["seeds"][s]) if isinstance(s, str) else list(s)
+
+    def suites_of(self, setting: str) -> list[str]:
+        return list(self.settings[setting]["suites"])
+
+    def has_landscape(self, setting: str) -> bool:
+        return bool(self.settings[setting].get("landscape", False))
+
+    def runs(self, settings: list[str] | None = None) -> list[tuple[str, int]]:
+        names = list(self.settings) if settings is None else settings
+        return [(s, seed) for s in names for seed in self.seeds(s)]
+
+    def run_dir(self, setting: str, seed: int | str) -> str:
+        return f"{self.results_dir}/runs/{setting}/seed{seed}"
+
+    def run_config(self, setting: str, seed: int | str) -> dict[str, Any]:
+        """The fully resolved run config (every RunConfig key) of one run, as a plain dict."""
+        cache = self.__dict__.setdefault("_resolved", {})
+        if setting not in cache:
+            cache[setting] = run_config_mod.from_dict(self._merged(setting)).to_dict()
+        out = copy.deepcopy(cache[setting])
+        out["seed"] = int(seed)
+        return out
+
+    def run_config_yaml(self, setting: str, seed: int | str, *, with_data_root: bool = True) -> str:
+        """The run config as deterministic YAML text (what the run_config rule writes; without
+        ``data_root`` the rule appends that line itself). Block YAML with sorted keys; ``seed`` and
+        ``data_root`` are the last lines."""
+        cache = self.__dict__.setdefault("_yaml", {})
+        if setting not in cache:
+            cfg = self.run_config(setting, 0)
+            cfg.pop("seed")
+            cfg.pop("data_root")
+            cache[setting] = yaml.safe_dump(cfg, sort_keys=True, default_flow_style=False)
+        header = (f"# resolved run config of setting '{setting}', seed {seed}: written by the workflow (rule\n"
+                  "# run_config) from the pipeline config; edit that, not this file\n")
+        text = header + cache[setting] + f"seed: {int(seed)}\n"
+        if with_data_root:
+            text += "data_root: " + json.dumps(self.data_root) + "\n"
+        return text
+
+    def suite_yaml(self, suite: str) -> str:
+        """The suite file of the suite_file rule ({suite: keys}; a builtin suite may have no keys)."""
+        return ("# evaluation suite written by the workflow (rule suite_file) from the pipeline config\n"
+                + yaml.safe_dump(self.suite_spec(suite), sort_keys=True, default_flow_style=False))
+
+    def _merged(self, setting: str) -> dict[str, Any]:
+        # download: false in every run config: jobs (compute nodes, often without network) never
+        # download; the workflow's download rule has fetched and verified the data before them
+        base = deep_merge(self.raw.get("defaults") or {}, {"data_root": self.data_root, "download": False})
+        return deep_merge(base, self.settings[setting].get("overrides") or {})
+
+    def dataset(self, setting: str) -> str:
+        return self.run_config(setting, 0)["dataset"]
+
+    # -- suites -----------------------------------------------------------------------------
+    @property
+    def suite_names(self) -> list[str]:
+        return sorted(set(BUILTIN_SUITES) | set(self.raw.get("suites") or {}))
+
+    def suite_spec(self, suite: str) -> dict[str, Any]:
+        """The YAML mapping written to the suite file ({suite: overrides}); builtins may be empty."""
+        return {suite: copy.deepcopy((self.raw.get("suites") or {}).get(suite) or {})}
+
+    def suite_attacks(self, suite: str) -> list[str] | None:
+        spec = (self.raw.get("suites") or {}).get(suite) or {}
+        if "attacks" in spec:
+            return list(spec["attacks"])
+        return _BUILTIN_ATTACKS.get(suite)
+
+    def setting_attacks(self, setting: str) -> set[str]:
+        out: set[str] = set()
+        for s in self.suites_of(setting):
+            out |= set(self.suite_attacks(s) or [])
+        return out
+
+    @property
+    def landscape_suite(self) -> str:
+        return str(self.raw["landscape_suite"])
+
+    # -- tables / figures -------------------------------------------------------------------
+    def conventions_settings(self) -> list[str]:
+        """Settings named by ``conventions:`` (the conventions table and figure)."""
+        return self.grid_settings("conventions")
+
+    def grid_settings(self, grid: str) -> list[str]:
+        """Settings named by the side-by-side section ``grid`` (conventions, crossarch; conventions_report.GRIDS)."""
+        from trades_instability.report.grids import grid_settings
+
+        return grid_settings(self.raw.get(grid) or {}, grid)
+
+    def target_settings(self, kind: str, name: str) -> list[str]:
+        """Settings named by ``tables.<name>`` or ``figures.<name>``, in order of appearance."""
+        return _settings_in_spec(self.raw[kind][name])
+
+    def paper_settings(self, tables_only: bool = False) -> list[str]:
+        """Settings read by the paper's tables (and figures), in order of appearance: what `paper` trains."""
+        kinds = ("tables",) if tables_only else ("tables", "figures")
+        return list(dict.fromkeys(s for kind in kinds for name in self.raw.get(kind) or {}
+                                  for s in self.target_settings(kind, name)))
+
+    def detection_settings(self) -> list[str]:
+        """Settings whose runs the FOSC detector (tables/detection.tex) reads: ``detection.settings``;
+        when absent or ``all``, every setting the paper's tables and figures read (the detector only
+        analyses runs that `paper` trains anyway; name others, e.g. the conventions settings, to add them)."""
+        named = (self.raw.get("detection") or {}).get("settings", "all")
+        return self.paper_settings() if named == "all" else list(dict.fromkeys(named))
+
+    def selection_threshold(self) -> float:
+        return float(self.raw["selection"]["unstable_threshold"])
+
+    # -- resources --------------------------------------------------------------------------
+    def resources(self, rule: str) -> dict[str, Any]:
+        return dict(self.raw["resources"][rule])
+
+    def train_runtime_min(self, setting: str) -> int:
+        r = self.raw["resources"]["train"]
+        cfg = self.run_config(setting, 0)
+        per_epoch = float(r["minutes_per_epoch"].get(cfg["dataset"], r["minutes_per_epoch"].get("default", 2.0)))
+        factor = 1.0
+        if cfg["awp"]["enabled"]:
+            factor *= float(r.get("awp_factor", 1.0))
+        factor *= float((r.get("arch_factor") or {}).get(cfg["arch"], 1.0))  # WRN-34-10: ~4x ResNet-18's FLOPs
+        if cfg["log_batch_metrics"]:
+            factor *= float(r.get("batch_metrics_factor", 1.0))
+        if cfg["batch_size"] < 256:
+            factor *= float(r.get("small_batch_factor", 1.0))
+        return int(r["minutes_base"] + per_epoch * factor * cfg["epochs"] + 0.999)
+
+    def eval_runtime_min(self, setting: str, suite: str) -> int:
+        r = self.raw["resources"]["evaluate"]
+        ds = self.run_config(setting, 0)["dataset"]
+        mins = r["minutes"].get(suite, r["minutes"].get("default", 60))
+        mins *= 2  # the rule evaluates two checkpoints: best.pt and last.pt (the config sizes one)
+        return int(mins * float(r.get("dataset_factor", {}).get(ds, 1.0)) + 0.999)
+
+
+def _settings_in_spec(spec: Any) -> list[str]:
+    out: list[str] = []
+    if isinstance(spec, dict):
+        for k, v in spec.items():
+            if k == "settings" and isinstance(v, list):
+                out += [x for x in v if isinstance(x, str)]
+            elif k in ("panels",) and isinstance(v, list):
+                for p in v:
+                    out += _settings_in_spec(p)
+            elif k in ("setting", "regular_unstable", "fixed", "modified", "unstable", "regular") and isinstance(v, str):
+                out.append(v)
+    seen: list[str] = []
+    for s in out:
+        if s not in seen:
+            seen.append(s)
+    return seen
+
+
+def _spec_refs(spec: Any, prefix: str) -> list[tuple[str, str]]:
+    """(key path, setting name) of every setting a table/figure spec names."""
+    refs: list[tuple[str, str]] = []
+    if not isinstance(spec, dict):
+        return refs
+    for k, v in spec.items():
+        if k == "settings" and isinstance(v, list):
+            refs += [(f"{prefix}.settings[{i}]", x) for i, x in enumerate(v)]
+        elif k == "panels" and isinstance(v, list):
+            for i, p in enumerate(v):
+                refs += _spec_refs(p, f"{prefix}.panels[{i}]")
+        elif k in ("setting", "regular_unstable", "fixed", "modified", "unstable", "regular") and isinstance(v, str):
+            refs.append((f"{prefix}.{k}", v))
+    return refs
+
+
+# ------------------------------------------------------------------------------- validation
+
+
+DEFAULTS_TOP = {
+    "data_root": "data",
+    "download": True,
+    "results_dir": "results",
+    "tables_dir": "tables",
+    "figures_dir": "figures",
+    "local_gpus": 1,
+    "jobs_per_gpu": 1,
+    "landscape_suite": "landscape",
+}
+
+
+def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) -> PipelineConfig:
+    """Validate a pipeline config dict; return a :class:`PipelineConfig` or raise PipelineConfigError."""
+
+    def fail(msg: str) -> None:
+        raise PipelineConfigError(f"invalid pipeline config {source}: {msg}")
+
+    if not isinstance(raw, dict):
+        fail("the top level must be a mapping")
+    err = _schema_error(raw)
+    if err:
+        fail(err)
+    raw = deep_merge(DEFAULTS_TOP, raw)
+    raw.setdefault("suites", {})
+    raw.setdefault("defaults", {})
+    cfg = PipelineConfig(raw=raw, source=source)
+
+    # defaults: RunConfig keys
+    for k, why in FORBIDDEN_RUN_KEYS.items():
+        if k in raw["defaults"]:
+            fail(f"defaults.{k}: not allowed here ({why})")
+    try:
+        run_config_mod.from_dict(deep_merge(raw["defaults"], {"data_root": cfg.data_root, "download": False}))
+    except ConfigError as e:
+        key, detail = _split_config_error(str(e))
+        fail(f"defaults.{key}: {detail}" if key else f"defaults: {detail}")
+
+    # suites: names + contents (types and ranges are in the schema; the eval CLI re-checks every
+    # suite with trades_instability.evaluate.suite before it attacks anything - not imported here, it
+    # needs torch and this runs at every snakemake start)
+    for name, spec in (raw.get("suites") or {}).items():
+        spec = spec or {}
+        if name not in BUILTIN_SUITES and "attacks" not in spec:
+            fail(f"suites.{name}.attacks: a new suite must list its attacks (builtin suites: {', '.join(BUILTIN_SUITES)})")
+        for key in ("eps", "pgd_step_size"):
+            if key in spec:
+                value = _fraction(spec[key])
+                if value is None or value <= 0:
+                    fail(f"suites.{name}.{key}: must be a number > 0 or a fraction 'a/b', got {spec[key]!r}")
+                problem = run_config_mod.image_units_problem(value)
+                if problem:
+                    fail(f"suites.{name}.{key}: {problem}")
+        attacks = spec.get("attacks", _BUILTIN_ATTACKS.get(name, []))
+        if "pgd10" in attacks and spec.get("pgd_steps", 10) < 2:
+            fail(f"suites.{name}.pgd_steps: must be >= 2 (SGCS needs two steps), got {spec['pgd_steps']}")
+    if cfg.landscape_suite not in cfg.suite_names:
+        fail(f"landscape_suite: unknown suite {cfg.landscape_suite!r}; allowed: {', '.join(cfg.suite_names)}")
+
+    # settings
+    for name, st in raw["settings"].items():
+        where = f"settings.{name}"
+        seeds = st["seeds"]
+        if isinstance(seeds, str):
+            if seeds not in raw.get("seeds", {}):
+                fail(f"{where}.seeds: unknown seed list {seeds!r}; allowed: a list of integers or one of "
+                     f"{', '.join(sorted(raw.get('seeds', {}))) or '(no named lists under seeds:)'}")
+            seed_list = raw["seeds"][seeds]
+        else:
+            seed_list = seeds
+        if len(set(seed_list)) != len(seed_list):
+            fail(f"{where}.seeds: seeds must be unique, got {seed_list}")
+        for i, s in enumerate(st["suites"]):
+            if s not in cfg.suite_names:
+                fail(f"{where}.suites[{i}]: unknown suite {s!r}; allowed: {', '.join(cfg.suite_names)}")
+        if len(set(st["suites"])) != len(st["suites"]):
+            fail(f"{where}.suites: suites must be unique, got {st['suites']}")
+        overrides = st.get("overrides") or {}
+        for k, why in FORBIDDEN_RUN_KEYS.items():
+            if k in overrides:
+                fail(f"{where}.overrides.{k}: not allowed here ({why})")
+        try:
+            run_config_mod.from_dict(cfg._merged(name))
+        except ConfigError as e:
+            key, detail = _split_config_error(str(e))
+            if key is None:
+                fail(f"{where}: {detail}")
+            if _has_path(overrides, key):
+                fail(f"{where}.overrides.{key}: {detail}")
+            if _has_path(raw["defaults"], key):
+                fail(f"defaults.{key} (as merged into {where}): {detail}")
+            fail(f"{where}.overrides.{key}: {detail}")
+
+    # duplicate settings (same resolved config): trained twice for nothing
+    seen: dict[str, str] = {}
+    for name in raw["settings"]:
+        key = json.dumps(cfg.run_config(name, 0), sort_keys=True)
+        if key in seen:
+            fail(f"settings.{name}: same run config as settings.{seen[key]} (a setting is a unique set of "
+                 f"overrides; name the shared setting in both tables instead)")
+        seen[key] = name
+
+    # tables / figures name existing settings that produce what they read
+    names = list(raw["settings"])
+    for kind in ("tables", "figures"):
+        for tname, spec in (raw.get(kind) or {}).items():
+            for path, s in _spec_refs(spec, f"{kind}.{tname}"):
+                if s not in raw["settings"]:
+                    fail(f"{path}: unknown setting {s!r}; allowed: {', '.join(names)}")
+    named = (raw.get("detection") or {}).get("settings", "all")
+    if isinstance(named, str) and named != "all":
+        fail(f"detection.settings: {named!r} is not allowed; use 'all' or a list of setting names")
+    for i, s in enumerate([] if named == "all" else named):
+        if s not in raw["settings"]:
+            fail(f"detection.settings[{i}]: unknown setting {s!r}; allowed: all, {', '.join(names)}")
+    _check_target_needs(cfg, fail)
+
+    if check_data:
+        check_data_available(cfg, fail=fail)
+    return cfg
+
+
+def _check_target_needs(cfg: PipelineConfig, fail) -> None:
+    """Each table/figure reads something specific; make sure its settings produce it."""
+
+    def need_attack(path: str, setting: str, attack: str, why: str) -> None:
+        have = cfg.setting_attacks(setting)
+        if attack not in have and not (attack == "square" and "autoattack_individual" in have):
+            fail(f"{path}: setting {setting!r} has no suite with attack '{attack}' ({why}); its suites: "
+                 f"{', '.join(cfg.suites_of(setting))}")
+
+    tables = cfg.raw.get("tables") or {}
+    figures = cfg.raw.get("figures") or {}
+    for tname, spec in tables.items():
+        for path, s in _spec_refs(spec, f"tables.{tname}"):
+            need_attack(path, s, "pgd10", "every table reads PGD-10")
+            need_attack(path, s, "square", "the Unstable rule is PGD-10 - Square >= threshold")
+            if tname == "table1":
+                need_attack(path, s, "autoattack_individual", "Table 1 has per-attack columns")
+            if tname in ("table3", "table5", "table6", "table7") or (tname == "table1"):
+                need_attack(path, s, "autoattack", f"{tname} reports AutoAttack")
+    for fname, spec in figures.items():
+        for path, s in _spec_refs(spec, f"figures.{fname}"):
+            need_attack(path, s, "square", "Regular/Unstable seeds are chosen by PGD-10 - Square")
+            if fname == "figure1" and not cfg.has_landscape(s):
+                fail(f"{path}: setting {s!r} computes no loss landscape (set settings.{s}.landscape: true)")
+            if fname == "figure4" and not cfg.run_config(s, 0)["log_batch_metrics"]:
+                fail(f"{path}: setting {s!r} does not log batch metrics (set log_batch_metrics: true in its overrides)")
+    for s in cfg.detection_settings():
+        need_attack("detection.settings", s, "pgd10", "the detector's labels are PGD-10 - Square >= threshold")
+        need_attack("detection.settings", s, "square", "the detector's labels are PGD-10 - Square >= threshold")
+    _check_conventions(cfg, fail, need_attack)
+    spec = tables.get("table3") or {}
+    if spec.get("fixed") and not cfg.run_config(spec["fixed"], 0)["fix"]["enabled"]:
+        fail(f"tables.table3.fixed: setting {spec['fixed']!r} does not enable the fix (fix.enabled: true)")
+    spec = tables.get("table6") or {}
+    if spec.get("modified") and cfg.run_config(spec["modified"], 0)["method"] != "modified":
+        fail(f"tables.table6.modified: setting {spec['modified']!r} does not use method: modified")
+
+
+def _check_conventions(cfg: PipelineConfig, fail, need_attack) -> None:
+    """Each side-by-side section (`conventions:`, `crossarch:`; conventions_report.GRIDS): its rows name
+    existing settings, each trained with the run-config value of its column, with PGD-10, Square (Unstable
+    rule) and AutoAttack evaluated."""
+    from trades_instability.report.grids import GRIDS, grid_rows
+
+    for name, grid in GRIDS.items():
+        spec = cfg.raw.get(name)
+        if not spec:
+            continue
+        try:
+            rows = grid_rows(spec, name)
+        except ValueError as e:
+            fail(str(e))
+        for i, row in enumerate(rows):
+            for value in grid.values:
+                path, s = f"{name}.rows[{i}].{value}", row[value]
+                if s not in cfg.raw["settings"]:
+                    fail(f"{path}: unknown setting {s!r}; allowed: {', '.join(cfg.raw['settings'])}")
+                have = cfg.run_config(s, 0)[grid.run_key]
+                if have != value:
+                    fail(f"{path}: setting {s!r} is trained with {grid.run_key} {have!r}, not {value!r}")
+                for attack in ("pgd10", "square", "autoattack"):
+                    need_attack(path, s, attack, f"the {name} table reports it")
+
+
+# --------------------------------------------------------------------------------- data check
+
+
+def dataset_problem(dataset: str, data_root: str | Path, download: bool) -> str | None:
+    """None if ``dataset`` looks present below ``data_root`` (file presence only; the download rule and
+    the loaders check the md5s), else the message: where to put it, or that the download rule fetches it."""
+    if dataset not in download_mod.SOURCES:
+        return None
+    src = download_mod.SOURCES[dataset]
+    root = Path(data_root)
+    problem = download_mod.presence_problem(src, root)
+    if problem is None:
+        return None
+    return (f"{src.label} is not available: {problem}. Put the extracted dataset at {root / src.folder}/ "
+            f"(extract {src.filename} from {src.url} into data_root={str(root)!r}, absolute {root.resolve()}), "
+            f"or set the top-level 'data_root' to the folder that holds {src.folder}/"
+            + (f", or fetch it with `python -m trades_instability download {dataset} --data-root {root}`"
+               if download else "; 'download: false' in the config, so nothing is fetched") + ".")
+
+
+def check_data_available(cfg: PipelineConfig, settings: list[str] | None = None, *,
+                         fetching: set[str] | None = None, fail=None) -> None:
+    """Raise PipelineConfigError (one message listing every missing dataset and where to put it) when
+    a non-synthetic dataset of ``settings`` (default: all) is not on disk and not in ``fetching``, the
+    datasets the download rule fetches in this run (default: every one when ``download`` is true; the
+    Snakefile passes the datasets of the scheduled download jobs: a dataset whose record exists but
+    whose folder has gone is not fetched again by the workflow)."""
+    if fetching is None:
+        fetching = set(download_mod.SOURCES) if cfg.download else set()
+    names = list(cfg.settings) if settings is None else list(settings)
+    by_dataset: dict[str, list[str]] = {}
+    for name in names:
+        ds = cfg.dataset(name)
+        if ds in download_mod.SOURCES and ds not in fetching:
+            by_dataset.setdefault(ds, []).append(name)
+    problems = []
+    root = Path(cfg.data_root)
+    for ds, users in by_dataset.items():
+        msg = dataset_problem(ds, root, cfg.download)
+        if msg and cfg.download:
+            msg += (f" (the workflow's download rule is not scheduled for it: its verification record "
+                    f"{cfg.dataset_record(ds)} exists)")
+        elif msg and not root.exists():
+            msg = (f"the folder data_root={cfg.data_root!r} (absolute {root.resolve()}) does not exist and download "
+                   f"is false. {msg}")
+        if msg:
+            shown = ", ".join(users[:4]) + (f" and {len(users) - 4} more" if len(users) > 4 else "")
+            problems.append(f"{msg} (needed by setting(s) {shown})")
+    if problems:
+        text = "data_root: " + " | ".join(problems)
+        if fail is not None:
+            fail(text)
+        raise PipelineConfigError(f"dataset missing, nothing was started: {text}")
+
+
+# ------------------------------------------------------------------------------------- loading
+
+
+def load_raw(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineConfigError(f"pipeline config {path} does not exist")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise PipelineConfigError(f"pipeline config {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    return raw if raw is not None else {}
+
+
+def load(path: str | Path, *, overrides: dict[str, Any] | None = None, check_data: bool = False) -> PipelineConfig:
+    """Load, merge ``overrides`` (like snakemake's --config) and validate a pipeline config file."""
+    raw = load_raw(path)
+    if overrides and isinstance(raw, dict):
+        raw = deep_merge(raw, overrides)
+    return validate(raw, source=str(path), check_data=check_data)
+
+
+# ------------------------------------------------------------------- run-directory state helpers
+
+
+def _same_yaml(a: str, b: str) -> bool:
+    try:
+        return yaml.safe_load(a) == yaml.safe_load(b)
+    except yaml.YAMLError:
+        return False
+
+
+def _refuse_if_locked(state: Path) -> None:
+    """Never move a state folder away under a trainer that still writes it (e.g. a job left running
+    by a killed Snakemake); the trainer itself refuses a second writer (rundir/lock.py)."""
+    from trades_instability.rundir import lock as run_lock
+
+    path = state / run_lock.LOCK_NAME
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(holder, dict) and run_lock.stale_reason(holder) is None:
+        raise PipelineConfigError(
+            f"{state} is in use by {run_lock.describe(holder)}; cancel that job first (scancel / kill), then rerun")
+
+
+def prepare_state(config: str | Path, state: str | Path) -> str:
+    """Keep ``state`` (the trainer's resumable output folder) if it was started from the same run
+    config; otherwise move it aside to ``state.stale-<time>`` so the trainer starts over instead of
+    refusing to resume. Returns what was done (for the log)."""
+    config, state = Path(config), Path(state)
+    marker = state / "run_config.yaml"
+    text = config.read_text()
+    _refuse_if_locked(state)
+    if state.exists():
+        had_marker = marker.is_file()  # before the rename below moves it away
+        if had_marker and _same_yaml(marker.read_text(), text):
+            if (state / "checkpoints" / "last.pt").is_file():
+                return f"resuming from {state / 'checkpoints' / 'last.pt'}"
+            return f"reusing {state} (no last.pt yet)"
+        if any(state.iterdir()):
+            stale = state.with_name(f"{state.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            state.rename(stale)
+            reason = "a different run config" if had_marker else "no recorded run config"
+            msg = f"moved {state} (started with {reason}) to {stale}"
+        else:
+            msg = f"starting in empty {state}"
+    else:
+        msg = f"starting fresh in {state}"
+    state.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f".{marker.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(marker)
+    return msg
+
+
+PUBLISHED = ("run.json", "epochs.csv", "batches.csv", "checkpoints/best.pt", "checkpoints/last.pt")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.publish.tmp")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        import os
+
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    tmp.replace(dst)
+
+
+def publish(state: str | Path, run_dir: str | Path) -> list[str]:
+    """Expose the finished run's artifacts at their contract paths in ``run_dir`` (hard links when
+    possible, else copies): run.json, epochs.csv, batches.csv, checkpoints/best.pt and checkpoints/last.pt
+    (the final epoch's model, evaluated beside best.pt). ``run.json`` is
+    placed last. Raises PipelineConfigError when the trainer produced no run.json or no best.pt."""
+    state, run_dir = Path(state), Path(run_dir)
+    info_path = state / "run.json"
+    if not info_path.is_file():
+        raise PipelineConfigError(f"{info_path} missing: the trainer did not finish")
+    best = state / "checkpoints" / "best.pt"
+    if not best.is_file():
+        status = json.loads(info_path.read_text()).get("status")
+        raise PipelineConfigError(
+            f"{best} missing (run status {status!r}): the run has no validated checkpoint to evaluate "
+            f"(it diverged before its first epoch completed); look at {state}")
+    done = []
+    for rel in PUBLISHED[1:] + PUBLISHED[:1]:
+        _link_or_copy(state / rel, run_dir / rel)
+        done.append(str(run_dir / rel))
+    return done
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trades_instability.config.pipeline",
+                                description="Validate/expand the pipeline config; run-directory helpers.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("validate", help="validate a pipeline config (exit 1 with one message)")
+    v.add_argument("config")
+    v.add_argument("--check-data", action="store_true", help="also check the datasets are on disk")
+    lr = sub.add_parser("list-runs", help="print setting<TAB>seed<TAB>run_dir for every run")
+    lr.add_argument("config")
+    ps = sub.add_parser("prepare-state", help="keep or move aside the trainer's state folder")
+    ps.add_argument("--config", required=True)
+    ps.add_argument("--state", required=True)
+    pb = sub.add_parser("publish", help="link a finished run's artifacts into the run directory")
+    pb.add_argument("--state", required=True)
+    pb.add_argument("--run-dir", required=True)
+    for sp in (ps, pb):
+        sp.add_argument("--log-file", default=None, help="also append the messages to this file")
+    args = p.parse_args(argv)
+    from trades_instability.rundir.log_file import Echo
+
+    echo = Echo(getattr(args, "log_file", None))
+    try:
+        if args.cmd == "validate":
+            cfg = load(args.config, check_data=args.check_data)
+            print(f"{args.config}: ok ({len(cfg.settings)} settings, {len(cfg.runs())} runs)")
+        elif args.cmd == "list-runs":
+            cfg = load(args.config)
+            for s, seed in cfg.runs():
+                print(f"{s}\t{seed}\t{cfg.run_dir(s, seed)}")
+        elif args.cmd == "prepare-state":
+            echo(prepare_state(args.config, args.state))
+        elif args.cmd == "publish":
+            for f in publish(args.state, args.run_dir):
+                echo(f"published {f}")
+    except (PipelineConfigError, OSError) as e:  # an OSError names its file (full disk, permissions, ...)
+        echo(f"error: {e}", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

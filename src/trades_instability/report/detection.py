@@ -1,0 +1,333 @@
+"""FOSC as a detector of Unstable runs (beyond the paper): how well does per-epoch validation FOSC
+separate runs that end Unstable from Regular ones, and which ``fix.fosc_threshold`` would do it best?
+
+Per run the score is its peak validation FOSC over all epochs (``val_fosc`` of epochs.csv); the label is
+the pipeline's Unstable call (PGD-10 - Square >= the selection threshold, from summary.csv). For the
+pooled runs of the configured settings and for each setting on its own:
+
+* ROC AUC of the peak FOSC (Unstable = positive) = U / (n_U n_R) of the Mann-Whitney U test, with a
+  percentile bootstrap interval (each label resampled on its own) and the test's two-sided p-value
+  against AUC = 0.5: the interval collapses to [1, 1] when the groups separate perfectly, the p-value
+  still says how much a handful of seeds can show (3 vs 3 separated perfectly: p = 0.1);
+* the Youden's-J threshold: among the midpoints between consecutive distinct peak values, the one
+  maximising TPR - FPR of the rule "flag when FOSC > t" (ties: the lowest, i.e. the most sensitive, since
+  the fix only adds noise to a few batches while a missed Unstable run reports overestimated robustness);
+* the Unstable runs it flags strictly before their best checkpoint's epoch (the fix adds noise in the
+  epoch AFTER a flag, so only an earlier flag can change the checkpoint that is reported), and the
+  Regular runs it flags at any epoch (false alarms); the same two counts for each run's configured
+  ``fix.fosc_threshold``.
+
+Runs are left out (and named) when diverged, unclassified, or trained with the fix on: the fix reacts to
+the very FOSC signal evaluated here and turns would-be Unstable runs Regular. A group with fewer than
+``MIN_RUNS`` runs of either label gets "not enough runs" instead of numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from trades_instability.report.tables import _diverged, _env, _write_text, latex_escape, load_selection, load_summary
+
+MIN_RUNS = 2
+LEVEL = 0.95
+N_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+DEFAULT_FOSC_THRESHOLD = 0.1  # RunConfig's fix.fosc_threshold, used only for a run whose summary row lacks it
+POOLED = "all"
+
+
+@dataclass
+class RunTrace:
+    """One classified run: its label, best epoch, configured threshold and FOSC per epoch."""
+
+    setting: str
+    seed: int
+    unstable: bool
+    best_epoch: int | None
+    fosc_threshold: float
+    epochs: np.ndarray
+    fosc: np.ndarray
+
+    @property
+    def peak(self) -> float:
+        return float(np.nanmax(self.fosc))
+
+    @property
+    def peak_epoch(self) -> int:
+        return int(self.epochs[int(np.nanargmax(self.fosc))])
+
+    def first_over(self, threshold: float) -> int | None:
+        """First epoch whose FOSC exceeds ``threshold`` (the fix's rule: strictly greater)."""
+        over = np.flatnonzero(self.fosc > threshold)
+        return int(self.epochs[over[0]]) if over.size else None
+
+    def flagged_early(self, threshold: float) -> bool:
+        e = self.first_over(threshold)
+        return e is not None and self.best_epoch is not None and e < self.best_epoch
+
+
+@dataclass
+class GroupResult:
+    """Detector numbers of one group of runs (``enough`` False: only the counts are filled in)."""
+
+    name: str
+    n_unstable: int
+    n_regular: int
+    enough: bool
+    auc: float | None = None
+    auc_low: float | None = None
+    auc_high: float | None = None
+    auc_p: float | None = None
+    threshold: float | None = None
+    youden_j: float | None = None
+    unstable_flagged: int | None = None
+    unstable_early: int | None = None
+    regular_flagged: int | None = None
+    configured_early: int | None = None
+    configured_regular_flagged: int | None = None
+    configured_thresholds: list[float] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- statistics
+def _auc_stat(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:
+    """P(pos > neg) + P(pos == neg) / 2 over all pairs; vectorised over leading axes (for bootstrap)."""
+    pos, neg = np.moveaxis(pos, axis, -1), np.moveaxis(neg, axis, -1)
+    d = pos[..., :, None] - neg[..., None, :]
+    return (d > 0).mean(axis=(-2, -1)) + 0.5 * (d == 0).mean(axis=(-2, -1))
+
+
+def roc_auc(pos, neg) -> float:
+    """ROC AUC of scores ``pos`` (positives) vs ``neg``: Mann-Whitney U / (n_pos n_neg)."""
+    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
+    return float(stats.mannwhitneyu(pos, neg).statistic / (pos.size * neg.size))
+
+
+def auc_p_value(pos, neg) -> float:
+    """Two-sided Mann-Whitney p-value of AUC = 0.5 (exact for small samples without ties)."""
+    return float(stats.mannwhitneyu(np.asarray(pos, float), np.asarray(neg, float), alternative="two-sided").pvalue)
+
+
+def auc_interval(pos, neg, level: float = LEVEL, n_resamples: int = N_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUC, each group resampled separately (fixed seed: the
+    table is reproducible). Percentile, not BCa: BCa is undefined when every resample gives AUC 1."""
+    res = stats.bootstrap((np.asarray(pos, float), np.asarray(neg, float)), _auc_stat, paired=False,
+                          vectorized=True, confidence_level=level, n_resamples=n_resamples, method="percentile",
+                          rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def youden_threshold(pos, neg) -> tuple[float, float]:
+    """(threshold, J) maximising TPR - FPR of "flag when score > threshold"; candidates are the midpoints
+    between consecutive distinct scores, ties go to the lowest threshold."""
+    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
+    values = np.unique(np.concatenate([pos, neg]))
+    if values.size < 2:  # every score equal: no threshold separates anything
+        return float(values[0]), 0.0
+    cands = (values[:-1] + values[1:]) / 2
+    j = (pos[None, :] > cands[:, None]).mean(1) - (neg[None, :] > cands[:, None]).mean(1)
+    i = int(np.argmax(j))  # first maximum = lowest threshold
+    return float(cands[i]), float(j[i])
+
+
+def analyse(name: str, traces: list[RunTrace]) -> GroupResult:
+    """Detector numbers of one group of runs."""
+    uns = [t for t in traces if t.unstable]
+    reg = [t for t in traces if not t.unstable]
+    res = GroupResult(name, len(uns), len(reg), enough=len(uns) >= MIN_RUNS and len(reg) >= MIN_RUNS)
+    res.configured_thresholds = sorted({t.fosc_threshold for t in traces})
+    # the configured threshold needs no calibration: its counts are shown whatever the group size
+    res.configured_early = sum(t.flagged_early(t.fosc_threshold) for t in uns)
+    res.configured_regular_flagged = sum(t.first_over(t.fosc_threshold) is not None for t in reg)
+    if not res.enough:
+        return res
+    pos, neg = [t.peak for t in uns], [t.peak for t in reg]
+    res.auc, res.auc_p = roc_auc(pos, neg), auc_p_value(pos, neg)
+    res.auc_low, res.auc_high = auc_interval(pos, neg)
+    res.threshold, res.youden_j = youden_threshold(pos, neg)
+    res.unstable_flagged = sum(t.peak > res.threshold for t in uns)
+    res.unstable_early = sum(t.flagged_early(res.threshold) for t in uns)
+    res.regular_flagged = sum(t.peak > res.threshold for t in reg)
+    return res
+
+
+# --------------------------------------------------------------------------- inputs
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def load_traces(summary, selection, run_dirs: Mapping[tuple[str, int], str | os.PathLike],
+                settings: list[str]) -> tuple[list[RunTrace], list[str]]:
+    """Classified runs of ``settings`` with their FOSC series (epochs.csv), and notes naming every run
+    left out and why."""
+    summary, selection = load_summary(summary), load_selection(selection)
+    traces, left_out = [], {}
+    for setting in settings:
+        rows = summary[summary["setting"] == setting]
+        div = _diverged(rows, selection, setting)
+        for (_, r), diverged in zip(rows.iterrows(), div):
+            seed = int(r["seed"])
+            why = ("diverged" if diverged else "unclassified" if r["unstable"] is None
+                   else "trained with the fix" if str(r.get("fix", "")).strip().lower() in ("true", "1") else None)
+            path = run_dirs.get((setting, seed))
+            epochs = None
+            if why is None:
+                csv = None if path is None else Path(path) / "epochs.csv"
+                epochs = pd.read_csv(csv) if csv is not None and csv.exists() else None
+                if epochs is None or "val_fosc" not in epochs.columns or epochs["val_fosc"].notna().sum() == 0:
+                    why = "no validation FOSC logged"
+            if why is not None:
+                left_out.setdefault(why, []).append(f"{setting}/{seed}")
+                continue
+            e = epochs.dropna(subset=["val_fosc"]).sort_values("epoch")
+            thr = _num(r.get("fosc_threshold"))
+            best = _num(r.get("best_epoch"))
+            traces.append(RunTrace(setting, seed, bool(r["unstable"]), None if best is None else int(best),
+                                   DEFAULT_FOSC_THRESHOLD if thr is None else thr,
+                                   e["epoch"].to_numpy(int), pd.to_numeric(e["val_fosc"]).to_numpy(float)))
+    notes = [f"left out ({why}): {', '.join(runs)}" for why, runs in left_out.items()]
+    return traces, notes
+
+
+@dataclass
+class DetectionReport:
+    settings: list[str]
+    traces: list[RunTrace]
+    groups: list[GroupResult]  # pooled first, then one per setting
+    notes: list[str]
+
+    @property
+    def pooled(self) -> GroupResult:
+        return self.groups[0]
+
+
+def build_detection(summary, selection, run_dirs, settings: list[str]) -> DetectionReport:
+    traces, notes = load_traces(summary, selection, run_dirs, settings)
+    groups = [analyse(POOLED, traces)]
+    groups += [analyse(s, [t for t in traces if t.setting == s]) for s in settings]
+    return DetectionReport(list(settings), traces, groups, notes)
+
+
+# --------------------------------------------------------------------------- outputs
+NOT_ENOUGH = "not enough runs"
+
+
+def _frac(k: int | None, n: int) -> str:
+    return "--" if k is None else f"{k}/{n}"
+
+
+def table_rows(report: DetectionReport) -> list[list[str]]:
+    """LaTeX cells of the detection table, one row per group."""
+    rows = []
+    for g in report.groups:
+        cfg = (f"{_frac(g.configured_early, g.n_unstable)} & {_frac(g.configured_regular_flagged, g.n_regular)}")
+        label = r"\textit{all settings}" if g.name == POOLED else latex_escape(g.name)
+        head = f"{label} & {g.n_unstable} & {g.n_regular}"
+        if not g.enough:
+            rows.append(f"{head} & \\multicolumn{{5}}{{c}}{{{NOT_ENOUGH} (need {MIN_RUNS} of each label)}} & {cfg}")
+            continue
+        rows.append(f"{head} & {g.auc:.2f} [{g.auc_low:.2f}, {g.auc_high:.2f}] & {g.auc_p:.2g} & {g.threshold:.4g} & "
+                    f"{_frac(g.unstable_early, g.n_unstable)} & {_frac(g.regular_flagged, g.n_regular)} & {cfg}")
+    return rows
+
+
+def runs_frame(report: DetectionReport) -> pd.DataFrame:
+    """One row per run: label, peak FOSC, first epoch over the calibrated / configured threshold."""
+    t_cal = report.pooled.threshold
+    recs = []
+    for t in report.traces:
+        recs.append({
+            "setting": t.setting, "seed": t.seed, "label": "Unstable" if t.unstable else "Regular",
+            "best_epoch": t.best_epoch, "peak_val_fosc": round(t.peak, 6), "peak_epoch": t.peak_epoch,
+            "calibrated_threshold": None if t_cal is None else round(t_cal, 6),
+            "first_epoch_over_calibrated": None if t_cal is None else t.first_over(t_cal),
+            "configured_threshold": t.fosc_threshold,
+            "first_epoch_over_configured": t.first_over(t.fosc_threshold),
+        })
+    cols = ["setting", "seed", "label", "best_epoch", "peak_val_fosc", "peak_epoch", "calibrated_threshold",
+            "first_epoch_over_calibrated", "configured_threshold", "first_epoch_over_configured"]
+    return pd.DataFrame(recs, columns=cols, dtype=object)  # object: epochs stay integers beside empty cells
+
+
+def draw(report: DetectionReport):
+    """(a) every run's FOSC per epoch coloured by label, with the calibrated and configured thresholds;
+    (b) the ROC curve of the peak FOSC, or a "not enough runs" panel."""
+    from trades_instability.report.figures import _none_panel, _pyplot
+
+    plt = _pyplot()
+    fig, (ax, ax_roc) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1.6, 1]})
+    colors = {True: "#d62728", False: "#1f77b4"}
+    g = report.pooled
+    if not report.traces:
+        _none_panel(ax, "no classified run (without the fix) in the configured settings")
+    else:
+        for lab in (False, True):
+            for i, t in enumerate(x for x in report.traces if x.unstable is lab):
+                ax.plot(t.epochs, t.fosc, color=colors[lab], lw=1.0, alpha=0.7,
+                        label=(f"{'Unstable' if lab else 'Regular'} ({g.n_unstable if lab else g.n_regular} runs)"
+                               if i == 0 else None))
+        for thr in g.configured_thresholds:
+            ax.axhline(thr, color="#555555", ls=":", lw=1.2, label=f"configured fix.fosc_threshold = {thr:g}")
+        if g.threshold is not None:
+            ax.axhline(g.threshold, color="black", ls="--", lw=1.2,
+                       label=f"calibrated (Youden's J) = {g.threshold:.4g}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation FOSC")
+        ax.legend(loc="best", frameon=True, fontsize=8)
+    ax.set_title("(a) validation FOSC per epoch")
+    if not g.enough:
+        _none_panel(ax_roc, f"{NOT_ENOUGH} to calibrate: {g.n_unstable} Unstable, {g.n_regular} Regular "
+                            f"(need {MIN_RUNS} of each)")
+    else:
+        pos = np.array([t.peak for t in report.traces if t.unstable])
+        neg = np.array([t.peak for t in report.traces if not t.unstable])
+        cuts = np.concatenate([[np.inf], np.unique(np.concatenate([pos, neg]))[::-1], [-np.inf]])
+        tpr = [(pos >= c).mean() for c in cuts]
+        fpr = [(neg >= c).mean() for c in cuts]
+        ax_roc.plot(fpr, tpr, color="black", lw=1.6, drawstyle="steps-post",
+                    label=f"peak FOSC, AUC {g.auc:.2f} [{g.auc_low:.2f}, {g.auc_high:.2f}]")
+        ax_roc.plot([0, 1], [0, 1], color="#999999", ls=":", lw=1)
+        ax_roc.plot([g.regular_flagged / g.n_regular], [g.unstable_flagged / g.n_unstable], "o", color="black",
+                    label=f"threshold {g.threshold:.4g}")
+        ax_roc.set_xlabel("false-positive rate (Regular flagged)")
+        ax_roc.set_ylabel("true-positive rate (Unstable flagged)")
+        ax_roc.set_xlim(-0.02, 1.02)
+        ax_roc.set_ylim(-0.02, 1.02)
+        ax_roc.legend(loc="lower right", frameon=True, fontsize=8)
+    ax_roc.set_title("(b) ROC of peak validation FOSC")
+    fig.tight_layout()
+    return fig
+
+
+def render_detection(summary, selection, run_dirs, settings: list[str], out_tex: str | os.PathLike,
+                     out_csv: str | os.PathLike, out_pdf: str | os.PathLike,
+                     template_dir: str | os.PathLike | None = None) -> DetectionReport:
+    """Write tables/detection.tex (+ the per-run CSV) and figures/detection.pdf (+ PNG)."""
+    from trades_instability.report.figures import _pyplot, _save, _style
+
+    report = build_detection(summary, selection, run_dirs, settings)
+    tex = _env(template_dir).get_template("detection.tex.j2").render(
+        rows=table_rows(report), notes=[latex_escape(n) for n in report.notes], min_runs=MIN_RUNS,
+        settings=", ".join(latex_escape(s) for s in settings), level=int(LEVEL * 100), n_resamples=N_RESAMPLES)
+    _write_text(out_tex, tex)
+    _write_text(out_csv, runs_frame(report).to_csv(index=False))
+    axes_style, context = _style()
+    with axes_style, context:
+        fig = draw(report)
+        try:
+            _save(fig, out_pdf)
+        finally:
+            fig.clf()
+            _pyplot().close(fig)
+    return report

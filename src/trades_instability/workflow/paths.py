@@ -1,0 +1,230 @@
+"""Paths, input functions and job environment of the Snakemake workflow (workflow/rules/*.smk).
+
+The rule files stay declarative: common.smk builds one :class:`WorkflowPaths` from the validated
+pipeline config and binds its methods to short names; the rules call those. Keeping the functions here
+(not beside the rules) is the Snakemake catalog's convention (``snakemake --lint``) and makes them
+unit-testable without Snakemake.
+
+:func:`export_job_env` puts the library path and the data root into the environment of every job
+instead of into ``params``: params are a rerun trigger (Snakemake 9), and neither moving the clone nor
+moving the data is a new experiment. Both values are still recorded: the data root in every run's
+config.yaml / run.json, the library version in run.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from trades_instability.report.figures import figure_files, figure_settings
+from trades_instability.report.grids import GRIDS
+from trades_instability.config.pipeline import PipelineConfig
+
+GRID_NAMES = tuple(GRIDS)  # side-by-side targets: conventions, crossarch
+
+# environment variables the shell commands of the rules read (set by export_job_env)
+ENV_SRC = "TRADES_SRC"  # the library (src/), prepended to PYTHONPATH of every job
+ENV_DATA_ROOT = "TRADES_DATA_ROOT"  # config data_root, for trades-eval --data-root
+ENV_DATA_ROOT_YAML = "TRADES_DATA_ROOT_YAML"  # the same as a YAML scalar (JSON string), for run_config
+ENV_FETCH = "TRADES_FETCH"  # "--no-fetch" when config download is false, else "" (rule download)
+
+
+def export_job_env(pc: PipelineConfig, basedir: str | os.PathLike) -> dict[str, str]:
+    """Set TRADES_SRC, TRADES_DATA_ROOT, TRADES_DATA_ROOT_YAML and TRADES_FETCH in ``os.environ`` (inherited by every
+    local job; a SLURM job's snakemake parses the Snakefile again and sets them there). Returns them."""
+    env = {
+        ENV_SRC: str(Path(basedir) / "src"),
+        ENV_DATA_ROOT: pc.data_root,
+        ENV_DATA_ROOT_YAML: json.dumps(pc.data_root),  # a JSON string is a valid YAML scalar
+        # not a param either: switching download on or off must not rerun the download rule (see data_input)
+        ENV_FETCH: "" if pc.download else "--no-fetch",
+    }
+    os.environ.update(env)
+    return env
+
+
+def alternation(names) -> str:
+    """Regex matching exactly one of ``names`` (longest first); never matches when empty."""
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!)"
+
+
+def _numbered(names, prefix: str) -> list[str]:
+    return sorted(names or {}, key=lambda n: int(n.removeprefix(prefix)))
+
+
+class WorkflowPaths:
+    """Every path and input function the rules use, from the validated config ``pc``.
+
+    ``basedir`` is the Snakefile's directory (the repository root)."""
+
+    def __init__(self, pc: PipelineConfig, basedir: str | os.PathLike):
+        self.pc = pc
+        self.results = pc.results_dir
+        self.templates_dir = str(Path(basedir) / "workflow" / "templates")
+        self.tables = _numbered(pc.raw.get("tables"), "table")
+        self.figures = _numbered(pc.raw.get("figures"), "figure")
+        # targets with their own aggregation (results/aggregate/{target}/). "comparison" and "detection"
+        # read the settings of the paper's tables and figures only (detection: unless detection.settings
+        # names others), so that `paper` never trains what only the conventions target needs
+        self.grids = [g for g in GRID_NAMES if pc.raw.get(g)]  # side-by-side targets: conventions, crossarch
+        self.agg_targets = self.tables + self.figures + ["comparison", "detection"] + self.grids
+
+    # -- outputs --------------------------------------------------------------------------------
+    def table_file(self, name: str) -> str:
+        """{tables_dir}/{name} (name may hold wildcards, e.g. "{table}.tex")."""
+        return os.path.join(self.pc.tables_dir, name)
+
+    def figure_file(self, name: str) -> str:
+        """{figures_dir}/{name}."""
+        return os.path.join(self.pc.figures_dir, name)
+
+    def run_file(self, name: str) -> str:
+        """Pattern results/runs/{setting}/seed{seed}/{name} with the wildcards left in."""
+        return os.path.join(self.results, "runs", "{setting}", "seed{seed}", name)
+
+    def results_file(self, *parts: str) -> str:
+        return os.path.join(self.results, *parts)
+
+    def grid_targets(self, grid: str) -> list[str]:
+        """What target ``grid`` (conventions, crossarch) builds: its table and its figure (PDF + PNG)."""
+        return [self.table_file(f"{grid}.tex"), self.figure_file(f"{grid}.pdf"), self.figure_file(f"{grid}.png")]
+
+    def paper_targets(self) -> list[str]:
+        """Everything rule `paper` builds: tables, comparison, figures (PDF + PNG), the FOSC detector."""
+        return (
+            [self.table_file(f"{t}.tex") for t in self.tables]
+            + [self.table_file("comparison.tex")]
+            + [self.figure_file(f"{f}.{ext}") for f in self.figures for ext in ("pdf", "png")]
+            + [self.table_file("detection.tex"), self.figure_file("detection.pdf"), self.figure_file("detection.png")]
+        )
+
+    # -- runs -----------------------------------------------------------------------------------
+    def run_dir(self, setting: str, seed: int | str) -> str:
+        """results/runs/{setting}/seed{seed} (the run directory of the contract)."""
+        return self.pc.run_dir(setting, seed)
+
+    def run_state_dir(self, setting: str, seed: int | str) -> str:
+        """The trainer's own folder results/runs/{setting}/seed{seed}/state (never a declared output)."""
+        return os.path.join(self.run_dir(setting, seed), "state")
+
+    def run_files(self, settings, name: str) -> list[str]:
+        """``name`` (e.g. epochs.csv) of every seed of every setting in ``settings``."""
+        return [os.path.join(self.run_dir(s, seed), name) for s, seed in self.pc.runs(list(settings))]
+
+    def eval_files(self, settings) -> list[str]:
+        """eval_{suite}.json of every run of ``settings``, for each suite of its setting."""
+        return [
+            os.path.join(self.run_dir(s, seed), f"eval_{suite}.json")
+            for s, seed in self.pc.runs(list(settings))
+            for suite in self.pc.suites_of(s)
+        ]
+
+    def landscape_files(self, settings) -> list[str]:
+        """landscape.npz of every run of the settings in ``settings`` that ask for a landscape."""
+        return self.run_files([s for s in settings if self.pc.has_landscape(s)], "landscape.npz")
+
+    def data_input(self, wildcards) -> dict[str, Any]:
+        """{"data": ancient(results/datasets/<dataset>.json)} for a run on a downloadable dataset, {} for
+        synthetic: the download rule's verification record, so that Snakemake fetches and verifies the data
+        (once, on the login node) before the first train / evaluate / landscape job that reads it.
+
+        Why a record under results_dir, read as ``ancient``: its path does not depend on data_root or the
+        clone, so moving either changes no job's input (Snakemake's input trigger); ``ancient`` keeps the
+        record's time stamp from rerunning finished runs. The download rule has no params (data_root and the
+        fetch switch reach it through the environment): a rerun of it while its record exists would not
+        rerun finished runs, but in Snakemake 9 it hides the jobs downstream of it from that invocation's
+        planning, so nothing may trigger one. A dataset removed after its record was written is caught by the
+        start-up data check, which names the fix (``python -m trades_instability download``)."""
+        from snakemake.io import ancient
+
+        dataset = self.pc.dataset(wildcards.setting)
+        return {"data": ancient(self.pc.dataset_record(dataset))} if dataset in self.datasets else {}
+
+    @property
+    def datasets(self) -> list[str]:
+        """Every downloadable dataset (the download rule's wildcard values)."""
+        from trades_instability.data.download import SOURCES
+
+        return list(SOURCES)
+
+    # -- aggregation ----------------------------------------------------------------------------
+    def aggregate_inputs(self, settings) -> dict[str, list[str]]:
+        """Everything aggregation reads for ``settings``: run.json, epochs.csv, eval_*.json per run."""
+        return {
+            "runs": self.run_files(settings, "run.json"),
+            "epochs": self.run_files(settings, "epochs.csv"),
+            "evals": self.eval_files(settings),
+        }
+
+    def aggregate_runs(self, settings) -> list[dict[str, Any]]:
+        """The run list handed to trades_instability.aggregate.aggregate (params: no file I/O)."""
+        return [
+            {"setting": s, "seed": int(seed), "run_dir": self.run_dir(s, seed), "suites": self.pc.suites_of(s)}
+            for s, seed in self.pc.runs(list(settings))
+        ]
+
+    def target_settings(self, target: str) -> list[str]:
+        """Settings named by tables.<target> / figures.<target>, detection.settings, `conventions:` or `crossarch:`."""
+        if target == "detection":
+            return self.pc.detection_settings()
+        if target in GRID_NAMES:
+            return self.pc.grid_settings(target)
+        if target == "comparison":
+            return self.pc.paper_settings(tables_only=True)
+        kind = "tables" if target.startswith("table") else "figures"
+        return self.pc.target_settings(kind, target)
+
+    def summary_for(self, target: str | None = None) -> str:
+        """summary.csv covering what ``target`` (table1..7, figure1..7, comparison, detection, conventions) needs; the global one
+        for None. A per-target summary holds only the runs of the settings that target names, so that
+        e.g. ``snakemake tables/table3.tex`` trains only `default` and `fixed`."""
+        if target is None:
+            return self.results_file("summary.csv")
+        return self.results_file("aggregate", target, "summary.csv")
+
+    def selection_for(self, target: str | None = None) -> str:
+        """selection.json matching summary_for(target) (groups are per setting, so identical in both)."""
+        if target is None:
+            return self.results_file("selection.json")
+        return self.results_file("aggregate", target, "selection.json")
+
+    def aggregation_of(self, target: str | None = None) -> dict[str, str]:
+        """{"summary": ..., "selection": ...} of ``target`` (input of its rendering rule)."""
+        return {"summary": self.summary_for(target), "selection": self.selection_for(target)}
+
+    # -- tables / figures -----------------------------------------------------------------------
+    def spec(self, kind: str, name: str) -> dict[str, Any]:
+        """config ``tables.<name>`` / ``figures.<name>``."""
+        specs = self.pc.raw.get(kind) or {}
+        if name not in specs:
+            raise ValueError(f"config key '{kind}.{name}' is missing")
+        return specs[name]
+
+    def table_spec(self, wildcards) -> dict[str, Any]:
+        return self.spec("tables", wildcards.table)
+
+    def figure_spec(self, wildcards) -> dict[str, Any]:
+        return self.spec("figures", wildcards.figure)
+
+    def table_inputs(self, wildcards) -> dict[str, str]:
+        """summary.csv + selection.json of the per-target aggregation of {table}."""
+        return self.aggregation_of(wildcards.table)
+
+    def figure_inputs(self, wildcards) -> dict[str, Any]:
+        """The per-target aggregation of {figure} plus its per-run files (epochs.csv, batches.csv,
+        landscape.npz) of ALL seeds of the settings it names: the representative Regular / Unstable /
+        self-healing seeds are only known after aggregation, the renderer picks them."""
+        name = wildcards.figure
+        settings = figure_settings(name, self.figure_spec(wildcards))
+        runs: list[str] = []
+        for f in figure_files(name):
+            runs += self.landscape_files(settings) if f == "landscape.npz" else self.run_files(settings, f)
+        return {**self.aggregation_of(name), "runs": runs}
+
+    # -- resources ------------------------------------------------------------------------------
+    def resource(self, rule: str, key: str):
+        """config resources.<rule>.<key>."""
+        return self.pc.resources(rule)[key]
