@@ -512,7 +512,9 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
 
 
 def _check_target_needs(cfg: PipelineConfig, fail) -> None:
-    """Each table/figure reads something specific; make sure its settings produce it."""
+    """Each table/figure/report reads something specific (its entry of report/registry.py: attacks and
+    run-config requirements); make sure the settings it names produce it."""
+    from trades_instability.report import registry
 
     def need_attack(path: str, setting: str, attack: str, why: str) -> None:
         have = cfg.setting_attacks(setting)
@@ -520,59 +522,60 @@ def _check_target_needs(cfg: PipelineConfig, fail) -> None:
             fail(f"{path}: setting {setting!r} has no suite with attack '{attack}' ({why}); its suites: "
                  f"{', '.join(cfg.suites_of(setting))}")
 
-    tables = cfg.raw.get("tables") or {}
-    figures = cfg.raw.get("figures") or {}
-    for tname, spec in tables.items():
-        for path, s in _spec_refs(spec, f"tables.{tname}"):
-            need_attack(path, s, "pgd10", "every table reads PGD-10")
-            need_attack(path, s, "square", "the Unstable rule is PGD-10 - Square >= threshold")
-            if tname == "table1":
-                need_attack(path, s, "autoattack_individual", "Table 1 has per-attack columns")
-            if tname in ("table3", "table5", "table6", "table7") or (tname == "table1"):
-                need_attack(path, s, "autoattack", f"{tname} reports AutoAttack")
-    for fname, spec in figures.items():
-        for path, s in _spec_refs(spec, f"figures.{fname}"):
-            need_attack(path, s, "square", "Regular/Unstable seeds are chosen by PGD-10 - Square")
-            if fname == "figure1" and not cfg.has_landscape(s):
-                fail(f"{path}: setting {s!r} computes no loss landscape (set settings.{s}.landscape: true)")
-            if fname == "figure4" and not cfg.run_config(s, 0)["log_batch_metrics"]:
-                fail(f"{path}: setting {s!r} does not log batch metrics (set log_batch_metrics: true in its overrides)")
-    for s in cfg.detection_settings():
-        need_attack("detection.settings", s, "pgd10", "the detector's labels are PGD-10 - Square >= threshold")
-        need_attack("detection.settings", s, "square", "the detector's labels are PGD-10 - Square >= threshold")
+    def meets(req, setting: str) -> bool:
+        if req.what == "landscape":
+            return cfg.has_landscape(setting) == req.value
+        return registry.run_value(cfg.run_config(setting, 0), req.what) == req.value
+
+    late = []
+    for section in ("tables", "figures"):
+        for name, spec in (cfg.raw.get(section) or {}).items():
+            art = registry.REGISTRY[name]
+            for path, s in _spec_refs(spec, f"{section}.{name}"):
+                for a in art.attacks:
+                    need_attack(path, s, a.attack, art.attack_why(a))
+                for req in art.requires:
+                    if req.key is not None and path != f"{section}.{name}.{req.key}":
+                        continue
+                    if req.late:
+                        late.append((art, path, s, req))
+                    elif not meets(req, s):
+                        fail(f"{path}: " + req.message.format(setting=s))
+    for art in registry.of_kind(registry.DETECTION):
+        for s in cfg.detection_settings():
+            for a in art.attacks:
+                need_attack("detection.settings", s, a.attack, art.attack_why(a))
     _check_conventions(cfg, fail, need_attack)
-    spec = tables.get("table3") or {}
-    if spec.get("fixed") and not cfg.run_config(spec["fixed"], 0)["fix"]["enabled"]:
-        fail(f"tables.table3.fixed: setting {spec['fixed']!r} does not enable the fix (fix.enabled: true)")
-    spec = tables.get("table6") or {}
-    if spec.get("modified") and cfg.run_config(spec["modified"], 0)["method"] != "modified":
-        fail(f"tables.table6.modified: setting {spec['modified']!r} does not use method: modified")
+    for art, path, s, req in sorted(late, key=lambda x: registry.ARTIFACTS.index(x[0])):
+        if not meets(req, s):
+            fail(f"{path}: " + req.message.format(setting=s))
 
 
 def _check_conventions(cfg: PipelineConfig, fail, need_attack) -> None:
-    """Each side-by-side section (`conventions:`, `crossarch:`; conventions_report.GRIDS): its rows name
-    existing settings, each trained with the run-config value of its column, with PGD-10, Square (Unstable
-    rule) and AutoAttack evaluated."""
-    from trades_instability.report.grids import GRIDS, grid_rows
+    """Each side-by-side section (`conventions:`, `crossarch:`; the GRID entries of report/registry.py): its
+    rows name existing settings, each trained with the run-config value of its column, with the grid's
+    attacks (PGD-10, Square for the Unstable rule, AutoAttack) evaluated."""
+    from trades_instability.report import registry
 
-    for name, grid in GRIDS.items():
+    for grid in registry.of_kind(registry.GRID):
+        name = grid.name
         spec = cfg.raw.get(name)
         if not spec:
             continue
         try:
-            rows = grid_rows(spec, name)
+            rows = grid.grid_rows(spec)
         except ValueError as e:
             fail(str(e))
         for i, row in enumerate(rows):
-            for value in grid.values:
+            for value in grid.grid_values:
                 path, s = f"{name}.rows[{i}].{value}", row[value]
                 if s not in cfg.raw["settings"]:
                     fail(f"{path}: unknown setting {s!r}; allowed: {', '.join(cfg.raw['settings'])}")
-                have = cfg.run_config(s, 0)[grid.run_key]
+                have = cfg.run_config(s, 0)[grid.grid_key]
                 if have != value:
-                    fail(f"{path}: setting {s!r} is trained with {grid.run_key} {have!r}, not {value!r}")
-                for attack in ("pgd10", "square", "autoattack"):
-                    need_attack(path, s, attack, f"the {name} table reports it")
+                    fail(f"{path}: setting {s!r} is trained with {grid.grid_key} {have!r}, not {value!r}")
+                for a in grid.attacks:
+                    need_attack(path, s, a.attack, grid.attack_why(a))
 
 
 # --------------------------------------------------------------------------------- data check
