@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from trades_instability.report import comparison as C
 from trades_instability.report import comparison_stats as CS
-from trades_instability.report import tables as T
 
 
 def test_fisher_known_p_values():
@@ -84,7 +84,7 @@ def test_comparison_marks_differing_cells(tmp_path):
     spec = {"table2": {"panels": [{"title": "Learning Rate = 0.1", "row": "beta", "col": "batch_size",
                                    "settings": ["b1", "b3"]}]}}
     tex, csv = tmp_path / "c.tex", tmp_path / "c.csv"
-    df = T.render_comparison(pd.DataFrame(rows), {}, spec, tex, csv)
+    df = C.render_comparison(pd.DataFrame(rows), {}, spec, tex, csv)
     t2 = df[(df.table == "table2") & (df.panel == "Learning Rate = 0.1")].set_index(["row", "column"])
     differs = t2.loc[("beta=1", "batch_size=128")]
     assert differs.verdict == "differs" and differs.p_value == pytest.approx(2 / comb(20, 10))
@@ -107,7 +107,7 @@ def test_welch_uses_the_sample_std_whatever_the_table_ddof(tmp_path, ddof):
              "autoattack_acc": 0.2, "unstable": False} for s, c in enumerate(clean)]
     selection = {"groups": {"d": {"regular": [0, 1, 2], "unstable": [], "diverged": []}}}
     spec = {"table3": {"regular_unstable": "d", "fixed": "d", "ddof": ddof}}
-    df = T.comparison_frame(pd.DataFrame(rows), selection, spec)
+    df = C.comparison_frame(pd.DataFrame(rows), selection, spec)
     r = df[(df.table == "table3") & (df.row == "Regular") & (df.column == "Clean")].iloc[0]
     assert r.reproduced_std == pytest.approx(np.std(clean, ddof=ddof))
     assert r.paper_n == 3 and r.p_value == pytest.approx(

@@ -32,13 +32,13 @@ def fake_stable(tmp_path_factory):
 @pytest.fixture
 def none_messages(monkeypatch):
     seen: list[str] = []
-    orig = F._none_panel
+    orig = F.none_panel
 
     def spy(ax, message):
         seen.append(message)
         orig(ax, message)
 
-    monkeypatch.setattr(F, "_none_panel", spy)
+    monkeypatch.setattr(F, "none_panel", spy)
     return seen
 
 

@@ -10,6 +10,7 @@ import pytest
 from _report_fakes import make_fake_results
 
 from trades_instability.report import paper_results as pr
+from trades_instability.report import comparison as C
 from trades_instability.report import tables as T
 
 EXPECTED_ROWS = {
@@ -189,11 +190,11 @@ def test_latex_escape():
 
 def test_comparison_every_paper_cell(fake, tmp_path):
     tex, csv = tmp_path / "comparison.tex", tmp_path / "comparison.csv"
-    df = T.render_comparison(fake["summary"], fake["selection"], fake["tables"], tex, csv)
+    df = C.render_comparison(fake["summary"], fake["selection"], fake["tables"], tex, csv)
     assert len(df) == len(pr.paper_cells()) == 90
     assert df[["table", "panel", "row", "column"]].drop_duplicates().shape[0] == 90
     back = pd.read_csv(csv)
-    assert list(back.columns) == T.COMPARISON_COLUMNS and len(back) == 90
+    assert list(back.columns) == C.COMPARISON_COLUMNS and len(back) == 90
     # difference = reproduced - paper where both exist, empty otherwise
     both = df["reproduced"].notna()
     assert np.allclose(df.loc[both, "difference"], df.loc[both, "reproduced"] - df.loc[both, "paper"])
@@ -220,7 +221,7 @@ def test_comparison_every_paper_cell(fake, tmp_path):
 def test_comparison_without_unstable_and_missing_spec(fake_stable, tmp_path):
     specs = dict(fake_stable["tables"])
     del specs["table7"]
-    df = T.render_comparison(fake_stable["summary"], fake_stable["selection"], specs,
+    df = C.render_comparison(fake_stable["summary"], fake_stable["selection"], specs,
                              tmp_path / "c.tex", tmp_path / "c.csv")
     assert len(df) == 90
     t7 = df[df.table == "table7"]
@@ -240,5 +241,5 @@ def test_empty_summary_renders_every_table(tmp_path):
         m = T.render_table(name, TABLE_SPECS[name], empty, {}, out)
         check_latex(out.read_text())
         assert all(c.is_none for p in m.panels for c in p.cells.values())
-    df = T.render_comparison(empty, {}, TABLE_SPECS, tmp_path / "c.tex", tmp_path / "c.csv")
+    df = C.render_comparison(empty, {}, TABLE_SPECS, tmp_path / "c.tex", tmp_path / "c.csv")
     assert len(df) == 90 and df["reproduced"].isna().all()

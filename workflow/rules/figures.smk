@@ -27,7 +27,7 @@ rule figure:
     benchmark:
         "benchmarks/figures/{figure}.tsv"
     wildcard_constraints:
-        figure="figure[1-7]",
+        figure=W.artifact_names("figure"),
     localrule: True
     conda:
         ENV

@@ -1,6 +1,7 @@
 # Tables 1-7 of the paper and the cell-by-cell comparison with the published numbers.
 # Reads only aggregation outputs (summary.csv, selection.json) and the `tables:` section of the config;
-# logic in trades_instability.report.tables, LaTeX layout in workflow/templates/*.tex.j2.
+# logic in trades_instability.report.tables (which builder: report/registry.py), LaTeX layout in
+# workflow/templates/*.tex.j2; the comparison in trades_instability.report.comparison.
 #
 # A table reads the per-target aggregation results/aggregate/{table}/summary.csv (only the settings
 # that table names, so that `snakemake tables/table3.tex` trains just what Table 3 needs). The
@@ -22,7 +23,7 @@ rule table:
     benchmark:
         "benchmarks/tables/{table}.tsv"
     wildcard_constraints:
-        table="table[1-7]",
+        table=W.artifact_names("table"),
     localrule: True
     conda:
         ENV

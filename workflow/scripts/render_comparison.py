@@ -6,7 +6,7 @@ from pathlib import Path
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 sys.path.insert(0, str(Path(smk.scriptdir).resolve().parents[1] / "src"))  # without pip install -e
-from trades_instability.report.tables import render_comparison, verdict_summary  # noqa: E402
+from trades_instability.report.comparison import render_comparison, verdict_summary  # noqa: E402
 
 logging.basicConfig(filename=smk.log[0], filemode="w", level=logging.INFO, format="%(asctime)s %(message)s")
 try:

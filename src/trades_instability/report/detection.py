@@ -33,13 +33,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from trades_instability.report.tables import _diverged, _env, _write_text, latex_escape, load_selection, load_summary
+from trades_instability.config.run import FixConfig
+from trades_instability.report import registry
+from trades_instability.report.cells import diverged_runs, load_selection, load_summary
+from trades_instability.report.latex import latex_escape, template_env, write_text
 
 MIN_RUNS = 2
 LEVEL = 0.95
 N_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
-DEFAULT_FOSC_THRESHOLD = 0.1  # RunConfig's fix.fosc_threshold, used only for a run whose summary row lacks it
+DEFAULT_FOSC_THRESHOLD = FixConfig.fosc_threshold  # the run config's default, for a summary row without it
 POOLED = "all"
 
 
@@ -175,7 +178,7 @@ def load_traces(summary, selection, run_dirs: Mapping[tuple[str, int], str | os.
     traces, left_out = [], {}
     for setting in settings:
         rows = summary[summary["setting"] == setting]
-        div = _diverged(rows, selection, setting)
+        div = diverged_runs(rows, selection, setting)
         for (_, r), diverged in zip(rows.iterrows(), div):
             seed = int(r["seed"])
             why = ("diverged" if diverged else "unclassified" if r["unstable"] is None
@@ -263,14 +266,14 @@ def runs_frame(report: DetectionReport) -> pd.DataFrame:
 def draw(report: DetectionReport):
     """(a) every run's FOSC per epoch coloured by label, with the calibrated and configured thresholds;
     (b) the ROC curve of the peak FOSC, or a "not enough runs" panel."""
-    from trades_instability.report.figures import _none_panel, _pyplot
+    from trades_instability.report.figures import none_panel, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax, ax_roc) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1.6, 1]})
     colors = {True: "#d62728", False: "#1f77b4"}
     g = report.pooled
     if not report.traces:
-        _none_panel(ax, "no classified run (without the fix) in the configured settings")
+        none_panel(ax, "no classified run (without the fix) in the configured settings")
     else:
         for lab in (False, True):
             for i, t in enumerate(x for x in report.traces if x.unstable is lab):
@@ -287,7 +290,7 @@ def draw(report: DetectionReport):
         ax.legend(loc="best", frameon=True, fontsize=8)
     ax.set_title("(a) validation FOSC per epoch")
     if not g.enough:
-        _none_panel(ax_roc, f"{NOT_ENOUGH} to calibrate: {g.n_unstable} Unstable, {g.n_regular} Regular "
+        none_panel(ax_roc, f"{NOT_ENOUGH} to calibrate: {g.n_unstable} Unstable, {g.n_regular} Regular "
                             f"(need {MIN_RUNS} of each)")
     else:
         pos = np.array([t.peak for t in report.traces if t.unstable])
@@ -314,20 +317,20 @@ def render_detection(summary, selection, run_dirs, settings: list[str], out_tex:
                      out_csv: str | os.PathLike, out_pdf: str | os.PathLike,
                      template_dir: str | os.PathLike | None = None) -> DetectionReport:
     """Write tables/detection.tex (+ the per-run CSV) and figures/detection.pdf (+ PNG)."""
-    from trades_instability.report.figures import _pyplot, _save, _style
+    from trades_instability.report.figures import plot_style, pyplot, save_figure
 
     report = build_detection(summary, selection, run_dirs, settings)
-    tex = _env(template_dir).get_template("detection.tex.j2").render(
+    tex = template_env(template_dir).get_template(registry.REGISTRY["detection"].template).render(
         rows=table_rows(report), notes=[latex_escape(n) for n in report.notes], min_runs=MIN_RUNS,
         settings=", ".join(latex_escape(s) for s in settings), level=int(LEVEL * 100), n_resamples=N_RESAMPLES)
-    _write_text(out_tex, tex)
-    _write_text(out_csv, runs_frame(report).to_csv(index=False))
-    axes_style, context = _style()
+    write_text(out_tex, tex)
+    write_text(out_csv, runs_frame(report).to_csv(index=False))
+    axes_style, context = plot_style()
     with axes_style, context:
         fig = draw(report)
         try:
-            _save(fig, out_pdf)
+            save_figure(fig, out_pdf)
         finally:
             fig.clf()
-            _pyplot().close(fig)
+            pyplot().close(fig)
     return report

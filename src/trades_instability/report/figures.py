@@ -33,13 +33,15 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from trades_instability.report.tables import load_selection, load_summary, representative_seed
+from trades_instability.config.run import FixConfig
+from trades_instability.report import registry
+from trades_instability.report.cells import load_selection, load_summary, representative_seed
 
-plt: Any = None  # matplotlib.pyplot, imported on first use (keeps `import figures` light for the Snakefile)
+plt: Any = None  # matplotlib.pyplot, imported on first use (keeps `import figures` light)
 
 
-def _pyplot():
-    """Import matplotlib with the non-interactive Agg backend (once)."""
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend (imported once; also for detection and grids)."""
     global plt
     if plt is None:
         import matplotlib
@@ -50,8 +52,8 @@ def _pyplot():
         plt = pyplot
     return plt
 
-FIGURES = ("figure1", "figure2", "figure3", "figure4", "figure5", "figure6", "figure7")
-DEFAULT_FOSC_THRESHOLD = 0.1  # config.FixConfig.fosc_threshold default, used only when nothing else says
+FIGURES = registry.FIGURES  # figure1 .. figure7 (report/registry.py)
+DEFAULT_FOSC_THRESHOLD = FixConfig.fosc_threshold  # the run config's default, used only when nothing else says
 PNG_DPI = 150
 COLORS = {"fosc": "#d62728", "sgcs": "#1f77b4", "pgd": "#2ca02c", "gap": "#9467bd", "train": "#ff7f0e",
           "wgrad": "#8c564b", "ce": "#17becf", "kl": "#e377c2", "cos": "#7f7f7f"}
@@ -138,7 +140,8 @@ def fosc_rise_epoch(epochs: pd.DataFrame, threshold: float) -> tuple[int | None,
 
 
 # --------------------------------------------------------------------------- drawing helpers
-def _none_panel(ax, message: str) -> None:
+def none_panel(ax, message: str) -> None:
+    """Replace the axes by a box saying ``none: <message>`` (what is missing, instead of an error)."""
     ax.set_axis_off()
     ax.text(0.5, 0.5, f"none: {message}", ha="center", va="center", fontsize=11, wrap=True,
             transform=ax.transAxes, bbox=dict(boxstyle="round", fc="#f4f4f4", ec="#999999"))
@@ -161,11 +164,11 @@ def _label_group(group: str) -> str:
 
 def _epochs_or_none(ax, run_dirs, setting, seed, group) -> pd.DataFrame | None:
     if seed is None:
-        _none_panel(ax, f"no {_label_group(group)} run in {setting}")
+        none_panel(ax, f"no {_label_group(group)} run in {setting}")
         return None
     df = read_epochs(_run_dir(run_dirs, setting, seed))
     if df is None:
-        _none_panel(ax, f"no epochs.csv for {setting} seed {seed}")
+        none_panel(ax, f"no epochs.csv for {setting} seed {seed}")
     return df
 
 
@@ -189,14 +192,15 @@ def _curves(ax, df: pd.DataFrame, fosc_scale: float, *, sgcs: bool = True, pgd: 
     ax.legend(loc="best", frameon=True)
 
 
-def _style():
+def plot_style():
+    """(axes style, plotting context) of every report figure (seaborn whitegrid, paper context)."""
     import seaborn as sns
 
     return sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.25)
 
 
 # --------------------------------------------------------------------------- figures
-def _figure1(spec, summary, selection, run_dirs):
+def draw_figure1(spec, summary, selection, run_dirs):
     setting = spec["setting"]
     fig = plt.figure(figsize=(12, 5.2))
     for i, group in enumerate(("regular", "unstable")):
@@ -207,7 +211,7 @@ def _figure1(spec, summary, selection, run_dirs):
             ax = fig.add_subplot(1, 2, i + 1)
             msg = (f"no {_label_group(group)} run in {setting}" if seed is None
                    else f"no landscape.npz for {setting} seed {seed}")
-            _none_panel(ax, msg)
+            none_panel(ax, msg)
             ax.set_title(f"({letter}) {_label_group(group)}")
             continue
         ax = fig.add_subplot(1, 2, i + 1, projection="3d")
@@ -235,14 +239,14 @@ def _two_panel_curves(spec, selection, run_dirs, panels, fosc_scale, title, *, s
     return fig
 
 
-def _figure2(spec, summary, selection, run_dirs):
+def draw_figure2(spec, summary, selection, run_dirs):
     s = spec["setting"]
     scale = float(spec.get("fosc_scale", 10))
     return _two_panel_curves(spec, selection, run_dirs, [("a", s, "regular"), ("b", s, "unstable")], scale,
                              f"FOSC, SGCS and PGD-10 validation accuracy ({s})")
 
 
-def _figure3(spec, summary, selection, run_dirs):
+def draw_figure3(spec, summary, selection, run_dirs):
     s = spec["setting"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     seed = _pick(selection, s, "unstable")
@@ -266,7 +270,7 @@ def _figure3(spec, summary, selection, run_dirs):
     return fig
 
 
-def _figure4(spec, summary, selection, run_dirs):
+def draw_figure4(spec, summary, selection, run_dirs):
     s = spec["setting"]
     seed = _pick(selection, s, "unstable")
     metrics = [("w_grad_norm", "W_grad_norm", COLORS["wgrad"]), ("ce_norm", "CE_norm", COLORS["ce"]),
@@ -294,7 +298,7 @@ def _figure4(spec, summary, selection, run_dirs):
                            f"(log_batch_metrics off?)")
     if message is not None:
         fig, ax = plt.subplots(figsize=(10, 4))
-        _none_panel(ax, message)
+        none_panel(ax, message)
         ax.set_title("Batch-level gradient metrics" + (f", epoch {epoch} ({reason})" if epoch else ""))
         return fig
     sel = sel.sort_values("step")
@@ -314,7 +318,7 @@ def _figure4(spec, summary, selection, run_dirs):
     return fig
 
 
-def _figure5(spec, summary, selection, run_dirs):
+def draw_figure5(spec, summary, selection, run_dirs):
     s = spec["setting"]
     fscale = float(spec.get("fosc_scale", 10))
     gscale = float(spec.get("grad_norm_scale", 0.3))
@@ -334,7 +338,7 @@ def _figure5(spec, summary, selection, run_dirs):
     return fig
 
 
-def _figure6(spec, summary, selection, run_dirs):
+def draw_figure6(spec, summary, selection, run_dirs):
     su, sf = spec["unstable"], spec["fixed"]
     scale = float(spec.get("fosc_scale", 10))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
@@ -347,13 +351,13 @@ def _figure6(spec, summary, selection, run_dirs):
     thr, _ = fosc_threshold(spec, _run_dir(run_dirs, sf, seed))
     for ax, letter, setting, group in ((axes[0], "a", su, "unstable"), (axes[1], "b", sf, "fixed")):
         if seed is None:
-            _none_panel(ax, f"no Unstable run in {su}")
+            none_panel(ax, f"no Unstable run in {su}")
             ax.set_title(f"({letter}) {_label_group(group)}")
             continue
         df = read_epochs(_run_dir(run_dirs, setting, seed))
         ax.set_title(f"({letter}) {_label_group(group)} ({setting}, seed {seed})")
         if df is None:
-            _none_panel(ax, f"no run of {setting} with seed {seed}")
+            none_panel(ax, f"no run of {setting} with seed {seed}")
             continue
         _curves(ax, df, scale, sgcs=False, threshold=thr)
         if group == "fixed" and "noise_batches" in df.columns:
@@ -366,35 +370,21 @@ def _figure6(spec, summary, selection, run_dirs):
     return fig
 
 
-def _figure7(spec, summary, selection, run_dirs):
+def draw_figure7(spec, summary, selection, run_dirs):
     su, sr = spec["unstable"], spec["regular"]
     scale = float(spec.get("fosc_scale", 5))
     return _two_panel_curves(spec, selection, run_dirs, [("a", su, "unstable"), ("b", sr, "regular")], scale,
                              "Learning-rate scheduling: FOSC, SGCS and PGD-10 validation accuracy")
 
 
-_BUILDERS = {"figure1": (_figure1, ["setting"]), "figure2": (_figure2, ["setting"]),
-             "figure3": (_figure3, ["setting"]), "figure4": (_figure4, ["setting"]),
-             "figure5": (_figure5, ["setting"]), "figure6": (_figure6, ["unstable", "fixed"]),
-             "figure7": (_figure7, ["unstable", "regular"])}
-
-
 def figure_settings(name: str, spec: Mapping) -> list[str]:
-    """Settings whose per-run files figure ``name`` reads (for the workflow's input functions)."""
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown figure {name!r}; expected one of {', '.join(FIGURES)}")
-    out = []
-    for key in _BUILDERS[name][1]:
-        if key not in (spec or {}):
-            raise ValueError(f"config key 'figures.{name}.{key}' is missing (see config.yaml's figures: section)")
-        if spec[key] not in out:
-            out.append(spec[key])
-    return out
+    """Settings whose per-run files figure ``name`` reads (its registry entry's setting keys)."""
+    return registry.get(name, registry.FIGURE).spec_settings(spec)
 
 
 def figure_files(name: str) -> list[str]:
     """Per-run file names figure ``name`` reads."""
-    return {"figure1": ["landscape.npz"], "figure4": ["epochs.csv", "batches.csv"]}.get(name, ["epochs.csv"])
+    return list(registry.get(name, registry.FIGURE).run_files)
 
 
 def run_dirs_from_paths(paths) -> dict[tuple[str, int], Path]:
@@ -408,7 +398,8 @@ def run_dirs_from_paths(paths) -> dict[tuple[str, int], Path]:
     return out
 
 
-def _save(fig, out_pdf: str | os.PathLike) -> tuple[Path, Path]:
+def save_figure(fig, out_pdf: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``out_pdf`` and ``<stem>.png`` beside it (atomically); returns both paths."""
     from trades_instability.rundir.files import atomic_path
 
     out_pdf = Path(out_pdf)
@@ -423,18 +414,17 @@ def _save(fig, out_pdf: str | os.PathLike) -> tuple[Path, Path]:
 def render_figure(name: str, spec: Mapping, summary, selection, run_dirs: RunDirs,
                   out_pdf: str | os.PathLike) -> tuple[Path, Path]:
     """Draw figure ``name`` and write ``out_pdf`` plus ``<stem>.png`` beside it; returns both paths."""
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown figure {name!r}; expected one of {', '.join(FIGURES)}")
+    art = registry.get(name, registry.FIGURE)
     spec = dict(spec or {})
-    figure_settings(name, spec)  # validates the keys
+    art.spec_settings(spec)  # validates the keys
     summary = load_summary(summary)  # validated even where a figure does not need it
     selection = load_selection(selection)
     run_dirs = {(str(k[0]), int(k[1])): Path(v) for k, v in (run_dirs or {}).items()}
-    _pyplot()
-    axes_style, context = _style()
+    pyplot()
+    axes_style, context = plot_style()
     with axes_style, context:
-        fig = _BUILDERS[name][0](spec, summary, selection, run_dirs)
+        fig = art.build()(spec, summary, selection, run_dirs)
         try:
-            return _save(fig, out_pdf)
+            return save_figure(fig, out_pdf)
         finally:
             plt.close(fig)

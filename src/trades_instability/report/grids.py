@@ -27,22 +27,20 @@ from typing import Mapping
 
 import numpy as np
 
-from trades_instability.config.run import ARCHS, CONVENTION_NAMES
-from trades_instability.report.tables import (
+from trades_instability.report import registry
+from trades_instability.report.cells import (
     MEANSTD_COLUMNS,
     PROB_COLUMN,
     Panel,
     TableModel,
-    _diverged,
-    _write_text,
-    latex_escape,
+    diverged_runs,
     load_selection,
     load_summary,
     meanstd_cell,
     none_cell,
     prob_cell,
-    render_model,
 )
+from trades_instability.report.latex import latex_escape, render_model, write_text
 
 NAME = "conventions"
 CONVENTION_LATEX = {"adr": "ADR", "official_trades": "official TRADES"}
@@ -59,35 +57,24 @@ class Grid:
     title: str
 
 
-GRIDS: dict[str, Grid] = {
-    "conventions": Grid("conventions", "convention", CONVENTION_NAMES, CONVENTION_LATEX,
-                        "TRADES under the ADR and the official code conventions"),
-    "crossarch": Grid("crossarch", "arch", ARCHS,
-                      {"resnet18": "ResNet-18", "preact-resnet18": "PreActResNet-18", "wrn-34-10": "WRN-34-10"},
-                      "TRADES on three architectures (default setting)"),
+_LOOK = {  # LaTeX of each column value, figure title (the columns themselves: the registry's GRID entries)
+    "conventions": (CONVENTION_LATEX, "TRADES under the ADR and the official code conventions"),
+    "crossarch": ({"resnet18": "ResNet-18", "preact-resnet18": "PreActResNet-18", "wrn-34-10": "WRN-34-10"},
+                  "TRADES on three architectures (default setting)"),
 }
+GRIDS: dict[str, Grid] = {a.name: Grid(a.name, a.grid_key, a.grid_values, *_LOOK[a.name])
+                          for a in registry.of_kind(registry.GRID)}
 
 
 def grid_rows(spec: Mapping, grid: str = NAME) -> list[dict[str, str]]:
     """The ``rows`` of the spec, each with a ``label`` and one setting per value of the grid (KeyError-free:
     a malformed spec raises ValueError naming the key)."""
-    g = GRIDS[grid]
-    rows = spec.get("rows") if isinstance(spec, Mapping) else None
-    if not isinstance(rows, list) or not rows:
-        raise ValueError(f"config key '{g.name}.rows' must be a non-empty list")
-    for i, row in enumerate(rows):
-        missing = [k for k in ("label", *g.values) if not isinstance(row, Mapping) or k not in row]
-        if missing:
-            raise ValueError(f"config key '{g.name}.rows[{i}]' lacks {', '.join(missing)}")
-    return [dict(r) for r in rows]
+    return registry.get(grid, registry.GRID).grid_rows(spec)
 
 
 def grid_settings(spec: Mapping, grid: str = NAME) -> list[str]:
     """Every setting the grid's table reads, in order of appearance."""
-    out: list[str] = []
-    for row in grid_rows(spec, grid):
-        out += [row[v] for v in GRIDS[grid].values if row[v] not in out]
-    return out
+    return registry.get(grid, registry.GRID).grid_settings(spec)
 
 
 def build_grid(spec: Mapping, summary, selection, grid: str = NAME) -> TableModel:
@@ -106,7 +93,7 @@ def build_grid(spec: Mapping, summary, selection, grid: str = NAME) -> TableMode
             if runs.empty:
                 notes.append(f"setting {setting} has no run in summary.csv")
             cells[(r, PROB_COLUMN)] = prob_cell(runs, selection, setting)
-            live = runs[~_diverged(runs, selection, setting)] if not runs.empty else runs
+            live = runs[~diverged_runs(runs, selection, setting)] if not runs.empty else runs
             for col in MEANSTD_COLUMNS:
                 cells[(r, col)] = (meanstd_cell(live, col, ddof, setting) if not live.empty
                                    else none_cell(f"no finished run of {setting}"))
@@ -120,21 +107,21 @@ def build_grid(spec: Mapping, summary, selection, grid: str = NAME) -> TableMode
 def render_grid_table(spec: Mapping, summary, selection, out_tex: str | os.PathLike,
                       template_dir: str | os.PathLike | None = None, grid: str = NAME) -> TableModel:
     model = build_grid(spec, summary, selection, grid)
-    _write_text(out_tex, render_model(model, template_dir))
+    write_text(out_tex, render_model(model, template_dir))
     return model
 
 
 def render_grid_figure(spec: Mapping, summary, selection, out_pdf: str | os.PathLike,
                        grid: str = NAME) -> tuple[Path, Path]:
     """Left: P(Unstable) per row and grid value; right: mean ± std of Clean, PGD-10, AutoAttack, Gap."""
-    from trades_instability.report.figures import _pyplot, _save, _style
+    from trades_instability.report.figures import plot_style, pyplot, save_figure
 
     g = GRIDS[grid]
     model = build_grid(spec, summary, selection, grid)
-    plt = _pyplot()
+    plt = pyplot()
     labels = [r["label"] for r in grid_rows(spec, grid)]
     width = 0.8 / len(g.values)
-    axes_style, context = _style()
+    axes_style, context = plot_style()
     with axes_style, context:
         fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 2]})
         x = np.arange(len(labels))
@@ -166,7 +153,7 @@ def render_grid_figure(spec: Mapping, summary, selection, out_pdf: str | os.Path
         fig.suptitle(g.title)
         fig.tight_layout()
         try:
-            return _save(fig, out_pdf)
+            return save_figure(fig, out_pdf)
         finally:
             plt.close(fig)
 

@@ -19,11 +19,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from trades_instability.report.figures import figure_files, figure_settings
-from trades_instability.report.grids import GRIDS
+from trades_instability.report import registry
 from trades_instability.config.pipeline import PipelineConfig
 
-GRID_NAMES = tuple(GRIDS)  # side-by-side targets: conventions, crossarch
+GRID_NAMES = registry.GRIDS  # side-by-side targets: conventions, crossarch
 
 # environment variables the shell commands of the rules read (set by export_job_env)
 ENV_SRC = "TRADES_SRC"  # the library (src/), prepended to PYTHONPATH of every job
@@ -51,10 +50,6 @@ def alternation(names) -> str:
     return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!)"
 
 
-def _numbered(names, prefix: str) -> list[str]:
-    return sorted(names or {}, key=lambda n: int(n.removeprefix(prefix)))
-
-
 class WorkflowPaths:
     """Every path and input function the rules use, from the validated config ``pc``.
 
@@ -64,13 +59,19 @@ class WorkflowPaths:
         self.pc = pc
         self.results = pc.results_dir
         self.templates_dir = str(Path(basedir) / "workflow" / "templates")
-        self.tables = _numbered(pc.raw.get("tables"), "table")
-        self.figures = _numbered(pc.raw.get("figures"), "figure")
+        # the report artifacts of report/registry.py the config asks for (tables / figures: numbered order)
+        self.tables = [a.name for a in registry.configured(pc.raw, registry.TABLE)]
+        self.figures = [a.name for a in registry.configured(pc.raw, registry.FIGURE)]
         # targets with their own aggregation (results/aggregate/{target}/). "comparison" and "detection"
         # read the settings of the paper's tables and figures only (detection: unless detection.settings
         # names others), so that `paper` never trains what only the conventions target needs
-        self.grids = [g for g in GRID_NAMES if pc.raw.get(g)]  # side-by-side targets: conventions, crossarch
-        self.agg_targets = self.tables + self.figures + ["comparison", "detection"] + self.grids
+        self.grids = [a.name for a in registry.configured(pc.raw, registry.GRID)]  # conventions, crossarch
+        self.agg_targets = (self.tables + self.figures + list(registry.names(registry.COMPARISON))
+                            + list(registry.names(registry.DETECTION)) + self.grids)
+
+    def artifact_names(self, kind: str) -> str:
+        """Regex of every registered artifact name of ``kind`` (a rule's wildcard constraint, e.g. table1..7)."""
+        return alternation(registry.names(kind))
 
     # -- outputs --------------------------------------------------------------------------------
     def table_file(self, name: str) -> str:
@@ -88,18 +89,22 @@ class WorkflowPaths:
     def results_file(self, *parts: str) -> str:
         return os.path.join(self.results, *parts)
 
+    def artifact_files(self, name: str, *, targets_only: bool = True) -> list[str]:
+        """The files of artifact ``name`` (report/registry.py), in its rule's output order; by default only
+        its target files (without e.g. the CSV beside comparison.tex)."""
+        dirs = {registry.TABLES_DIR: self.table_file, registry.FIGURES_DIR: self.figure_file}
+        return [dirs[d](f) for d, f in registry.get(name).files(targets_only=targets_only)]
+
     def grid_targets(self, grid: str) -> list[str]:
         """What target ``grid`` (conventions, crossarch) builds: its table and its figure (PDF + PNG)."""
-        return [self.table_file(f"{grid}.tex"), self.figure_file(f"{grid}.pdf"), self.figure_file(f"{grid}.png")]
+        return self.artifact_files(registry.get(grid, registry.GRID).name)
 
     def paper_targets(self) -> list[str]:
-        """Everything rule `paper` builds: tables, comparison, figures (PDF + PNG), the FOSC detector."""
-        return (
-            [self.table_file(f"{t}.tex") for t in self.tables]
-            + [self.table_file("comparison.tex")]
-            + [self.figure_file(f"{f}.{ext}") for f in self.figures for ext in ("pdf", "png")]
-            + [self.table_file("detection.tex"), self.figure_file("detection.pdf"), self.figure_file("detection.png")]
-        )
+        """Everything rule `paper` builds: the target files of every configured artifact of the registry that
+        is `in_paper` (tables, comparison, figures as PDF + PNG, the FOSC detector)."""
+        names = self.tables + [a.name for a in registry.of_kind(registry.COMPARISON) if a.in_paper]
+        names += self.figures + [a.name for a in registry.of_kind(registry.DETECTION) if a.in_paper]
+        return [f for name in names for f in self.artifact_files(name)]
 
     # -- runs -----------------------------------------------------------------------------------
     def run_dir(self, setting: str, seed: int | str) -> str:
@@ -214,13 +219,14 @@ class WorkflowPaths:
         return self.aggregation_of(wildcards.table)
 
     def figure_inputs(self, wildcards) -> dict[str, Any]:
-        """The per-target aggregation of {figure} plus its per-run files (epochs.csv, batches.csv,
-        landscape.npz) of ALL seeds of the settings it names: the representative Regular / Unstable /
-        self-healing seeds are only known after aggregation, the renderer picks them."""
+        """The per-target aggregation of {figure} plus its per-run files (the registry's run_files: epochs.csv,
+        batches.csv, landscape.npz) of ALL seeds of the settings it names: the representative Regular /
+        Unstable / self-healing seeds are only known after aggregation, the renderer picks them."""
         name = wildcards.figure
-        settings = figure_settings(name, self.figure_spec(wildcards))
+        art = registry.get(name, registry.FIGURE)
+        settings = art.spec_settings(self.figure_spec(wildcards))
         runs: list[str] = []
-        for f in figure_files(name):
+        for f in art.run_files:
             runs += self.landscape_files(settings) if f == "landscape.npz" else self.run_files(settings, f)
         return {**self.aggregation_of(name), "runs": runs}
 
