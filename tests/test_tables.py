@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from _report_fakes import make_fake_results
 
-from trades_instability.report import paper_results as pr
 from trades_instability.report import comparison as C
+from trades_instability.report import paper_results as pr
 from trades_instability.report import tables as T
 
 EXPECTED_ROWS = {
@@ -243,3 +243,20 @@ def test_empty_summary_renders_every_table(tmp_path):
         assert all(c.is_none for p in m.panels for c in p.cells.values())
     df = C.render_comparison(empty, {}, TABLE_SPECS, tmp_path / "c.tex", tmp_path / "c.csv")
     assert len(df) == 90 and df["reproduced"].isna().all()
+
+
+def test_registry_entries_resolve():
+    """Every artifact of report/registry.py names a builder that exists and a template that exists; the
+    tables and figures are numbered 1-7 as the workflow's wildcard constraints were."""
+    from trades_instability.report import registry
+    from trades_instability.report.latex import default_template_dir
+
+    assert registry.TABLES == tuple(f"table{i}" for i in range(1, 8))
+    assert registry.FIGURES == tuple(f"figure{i}" for i in range(1, 8))
+    assert registry.GRIDS == ("conventions", "crossarch")
+    for art in registry.ARTIFACTS:
+        assert callable(art.build()), art.name
+        if art.template:
+            assert (default_template_dir() / art.template).exists(), art.template
+    with pytest.raises(ValueError, match="unknown table 'table8'; expected one of table1, "):
+        T.build_table("table8", {"setting": "x"}, pd.DataFrame({"setting": [], "seed": []}), {})

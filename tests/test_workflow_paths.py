@@ -45,9 +45,21 @@ def test_paths_and_inputs():
     assert "conventions" not in WorkflowPaths(pipeline_config.PipelineConfig(no_conventions), "/repo").agg_targets
     targets = w.paper_targets()
     assert len(targets) == 7 + 1 + 14 + 3 and "tab/comparison.tex" in targets and "fig/figure7.png" in targets
+    # derived from report/registry.py: the list the workflow had spelt out before, in the same order
+    assert targets == ([f"tab/table{i}.tex" for i in range(1, 8)] + ["tab/comparison.tex"]
+                       + [f"fig/figure{i}.{e}" for i in range(1, 8) for e in ("pdf", "png")]
+                       + ["tab/detection.tex", "fig/detection.pdf", "fig/detection.png"])
+    assert w.grid_targets("crossarch") == ["tab/crossarch.tex", "fig/crossarch.pdf", "fig/crossarch.png"]
+    assert w.artifact_files("comparison", targets_only=False) == ["tab/comparison.tex", "tab/comparison.csv"]
+    import re
+
+    assert re.fullmatch(w.artifact_names("table"), "table7") and not re.fullmatch(w.artifact_names("table"), "table8")
     fig = w.figure_inputs(SimpleNamespace(figure="figure6"))
     assert fig["summary"] == "res/aggregate/figure6/summary.csv"
     assert set(fig["runs"]) == set(w.run_files(["default", "fixed"], "epochs.csv"))
+    fig4 = w.figure_inputs(SimpleNamespace(figure="figure4"))["runs"]
+    assert fig4 == w.run_files(["default"], "epochs.csv") + w.run_files(["default"], "batches.csv")
+    assert w.figure_inputs(SimpleNamespace(figure="figure1"))["runs"] == w.landscape_files(["default"])
     assert w.table_spec(SimpleNamespace(table="table1")) == {"setting": "default"}
     assert w.resource("train", "threads") == 1
 
