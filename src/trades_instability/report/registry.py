@@ -242,11 +242,14 @@ def get(name: str, kind: str | None = None) -> Artifact:
 
 
 def configured(raw: Mapping[str, Any], kind: str) -> list[Artifact]:
-    """The artifacts of ``kind`` the config asks for: tables / figures present in their section (numbered
-    order), grids with a non-empty section; the comparison and the detector always."""
+    """The artifacts of ``kind`` the config asks for, in registry order: tables / figures present in their
+    section, grids with a non-empty section; the comparison and the detector always. A name in the section
+    that is not registered raises ValueError (the schema rejects it first)."""
     if kind in (TABLE, FIGURE):
         section = raw.get("tables" if kind == TABLE else "figures") or {}
-        return sorted((get(n, kind) for n in section), key=lambda a: int(a.name.removeprefix(kind)))
+        for n in section:
+            get(n, kind)
+        return [a for a in of_kind(kind) if a.name in section]
     if kind == GRID:
         return [a for a in of_kind(GRID) if raw.get(a.name)]
     return of_kind(kind)
