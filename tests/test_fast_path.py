@@ -1,8 +1,9 @@
 """The fast training path computes what the official TRADES formulation computes.
 
-* The project's step (``Trainer._train_step``: TPGD with the clean prediction computed once, then the TRADES
-  loss) gives the same TRADES loss and parameter gradients as the official ``trades_loss`` (clean forward
-  recomputed at every attack step, ``KLDivLoss(size_average=False)`` / batch size), same seed, batch and start.
+* The project's step (:class:`~trades_instability.train.step.TradesStep`: TPGD with the clean prediction
+  computed once, then the TRADES loss) gives the same TRADES loss and parameter gradients as the official
+  ``trades_loss`` (clean forward recomputed at every attack step, ``KLDivLoss(size_average=False)`` / batch
+  size), same seed, batch and start.
 * It does the work it claims: one clean forward per attack instead of one per step; about 27 forward
   equivalents per image and step against the official 39 (counted with FlopCounterMode).
 * The on-device batch augmentation is torchvision's RandomCrop(padding) + RandomHorizontalFlip, per example.
@@ -18,10 +19,14 @@ import torch
 
 from trades_instability.tools import bench
 from trades_instability.train import loop as training
+from trades_instability.train import step as train_step
 from trades_instability.data.augment import crop_flip, draw_params
 from trades_instability.config.run import from_dict
 from trades_instability.data.datasets import load_splits
 from trades_instability.train.loop import Diverged, Trainer
+from trades_instability.train.optim import build_optimizer
+from trades_instability.train.state import TrainState
+from trades_instability.train.step import TradesStep
 
 
 def _cfg(**over):
@@ -37,7 +42,7 @@ def _cfg(**over):
 
 def _trainer(tmp_path, cfg):
     t = Trainer(cfg, tmp_path, log=lambda m: None, progress=False, data=load_splits(cfg))
-    t._setup()
+    t.setup()
     return t
 
 
@@ -47,8 +52,8 @@ def test_project_step_matches_official_trades_loss(tmp_path, dtype):
     t = _trainer(tmp_path, cfg)
     if dtype == torch.float64:
         t.model.double()
-    stats = t._start_epoch(1)
-    x, y = next(t._epoch_batches())  # the same augmented batch for both
+    stats = t.step.start_epoch(1)
+    x, y = next(t.epoch_batches())  # the same augmented batch for both
     x = x.to(dtype)
     ref_model = copy.deepcopy(t.model)  # same weights and BatchNorm statistics
     ref_opt = torch.optim.SGD(ref_model.parameters(), lr=cfg.lr)
@@ -63,7 +68,7 @@ def test_project_step_matches_official_trades_loss(tmp_path, dtype):
     grads_ref = [p.grad.clone() for p in ref_model.parameters()]
 
     # the project: the Trainer's own step (which then takes its optimiser step; gradients stay in .grad)
-    t._train_step(stats, 0, x, y)
+    t.step(x, y, batch=0, state=t.state, stats=stats)
     loss_fast = stats.loss / len(y)
     grads_fast = [p.grad for p in t.model.parameters()]
 
@@ -75,13 +80,30 @@ def test_project_step_matches_official_trades_loss(tmp_path, dtype):
         torch.testing.assert_close(gf, gr, **tol)
 
 
+def test_trades_step_is_built_from_its_pieces_without_a_trainer(tmp_path):
+    """TradesStep needs only the config, model, optimiser and device generator; built so, it takes
+    the same step as the Trainer's (same weights, same statistics, same generator draws)."""
+    cfg = _cfg(log_batch_metrics=True)
+    t = _trainer(tmp_path, cfg)
+    x, y = next(t.epoch_batches())
+    model = copy.deepcopy(t.model)
+    gen = torch.Generator().set_state(t.gen_dev.get_state())
+    step = TradesStep(cfg, model, build_optimizer(cfg, model), gen)
+    state = TrainState()
+    rows = [s(x, y, batch=0, state=st, stats=s.start_epoch(1))
+            for s, st in ((t.step, t.state), (step, state))]
+    assert rows[0] == rows[1] and state == t.state and state.step == 1
+    assert all(torch.equal(p, q) for p, q in zip(t.model.state_dict().values(), model.state_dict().values()))
+    assert torch.equal(gen.get_state(), t.gen_dev.get_state())
+
+
 def test_attack_computes_the_clean_prediction_once(tmp_path):
     cfg = _cfg()
     t = _trainer(tmp_path, cfg)
-    x, y = next(t._epoch_batches())
+    x, y = next(t.epoch_batches())
     calls = {"n": 0}
     t.model.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
-    t._inner_max(x, y)
+    t.step.inner_max(x, y)
     assert calls["n"] == cfg.attack.steps + 1  # one clean forward + one per step
     calls["n"] = 0
     opt = torch.optim.SGD(t.model.parameters(), lr=0.1)
@@ -94,9 +116,9 @@ def test_measured_work_per_image_is_27_forwards_against_officials_39(tmp_path):
     cfg = _cfg(attack={"steps": 10}, convention="adr")
     t = _trainer(tmp_path, cfg)
     fwd = bench.forward_flops(t.model, 16, torch.device("cpu"), channels_last=False)
-    x, y = next(t._epoch_batches())
-    stats = t._start_epoch(1)
-    ours = bench.counted_flops(lambda: t._train_step(stats, 0, x, y)) / (fwd * len(y))
+    x, y = next(t.epoch_batches())
+    stats = t.step.start_epoch(1)
+    ours = bench.counted_flops(lambda: t.step(x, y, batch=0, state=t.state, stats=stats)) / (fwd * len(y))
     model = copy.deepcopy(t.model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
@@ -110,8 +132,8 @@ def test_measured_work_per_image_is_27_forwards_against_officials_39(tmp_path):
     assert 37.5 < theirs <= 39.01, theirs
     # official_trades: the same plus one graph-free clean forward (BatchNorm statistics as the official loop)
     t_off = _trainer(tmp_path / "official", _cfg(attack={"steps": 10}))
-    stats_off = t_off._start_epoch(1)
-    ours_off = bench.counted_flops(lambda: t_off._train_step(stats_off, 0, x, y)) / (fwd * len(y))
+    stats_off = t_off.step.start_epoch(1)
+    ours_off = bench.counted_flops(lambda: t_off.step(x, y, batch=0, state=t_off.state, stats=stats_off)) / (fwd * len(y))
     assert ours_off == pytest.approx(ours + 1, abs=0.01), (ours, ours_off)
 
 
@@ -146,14 +168,14 @@ def test_trainer_batches_are_augmented_per_example_in_range(tmp_path):
     cfg = _cfg(synthetic={"num_classes": 10, "train_size": 64, "test_size": 16, "image_size": 16, "seed": 0},
                batch_size=32)
     t = _trainer(tmp_path, cfg)
-    batches = list(t._epoch_batches())
+    batches = list(t.epoch_batches())
     assert [b[0].shape for b in batches] == [(32, 3, 16, 16)] * 2
     for x, y in batches:
         assert x.dtype == torch.float32 and y.dtype == torch.int64 and y.shape == (32,)
         assert x.min() >= 0 and x.max() <= 1
     # the same images, un-augmented, in the same order: the augmented ones differ per example
     t2 = _trainer(tmp_path / "plain", _cfg(synthetic=cfg.synthetic.__dict__, batch_size=32, augment=False))
-    plain = list(t2._epoch_batches())
+    plain = list(t2.epoch_batches())
     changed = (batches[0][0] != plain[0][0]).flatten(1).any(1)
     assert torch.equal(batches[0][1], plain[0][1])  # same shuffling
     assert 16 < int(changed.sum()) <= 32  # P(identity crop and no flip) = 1/162 per example
@@ -166,8 +188,8 @@ def test_training_step_does_not_sync_with_the_host(tmp_path, monkeypatch):
     """Epoch statistics stay on the device: no .item()/float()/bool() of a tensor inside a step."""
     cfg = _cfg(synthetic={"num_classes": 10, "train_size": 64, "test_size": 16, "image_size": 16, "seed": 0})
     t = _trainer(tmp_path, cfg)
-    stats = t._start_epoch(1)
-    batches = list(t._epoch_batches())
+    stats = t.step.start_epoch(1)
+    batches = list(t.epoch_batches())
     syncs = []
     for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
         real = getattr(torch.Tensor, name)
@@ -178,7 +200,7 @@ def test_training_step_does_not_sync_with_the_host(tmp_path, monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, spy)
     for b, (x, y) in enumerate(batches):
-        t._train_step(stats, b, x, y)
+        t.step(x, y, batch=b, state=t.state, stats=stats)
     monkeypatch.undo()
     assert syncs == []
     row = stats.row(0.1, False)
@@ -189,8 +211,8 @@ def test_training_step_does_not_sync_with_the_host(tmp_path, monkeypatch):
 def test_a_non_finite_step_is_named_whenever_it_is_checked(tmp_path, monkeypatch, every):
     cfg = _cfg(synthetic={"num_classes": 10, "train_size": 64, "test_size": 16, "image_size": 16, "seed": 0},
                batch_size=16, epochs=1)
-    monkeypatch.setattr(Trainer, "FINITE_CHECK_EVERY", every)
-    real = training.trades_parts
+    monkeypatch.setattr(TradesStep, "FINITE_CHECK_EVERY", every)
+    real = train_step.trades_parts
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -198,7 +220,7 @@ def test_a_non_finite_step_is_named_whenever_it_is_checked(tmp_path, monkeypatch
         calls["n"] += 1
         return parts._replace(loss=parts.loss * float("inf")) if calls["n"] == 3 else parts
 
-    monkeypatch.setattr(training, "trades_parts", poisoned)
+    monkeypatch.setattr(train_step, "trades_parts", poisoned)
     with pytest.raises(Diverged, match=r"non-finite (loss|gradient) at epoch 1, batch 2 \(global step 3\)"):
         training.train(cfg, tmp_path, log=lambda m: None)
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
@@ -207,8 +229,8 @@ def test_a_non_finite_step_is_named_whenever_it_is_checked(tmp_path, monkeypatch
 def test_a_non_finite_gradient_alone_is_reported_as_such(tmp_path, monkeypatch):
     cfg = _cfg(epochs=1)
     t = _trainer(tmp_path, cfg)
-    stats = t._start_epoch(1)
-    x, y = next(t._epoch_batches())
+    stats = t.step.start_epoch(1)
+    x, y = next(t.epoch_batches())
     real_backward = torch.Tensor.backward
 
     def bad_backward(self, *a, **k):
@@ -216,7 +238,7 @@ def test_a_non_finite_gradient_alone_is_reported_as_such(tmp_path, monkeypatch):
         next(iter(t.model.parameters())).grad.fill_(float("nan"))
 
     monkeypatch.setattr(torch.Tensor, "backward", bad_backward)
-    t._train_step(stats, 0, x, y)
+    t.step(x, y, batch=0, state=t.state, stats=stats)
     monkeypatch.undo()
     with pytest.raises(Diverged, match=r"non-finite gradient at epoch 1, batch 0 \(global step 1\)"):
         stats.check_finite()

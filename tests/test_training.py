@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trades_instability.train import loop as training
+from trades_instability.train import step as train_step
 from trades_instability.rundir.files import CheckpointError, load_checkpoint, load_model, read_json
 from trades_instability.config.run import ConfigError
 from trades_instability.train.loop import BATCH_COLUMNS, EPOCH_COLUMNS, Diverged, Interrupted, Trainer, lr_at, train
@@ -205,7 +205,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_state
         Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
     kept = {p.name: sha(p) for p in tmp_path.rglob("*") if p.is_file()}
 
-    real = training.trades_parts
+    real = train_step.trades_parts
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -215,7 +215,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_state
             return parts._replace(loss=parts.loss * float("nan"))
         return parts
 
-    monkeypatch.setattr(training, "trades_parts", poisoned)
+    monkeypatch.setattr(train_step, "trades_parts", poisoned)
     with pytest.raises(Diverged, match=r"epoch 2, batch 1 \(global step 5\)"):
         train(cfg, tmp_path, log=lambda m: None)
     assert {p.name: sha(p) for p in tmp_path.rglob("*") if p.is_file()} == kept
@@ -313,13 +313,13 @@ def test_cli_bad_config_is_one_clear_error(tmp_path, capsys):
 
 
 def test_divergence_in_the_first_epoch_is_recorded_with_the_initial_weights(tmp_path, tiny_run_config, monkeypatch):
-    real = training.trades_parts
+    real = train_step.trades_parts
 
     def poisoned(*args, **kwargs):
         parts = real(*args, **kwargs)
         return parts._replace(loss=parts.loss * float("nan"))
 
-    monkeypatch.setattr(training, "trades_parts", poisoned)
+    monkeypatch.setattr(train_step, "trades_parts", poisoned)
     cfg = tiny_run_config(epochs=2)
     info = train(cfg, tmp_path, log=lambda m: None, on_diverge="record")
     assert info["status"] == "diverged" and info["epochs_completed"] == 0
@@ -342,7 +342,7 @@ def test_compile_with_awp_sets_up(tmp_path, tiny_run_config):
     for form in ("adr", "official"):
         t = Trainer(tiny_run_config(compile=True, awp={"enabled": True, "form": form}), tmp_path / form,
                     log=lambda m: None)
-        t._setup()
+        t.setup()
         assert isinstance(t.forward_model, torch._dynamo.eval_frame.OptimizedModule)
         if form == "adr":
             assert t.awp.forward_model is t.forward_model

@@ -10,8 +10,8 @@ In ONE process, on the same device, model, batch size and data, this times
   passes (the clean one twice in the final loss, as the official code does), fp32,
   ``nn.KLDivLoss(size_average=False)``: :func:`official_trades_loss`;
 * **project** - this project's training step, i.e. :class:`trades_instability.train.loop.Trainer`'s own
-  epoch iterator and per-batch step (``Trainer._epoch_batches`` / ``Trainer._train_step``; nothing is
-  re-implemented here): dataset on the device, batch augmentation on the device, channels_last on CUDA,
+  epoch iterator and per-batch step (``Trainer.epoch_batches`` / :class:`trades_instability.train.step.TradesStep`;
+  nothing is re-implemented here): dataset on the device, batch augmentation on the device, channels_last on CUDA,
   TPGD with the clean prediction computed once, statistics kept on the device; in fp32 and bf16 autocast
   (and with ``torch.compile`` when ``--compile``);
 
@@ -22,7 +22,7 @@ fraction of the FLOP floor reached. The floor is 27 forward passes per image per
 clean + adversarial forward and their backward = 2 x 3); its time is floor FLOPs / the peak GEMM rate
 measured here on the same device and dtype. The forward FLOPs of the model are measured, not assumed.
 
-It then times PGD-10 validation (``training.validate``, fp32 and bf16) and AutoAttack through
+It then times PGD-10 validation (``train.validation.validate``, fp32 and bf16) and AutoAttack through
 ``trades_instability.evaluate.suite.evaluate_model`` (always fp32, as reported numbers are) on a fixed set
 of examples. AutoAttack's time depends on how many examples stay robust (it only attacks points still
 classified correctly), so its accuracy is printed next to its time. Without ``--checkpoint`` these run
@@ -200,18 +200,19 @@ class ReferenceTrainer:
 # ----------------------------------------------------------------------------------------------
 class ProjectStepper:
     """Drives :class:`~trades_instability.train.loop.Trainer` one training step at a time, exactly as
-    ``Trainer._train_epoch`` does (same batch iterator, same step, same epoch statistics)."""
+    ``Trainer.train_epoch`` does (same batch iterator, same :class:`~trades_instability.train.step.TradesStep`,
+    same epoch statistics)."""
 
     def __init__(self, trainer):
         self.trainer = trainer
-        trainer._setup()
+        trainer.setup()
         self.epoch = 0
         self._new_epoch()
 
     def _new_epoch(self) -> None:
         self.epoch += 1
-        self.stats = self.trainer._start_epoch(self.epoch)
-        self._it = enumerate(self.trainer._epoch_batches())
+        self.stats = self.trainer.step.start_epoch(self.epoch)
+        self._it = enumerate(self.trainer.epoch_batches())
 
     def step(self) -> None:
         try:
@@ -220,7 +221,7 @@ class ProjectStepper:
             self.stats.check_finite()
             self._new_epoch()
             b, (x, y) = next(self._it)
-        self.trainer._train_step(self.stats, b, x, y)
+        self.trainer.step(x, y, batch=b, state=self.trainer.state, stats=self.stats)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -489,7 +490,7 @@ def _main(argv: list[str] | None, tmp: str) -> int:
                                     project(precision, compiled).step, args.batch_size,
                                     flop_dtype=torch.bfloat16 if precision == "bf16" else torch.float32))
 
-    fwd = forward_flops(fast32.trainer.model, args.image_size, device, fast32.trainer._channels_last)
+    fwd = forward_flops(fast32.trainer.model, args.image_size, device, fast32.trainer.channels_last)
     print("trades_instability bench")
     print(f"command: {command}")
     print(f"bench arguments: {shlex.join(argv) or '(none)'}")
@@ -570,7 +571,7 @@ def _main(argv: list[str] | None, tmp: str) -> int:
 
     # ---- evaluation timings ----------------------------------------------------------------------
     if not args.no_eval:
-        channels_last = fast32.trainer._channels_last
+        channels_last = fast32.trainer.channels_last
         if trained is None:
             model, test, num_classes = fast32.trainer.model, splits.test, splits.num_classes
             what = "the untrained model (give --checkpoint for a trained one)"
@@ -585,7 +586,7 @@ def _main(argv: list[str] | None, tmp: str) -> int:
         print(f"evaluation: {what}")
         eval_rows, eval_json = _bench_eval(args, device, model, channels_last, test, num_classes)
         print(render_table(EVAL_HEADERS, eval_rows))
-        print("PGD-10 validation: training.validate (what the trainer runs each epoch); AutoAttack: "
+        print("PGD-10 validation: train.validation.validate (what the trainer runs each epoch); AutoAttack: "
               "evaluation.evaluate_model, fp32 with TF32 off; its time depends on how many examples stay robust")
         out["eval"] = eval_json
         if trained is not None and not args.no_bf16:
@@ -609,7 +610,7 @@ def _main(argv: list[str] | None, tmp: str) -> int:
 def _bench_eval(args, device: torch.device, model: nn.Module, channels_last: bool, test, num_classes: int):
     from trades_instability.evaluate import suite as evaluation
     from trades_instability.data.datasets import ImageSet
-    from trades_instability.train.loop import validate
+    from trades_instability.train.validation import validate
 
     n = min(args.eval_n, len(test))
     xs = test.images[:n]

@@ -1,1 +1,2 @@
-"""Training: the loop with checkpointing, resume and Algorithm 1 (``loop``) and its command line (``cli``)."""
+"""Training: one optimiser step (``step``), the loop with Algorithm 1's selection and run.json (``loop``),
+validation (``validation``), checkpoints and resume (``checkpointing``), and the command line (``cli``)."""
