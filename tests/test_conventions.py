@@ -28,7 +28,8 @@ from trades_instability.data.datasets import load_splits
 from trades_instability.evaluate.cli import load_checkpoint_with_data
 from trades_instability.core.losses import trades_parts
 from trades_instability.core.models import DATASET_STATS, build_model
-from trades_instability.train.loop import Trainer, validate
+from trades_instability.train.loop import Trainer
+from trades_instability.train.validation import validate
 
 
 def _cfg(convention: str, **over) -> RunConfig:
@@ -44,7 +45,7 @@ def _cfg(convention: str, **over) -> RunConfig:
 
 def _trainer(tmp_path, cfg) -> Trainer:
     t = Trainer(cfg, tmp_path, log=lambda m: None, progress=False, data=load_splits(cfg))
-    t._setup()
+    t.setup()
     return t
 
 
@@ -135,8 +136,8 @@ def _bn_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 def test_official_trades_step_equals_the_official_loop_weights_and_bn_stats(tmp_path):
     cfg = _cfg("official_trades")
     t = _trainer(tmp_path, cfg)
-    stats = t._start_epoch(1)
-    x, y = next(t._epoch_batches())
+    stats = t.step.start_epoch(1)
+    x, y = next(t.epoch_batches())
     ref = copy.deepcopy(t.model)
     ref_opt = torch.optim.SGD(ref.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                               weight_decay=cfg.weight_decay)
@@ -159,7 +160,7 @@ def test_official_trades_step_equals_the_official_loop_weights_and_bn_stats(tmp_
     bench.official_trades_loss(ref, x, y, ref_opt, step_size=a.step_size, epsilon=a.eps, perturb_steps=a.steps,
                                beta=cfg.beta, generator=start).backward()
     ref_opt.step()
-    t._train_step(stats, 0, x, y)
+    t.step(x, y, batch=0, state=t.state, stats=stats)
 
     def rel(u, v):
         return float((u - v).detach().norm() / v.detach().norm().clamp_min(1e-12))
@@ -172,7 +173,7 @@ def test_official_trades_step_equals_the_official_loop_weights_and_bn_stats(tmp_
         assert rel(ours[k], expected[k]) < 1e-5, k
     # without the repeated clean forward the statistics are measurably different (not a rounding matter)
     t2 = _trainer(tmp_path / "two", _cfg("official_trades", repeat_clean_forward=False))
-    t2._train_step(t2._start_epoch(1), 0, x, y)
+    t2.step(x, y, batch=0, state=t2.state, stats=t2.step.start_epoch(1))
     assert max(rel(_bn_stats(t2.model)[k], expected[k]) for k in expected) > 1e-3
 
 
@@ -182,10 +183,10 @@ def test_official_trades_step_equals_the_official_loop_weights_and_bn_stats(tmp_
 def test_adr_drops_the_last_batch_195_steps_at_batch_256_on_50k(tmp_path):
     cfg = _cfg("adr", batch_size=16)  # 40 training images: 2 full batches, the 8 left over are dropped
     t = _trainer(tmp_path, cfg)
-    sizes = [len(y) for _, y in t._epoch_batches()]
+    sizes = [len(y) for _, y in t.epoch_batches()]
     assert sizes == [16, 16] and t.steps_per_epoch() == 2
     t_off = _trainer(tmp_path / "o", _cfg("official_trades", batch_size=16))
-    assert [len(y) for _, y in t_off._epoch_batches()] == [16, 16, 8]
+    assert [len(y) for _, y in t_off.epoch_batches()] == [16, 16, 8]
     t.train_set = type("N", (), {"__len__": lambda self: 50_000})()
     t.cfg.batch_size = 256
     assert t.steps_per_epoch() == 195
@@ -194,10 +195,10 @@ def test_adr_drops_the_last_batch_195_steps_at_batch_256_on_50k(tmp_path):
 def test_adr_attack_runs_in_train_mode_and_moves_running_stats(tmp_path):
     for name, moves in (("adr", True), ("official_trades", False)):
         t = _trainer(tmp_path / name, _cfg(name))
-        x, y = next(t._epoch_batches())
+        x, y = next(t.epoch_batches())
         before = _bn_stats(t.model)
         t.model.train()
-        t._inner_max(x, y)
+        t.step.inner_max(x, y)
         changed = any(not torch.equal(before[k], v) for k, v in _bn_stats(t.model).items())
         assert changed == moves, name
 
@@ -205,7 +206,7 @@ def test_adr_attack_runs_in_train_mode_and_moves_running_stats(tmp_path):
 def test_loss_forwards_adr_one_concatenated_official_clean_adv_clean(tmp_path):
     for name, expected in (("adr", ["cat"]), ("official_trades", ["clean", "adv", "clean"])):
         t = _trainer(tmp_path / name, _cfg(name))
-        x, y = next(t._epoch_batches())
+        x, y = next(t.epoch_batches())
         x_adv = x + 0.01
         seen = []
 
@@ -215,7 +216,7 @@ def test_loss_forwards_adr_one_concatenated_official_clean_adv_clean(tmp_path):
 
         hook = t.model.register_forward_hook(which)
         t.model.train()
-        parts = t._loss(x, x_adv, y)(t.model)
+        parts = t.step.loss_fn(x, x_adv, y)(t.model)
         hook.remove()
         assert seen == expected, name
         assert parts.logits_clean.shape == parts.logits_adv.shape == (len(x), 10)
@@ -233,13 +234,13 @@ def test_adr_model_normalises_its_input_and_trades_eval_rebuilds_it(tmp_path):
     torch.testing.assert_close(t.model(x), plain(z))
     # the checkpoint alone rebuilds the same model (normalisation included) and records the convention
     t.state.epoch = 1
-    artifacts.save_checkpoint(tmp_path / "m.pt", t._model_payload("best", {}))
+    artifacts.save_checkpoint(tmp_path / "m.pt", t.checkpoints.model_payload("best", t.state.epoch, {}))
     model, ckpt, splits = load_checkpoint_with_data(tmp_path / "m.pt", "cpu")  # what trades-eval does
     assert ckpt["model_meta"]["convention"] == "adr" and ckpt["config"]["convention"] == "adr"
     assert model.normalize and splits.num_classes == 10
     torch.testing.assert_close(model(x), t.model(x))
     off = _trainer(tmp_path / "o", _cfg("official_trades"))
-    assert off._model_meta()["normalize"] is None and not off.model.normalize
+    assert off.checkpoints.meta["normalize"] is None and not off.model.normalize
 
 
 def test_tpgd_start_distribution():
@@ -258,7 +259,7 @@ def test_tpgd_start_distribution():
 
 
 def test_validation_pgd_starts_uniformly_in_the_eps_ball(tmp_path, monkeypatch):
-    import trades_instability.train.loop as training
+    import trades_instability.train.validation as validation
 
     starts = []
     real = attacks.pgd
@@ -268,10 +269,10 @@ def test_validation_pgd_starts_uniformly_in_the_eps_ball(tmp_path, monkeypatch):
         starts.append((x, real(model, x, y, **{**kw, "steps": 0, "generator": g}).x_adv, kw["random_start"]))
         return real(model, x, y, **kw)
 
-    monkeypatch.setattr(training, "pgd", spy)
+    monkeypatch.setattr(validation, "pgd", spy)
     cfg = _cfg("adr")
     t = _trainer(tmp_path, cfg)
-    validate(t.model, t.val_set, cfg, t.device, torch.Generator().manual_seed(0), t._autocast)
+    validate(t.model, t.val_set, cfg, t.device, torch.Generator().manual_seed(0), t.autocast)
     x, x0, random_start = starts[0]
     assert random_start
     d, eps = x0 - x, cfg.attack.eps
@@ -319,6 +320,6 @@ def test_each_awp_form_trains(tmp_path):
         cfg = _cfg("adr", awp={"enabled": True, "form": form})
         t = _trainer(tmp_path / form, cfg)
         w = [p.detach().clone() for p in t.model.parameters()]
-        t._train_step(t._start_epoch(1), 0, *next(t._epoch_batches()))
+        t.step(*next(t.epoch_batches()), batch=0, state=t.state, stats=t.step.start_epoch(1))
         assert any(not torch.equal(a, b) for a, b in zip(w, t.model.parameters()))
         assert all(torch.isfinite(p).all() for p in t.model.parameters())

@@ -42,7 +42,7 @@ _TRAIN_STEP = textwrap.dedent("""
                      "attack": {"steps": 2}, "device": "cpu", "channels_last": True})
     t = Trainer(cfg, out_dir=%r)
     t.run()
-    print("channels_last", t._channels_last)
+    print("channels_last", t.channels_last)
 """)
 
 
