@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from trades_instability.rundir.files import read_json
+from trades_instability.rundir.atomic_io import read_json
 
 DEFAULT_THRESHOLD = 0.08
 _EPS = 1e-9  # accuracies are k/n fractions: compare gaps with a tolerance for float round-off
@@ -279,14 +279,14 @@ def aggregate(runs: Iterable[Mapping[str, Any]], threshold: float = DEFAULT_THRE
     if out_csv is not None:
         write_summary(summary, out_csv)
     if out_json is not None:
-        from trades_instability.rundir.files import write_json
+        from trades_instability.rundir.atomic_io import write_json
 
         write_json(out_json, selection)
     return summary, selection
 
 
 def write_summary(summary: pd.DataFrame, path: str | os.PathLike) -> None:
-    from trades_instability.rundir.files import atomic_write_text
+    from trades_instability.rundir.atomic_io import atomic_write_text
 
     def fmt(v: Any) -> Any:
         if v is None or (isinstance(v, float) and math.isnan(v)):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from trades_instability.rundir.files import atomic_path
+from trades_instability.rundir.atomic_io import atomic_path
 from trades_instability.config.run import RunConfig
 from trades_instability.data.download import SOURCES
 

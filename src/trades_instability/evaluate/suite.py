@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trades_instability.rundir import files as artifacts
+from trades_instability.rundir.atomic_io import write_json
 from trades_instability.core import attacks
 from trades_instability.evaluate import autoattack as autoattack_eval
 from trades_instability.core import metrics
@@ -521,7 +521,7 @@ def evaluate_checkpoint(
     }
     for key in NUMBER_KEYS:  # JSON has no NaN: a non-finite number (should not happen) becomes null
         doc[key] = _finite_or_none(doc[key])
-    artifacts.write_json(out, doc)
+    write_json(out, doc)
     return doc
 
 

@@ -409,7 +409,7 @@ def run_dirs_from_paths(paths) -> dict[tuple[str, int], Path]:
 
 
 def _save(fig, out_pdf: str | os.PathLike) -> tuple[Path, Path]:
-    from trades_instability.rundir.files import atomic_path
+    from trades_instability.rundir.atomic_io import atomic_path
 
     out_pdf = Path(out_pdf)
     out_png = out_pdf.with_suffix(".png")

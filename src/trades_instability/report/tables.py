@@ -553,7 +553,7 @@ def _env(template_dir: str | os.PathLike | None):
 
 
 def _write_text(path: str | os.PathLike, text: str) -> None:
-    from trades_instability.rundir.files import atomic_write_text
+    from trades_instability.rundir.atomic_io import atomic_write_text
 
     atomic_write_text(path, text)
 

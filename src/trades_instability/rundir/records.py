@@ -15,7 +15,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from trades_instability.rundir.files import CheckpointError, atomic_write_text, is_orphan_temporary
+from trades_instability.rundir.checkpoint import CheckpointError
+from trades_instability.rundir.atomic_io import atomic_write_text, is_orphan_temporary
 
 EPOCH_COLUMNS = [
     "epoch", "lr", "train_loss", "train_ce", "train_kl", "train_clean_acc", "train_adv_acc",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trades_instability.rundir.files import CheckpointError
+from trades_instability.rundir.checkpoint import CheckpointError
 from trades_instability.config.run import ConfigError, load_config
 
 

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trades_instability.rundir.files import CheckpointError, load_checkpoint, save_checkpoint, write_json
+from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from trades_instability.rundir.atomic_io import write_json
 from trades_instability.core.attacks import pgd, tpgd
 from trades_instability.data.augment import augment_batch
 from trades_instability.core.awp import build_awp
