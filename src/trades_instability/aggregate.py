@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from trades_instability.rundir import layout
 from trades_instability.rundir.atomic_io import read_json
 
 DEFAULT_THRESHOLD = 0.08
@@ -123,10 +124,10 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
     """One summary row for a run directory, plus its self-healing peak FOSC (None if not self-healing
     by the FOSC criterion alone; the Regular condition is applied in :func:`select`)."""
     run_dir = Path(run_dir)
-    info = _read_json(run_dir / "run.json")
+    info = _read_json(run_dir / layout.RUN_JSON)
     cfg = info.get("config") or {}
-    epochs = _read_epochs(run_dir / "epochs.csv")
-    evals = [(s, _read_json(run_dir / f"eval_{s}.json")) for s in suites]
+    epochs = _read_epochs(run_dir / layout.EPOCHS_CSV)
+    evals = [(s, _read_json(run_dir / layout.eval_json(s))) for s in suites]
 
     merged: dict[str, Any] = {k: None for k in (*EVAL_NUMBERS, "worst_case_acc", "n_examples")}
     eval_status = []

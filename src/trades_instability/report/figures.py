@@ -399,13 +399,10 @@ def figure_files(name: str) -> list[str]:
 
 def run_dirs_from_paths(paths) -> dict[tuple[str, int], Path]:
     """``{(setting, seed): run_dir}`` from per-run file paths ``.../runs/{setting}/seed{seed}/<file>``."""
-    out: dict[tuple[str, int], Path] = {}
-    for p in paths:
-        p = Path(p)
-        d = p if p.name.startswith("seed") and not p.suffix else p.parent
-        if d.name.startswith("seed") and d.name[4:].lstrip("-").isdigit():
-            out[(d.parent.name, int(d.name[4:]))] = d
-    return out
+    from trades_instability.rundir.layout import RunDir
+
+    found = (RunDir.parse(p) for p in paths)
+    return {(r.setting, r.seed): r.path for r in found if r is not None}
 
 
 def _save(fig, out_pdf: str | os.PathLike) -> tuple[Path, Path]:
