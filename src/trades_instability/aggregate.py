@@ -17,11 +17,9 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from trades_instability.core.verdict import DEFAULT_UNSTABLE_THRESHOLD as DEFAULT_THRESHOLD, is_unstable
 from trades_instability.rundir import layout
 from trades_instability.rundir.atomic_io import read_json
-
-DEFAULT_THRESHOLD = 0.08
-_EPS = 1e-9  # accuracies are k/n fractions: compare gaps with a tolerance for float round-off
 
 EVAL_NUMBERS = (
     "clean_acc", "pgd10_acc", "square_acc", "autoattack_acc", "apgd_ce_acc", "apgd_t_acc", "fab_t_acc",
@@ -94,10 +92,7 @@ def _read_epochs(path: Path) -> pd.DataFrame:
 
 def classify(pgd10_acc: Any, square_acc: Any, threshold: float = DEFAULT_THRESHOLD) -> bool | None:
     """Unstable rule: PGD-10 - Square >= threshold; None without both numbers."""
-    p, s = _num(pgd10_acc), _num(square_acc)
-    if p is None or s is None:
-        return None
-    return (p - s) >= threshold - _EPS
+    return is_unstable(_num(pgd10_acc), _num(square_acc), threshold)
 
 
 def self_healing_peak(fosc: Iterable[Any], threshold: float) -> float | None:

@@ -23,7 +23,8 @@ starts) for the settings the scheduled jobs need. With the top-level ``download:
 missing dataset is not an error there: the workflow's ``download`` rule (:mod:`trades_instability.data.download`)
 fetches and verifies it before the first job that reads it; every run config gets ``download: false``.
 
-Around it: the schema and its error lines (:mod:`trades_instability.config.schema`), the run
+Around it: the schema and its error lines (:mod:`trades_instability.config.schema`), the built-in
+suites (:mod:`trades_instability.config.suites`), the run
 directory's paths (:mod:`trades_instability.rundir.layout`), the dataset check
 (:mod:`trades_instability.data.availability`) and the command line (:mod:`trades_instability.config.cli`,
 run as ``python -m trades_instability.pipeline_config``).
@@ -42,18 +43,10 @@ import yaml
 from trades_instability.config import run as run_config_mod
 from trades_instability.config.run import ConfigError
 from trades_instability.config.schema import YAML_LOADER, fraction, has_path, schema_error, split_config_error
+from trades_instability.config.suites import BUILTIN_SUITES, builtin_attacks
 from trades_instability.data.availability import missing_data
 from trades_instability.rundir import layout
 
-BUILTIN_SUITES = ("cheap", "aa", "full", "landscape")
-# attacks of the builtin suites (kept in step with evaluation.builtin_suites; used only when that module
-# cannot be imported, e.g. without torch)
-_BUILTIN_ATTACKS = {
-    "cheap": ["clean", "pgd10", "square"],
-    "aa": ["clean", "pgd10", "square", "autoattack"],
-    "full": ["clean", "pgd10", "autoattack", "autoattack_individual"],
-    "landscape": ["clean"],
-}
 FORBIDDEN_RUN_KEYS = {
     "seed": "seeds come from the setting's 'seeds:' list",
     "data_root": "set the top-level 'data_root' instead",
@@ -191,7 +184,7 @@ class PipelineConfig:
         spec = (self.raw.get("suites") or {}).get(suite) or {}
         if "attacks" in spec:
             return list(spec["attacks"])
-        return _BUILTIN_ATTACKS.get(suite)
+        return builtin_attacks(suite)
 
     def setting_attacks(self, setting: str) -> set[str]:
         out: set[str] = set()
@@ -350,7 +343,7 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
                 problem = run_config_mod.image_units_problem(value)
                 if problem:
                     fail(f"suites.{name}.{key}: {problem}")
-        attacks = spec.get("attacks", _BUILTIN_ATTACKS.get(name, []))
+        attacks = spec.get("attacks", builtin_attacks(name) or [])
         if "pgd10" in attacks and spec.get("pgd_steps", 10) < 2:
             fail(f"suites.{name}.pgd_steps: must be >= 2 (SGCS needs two steps), got {spec['pgd_steps']}")
     if cfg.landscape_suite not in cfg.suite_names:
