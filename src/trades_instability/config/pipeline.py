@@ -24,10 +24,9 @@ missing dataset is not an error there: the workflow's ``download`` rule (:mod:`t
 fetches and verifies it before the first job that reads it; every run config gets ``download: false``.
 
 Around it: the schema and its error lines (:mod:`trades_instability.config.schema`), the built-in
-suites (:mod:`trades_instability.config.suites`), the run
-directory's paths (:mod:`trades_instability.rundir.layout`), the dataset check
-(:mod:`trades_instability.data.availability`) and the command line (:mod:`trades_instability.config.cli`,
-run as ``python -m trades_instability.pipeline_config``).
+suites (:mod:`trades_instability.config.suites`), the run directory's paths
+(:mod:`trades_instability.rundir.layout`), the dataset check (:mod:`trades_instability.data.availability`)
+and the command line (:mod:`trades_instability.config.cli`, run as ``python -m trades_instability.pipeline_config``).
 """
 
 from __future__ import annotations
