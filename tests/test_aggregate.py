@@ -159,3 +159,17 @@ def test_last_epoch_columns_beside_the_best_ones(tmp_path: Path):
     assert row["last_unstable"] is True
     assert list(summary.columns[: len(CONTRACT_COLUMNS)]) == CONTRACT_COLUMNS
     assert pd.isna(summary.iloc[1]["last_pgd10_acc"]) and summary.iloc[1]["last_unstable"] is None
+
+
+def test_one_unstable_rule_for_evaluation_and_aggregation():
+    """core/verdict.py is the rule; a gap of exactly the threshold in k/n counts as Unstable."""
+    from trades_instability.core import verdict
+
+    assert agg.DEFAULT_THRESHOLD == verdict.DEFAULT_UNSTABLE_THRESHOLD == 0.08
+    n = 10_000
+    for k in range(0, n + 1, 37):
+        p = (k + 800) / n if k + 800 <= n else None
+        assert agg.classify(p, k / n) == verdict.is_unstable(p, k / n) == (None if p is None else True)
+        if p is not None:
+            assert verdict.is_unstable((k + 799) / n, k / n) is False
+    assert agg.classify("0.5", "0.42") is True and agg.classify(float("nan"), 0.1) is None

@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from trades_instability.rundir.files import (
-    CheckpointError, atomic_path, atomic_write_text, load_checkpoint, load_model, read_json, save_checkpoint, write_json,
-)
+from trades_instability.rundir.atomic_io import atomic_path, atomic_write_text, read_json, write_json
+from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from trades_instability.core.models import build_model
 
 

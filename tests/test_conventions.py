@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from trades_instability.rundir import files as artifacts
+from trades_instability.rundir.checkpoint import save_checkpoint
 from trades_instability.core import attacks
 from trades_instability.tools import bench
 from trades_instability.core.awp import ADRAWP, running_stats_frozen
@@ -234,7 +234,7 @@ def test_adr_model_normalises_its_input_and_trades_eval_rebuilds_it(tmp_path):
     torch.testing.assert_close(t.model(x), plain(z))
     # the checkpoint alone rebuilds the same model (normalisation included) and records the convention
     t.state.epoch = 1
-    artifacts.save_checkpoint(tmp_path / "m.pt", t.checkpoints.model_payload("best", t.state.epoch, {}))
+    save_checkpoint(tmp_path / "m.pt", t.checkpoints.model_payload("best", t.state.epoch, {}))
     model, ckpt, splits = load_checkpoint_with_data(tmp_path / "m.pt", "cpu")  # what trades-eval does
     assert ckpt["model_meta"]["convention"] == "adr" and ckpt["config"]["convention"] == "adr"
     assert model.normalize and splits.num_classes == 10

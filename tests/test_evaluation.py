@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from trades_instability.rundir import files as artifacts
+from trades_instability.rundir.checkpoint import load_model, save_checkpoint
 from trades_instability.core import attacks
 from trades_instability.data import datasets as data
 from trades_instability.evaluate import cli as eval_cli
@@ -158,7 +158,7 @@ def _checkpoint(path, *, width=4, nan=False):
     if nan:
         with torch.no_grad():
             m.linear.weight.fill_(float("nan"))
-    artifacts.save_checkpoint(path, {
+    save_checkpoint(path, {
         "model": m.state_dict(), "model_meta": {"arch": "resnet18", "width": 4, "num_classes": K, "image_size": 16},
         "config": _run_config().to_dict(), "epoch": 3, "kind": "best", "val": {},
     })
@@ -190,7 +190,7 @@ def test_cli_json_fosc_sgcs_match_independent_recomputation(tmp_path, capsys):
     assert land.is_file()
 
     # independent recomputation: same first 6 test images, same generator, same batches of 4
-    model, _ = artifacts.load_model(ckpt, "cpu")
+    model, _ = load_model(ckpt, "cpu")
     test = data.load_splits(from_dict(_run_config().to_dict())).test
     x, y = data.to_float(test.images[:6]), test.labels[:6]
     gen = torch.Generator().manual_seed(3)

@@ -255,7 +255,7 @@ def test_compiled_trainer_trains_resumes_and_logs_metrics(tmp_path, tiny_run_con
     import csv
     import math
 
-    from trades_instability.rundir.files import load_checkpoint, load_model
+    from trades_instability.rundir.checkpoint import load_checkpoint, load_model
     from trades_instability.train.loop import Interrupted
 
     cfg = tiny_run_config(epochs=2, compile=True)

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from trades_instability.rundir import files as artifacts
+from trades_instability.rundir.checkpoint import save_checkpoint
 from trades_instability.data import datasets as data
 from trades_instability.evaluate import cli as eval_cli
 from trades_instability.evaluate import suite as evaluation
@@ -101,7 +101,7 @@ def test_last_checkpoint_is_evaluated_into_last(tmp_path, capsys):
         torch.manual_seed(epoch)
         m = build_model("resnet18", num_classes=10, width=4)
         paths[kind] = tmp_path / f"{kind}.pt"
-        artifacts.save_checkpoint(paths[kind], {
+        save_checkpoint(paths[kind], {
             "model": m.state_dict(), "model_meta": {"arch": "resnet18", "width": 4, "num_classes": 10, "image_size": 16},
             "config": cfg.to_dict(), "epoch": epoch, "kind": kind, "val": {}})
     rc, err, out = _run(tmp_path, capsys, "--checkpoint", str(paths["best"]), "--last-checkpoint", str(paths["last"]))

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from trades_instability.rundir import files as artifacts
+from trades_instability.rundir.checkpoint import CheckpointError, load_model
 from trades_instability.data import datasets as data
 from trades_instability.evaluate import cli as eval_cli
 from trades_instability.evaluate import suite as evaluation
@@ -40,7 +40,7 @@ def test_training_on_cuda_logs_finite_numbers_and_checkpoints_load_on_cpu(tmp_pa
     for r in _rows(tmp_path / "epochs.csv"):
         for k in ("train_loss", "val_pgd_acc", "val_fosc", "val_sgcs", "w_grad_norm", "ce_norm", "kl_norm"):
             assert math.isfinite(float(r[k])), (k, r)
-    model, _ = artifacts.load_model(tmp_path / "checkpoints" / "best.pt", "cpu")
+    model, _ = load_model(tmp_path / "checkpoints" / "best.pt", "cpu")
     assert next(model.parameters()).device.type == "cpu"
     assert model(torch.rand(2, 3, 16, 16)).shape == (2, 4)
 
@@ -68,7 +68,7 @@ def test_cuda_evaluation_agrees_with_cpu(tmp_path, tiny_run_config):
     suite = evaluation.SuiteConfig(attacks=["clean", "pgd10", "square"], batch_size=32, square_queries=200)
     res = {}
     for dev in ("cpu", "cuda"):
-        model, _ = artifacts.load_model(tmp_path / "checkpoints" / "best.pt", dev)
+        model, _ = load_model(tmp_path / "checkpoints" / "best.pt", dev)
         res[dev] = evaluation.evaluate_model(model.eval(), x, y, suite, device=dev, num_classes=4)
     assert res["cpu"]["clean_acc"] == res["cuda"]["clean_acc"]
     for k in ("pgd10_acc", "square_acc"):
@@ -159,7 +159,7 @@ def test_resume_of_a_cuda_run_on_the_cpu_is_one_line(tmp_path, tiny_run_config):
     cfg = tiny_run_config(device="auto", epochs=2)
     with pytest.raises(Interrupted):
         Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
-    with pytest.raises(artifacts.CheckpointError, match="written by a run on cuda.*--device cuda"):
+    with pytest.raises(CheckpointError, match="written by a run on cuda.*--device cuda"):
         Trainer(cfg, tmp_path, device="cpu", log=lambda m: None).run()
 
 
@@ -181,7 +181,7 @@ def test_peak_gpu_memory_fits_the_readme_budget_for_jobs_per_gpu(tmp_path, tiny_
     torch.cuda.reset_peak_memory_stats()
     train(cfg, tmp_path / "run", log=lambda m: None)
     train_peak = torch.cuda.max_memory_allocated() / 2**30
-    model, _ = artifacts.load_model(tmp_path / "run" / "checkpoints" / "best.pt", "cuda")
+    model, _ = load_model(tmp_path / "run" / "checkpoints" / "best.pt", "cuda")
     x, y = torch.rand(500, 3, 32, 32, device="cuda"), torch.randint(0, 100, (500,), device="cuda")
     suite = evaluation.suite_from_dict("m", {"attacks": ["autoattack"], "apgd_iters": 5, "fab_iters": 5,
                                              "n_target_classes": 2, "square_queries": 10, "aa_batch_size": 500})

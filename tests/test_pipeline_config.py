@@ -11,6 +11,7 @@ import yaml
 
 from trades_instability.config import run as run_config_mod
 from trades_instability.config import pipeline as pc
+from trades_instability.rundir import state as run_state
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "config.yaml"
@@ -138,9 +139,9 @@ def test_config_suites_agree_with_evaluation_module(paper):
     for cfg in (paper, pc.load(SMOKE)):
         for name, spec in cfg.raw["suites"].items():
             evaluation.suite_from_dict(name, spec or {}, base=builtin.get(name))
-    assert set(pc.BUILTIN_SUITES) == set(builtin)
+    assert set(pc.BUILTIN_SUITES) == set(builtin)  # one table: config/suites.py
     for name, suite in builtin.items():
-        assert pc._BUILTIN_ATTACKS[name] == suite.attacks
+        assert pc.PipelineConfig({"suites": {}}).suite_attacks(name) == suite.attacks
 
 
 def test_resources_sized_from_epochs(paper):
@@ -238,14 +239,14 @@ def test_prepare_state_keeps_resumes_and_moves_aside(tmp_path: Path):
     conf = tmp_path / "config.yaml"
     conf.write_text("beta: 3.0\nseed: 0\n")
     state = tmp_path / "state"
-    assert "fresh" in pc.prepare_state(conf, state)
+    assert "fresh" in run_state.prepare_state(conf, state)
     (state / "checkpoints").mkdir()
     (state / "checkpoints" / "last.pt").write_bytes(b"x")
     conf.write_text("# reformatted\nseed: 0\nbeta: 3.0\n")  # same content, other text: keep
-    assert "resuming" in pc.prepare_state(conf, state)
+    assert "resuming" in run_state.prepare_state(conf, state)
     assert (state / "checkpoints" / "last.pt").exists()
     conf.write_text("beta: 6.0\nseed: 0\n")  # a different run: start over, keep the old state
-    msg = pc.prepare_state(conf, state)
+    msg = run_state.prepare_state(conf, state)
     # the reason is read before the rename (it once said "no recorded run config" here)
     assert "moved" in msg and "(started with a different run config)" in msg, msg
     stale = [p for p in tmp_path.iterdir() if p.name.startswith("state.stale-")]
@@ -259,7 +260,7 @@ def test_prepare_state_names_a_state_without_run_config(tmp_path: Path):
     state = tmp_path / "state"
     state.mkdir()
     (state / "epochs.csv").write_text("epoch\n")  # left by a trainer started outside the pipeline
-    msg = pc.prepare_state(conf, state)
+    msg = run_state.prepare_state(conf, state)
     assert "(started with no recorded run config)" in msg, msg
 
 
@@ -268,20 +269,20 @@ def test_publish_links_outputs(tmp_path: Path):
     (state / "checkpoints").mkdir(parents=True)
     for rel in ("epochs.csv", "batches.csv", "checkpoints/best.pt", "checkpoints/last.pt"):
         (state / rel).write_text(rel)
-    with pytest.raises(pc.PipelineConfigError, match="run.json"):
-        pc.publish(state, run)
+    with pytest.raises(run_state.RunStateError, match="run.json"):
+        run_state.publish(state, run)
     (state / "run.json").write_text('{"status": "complete"}')
-    pc.publish(state, run)
-    for rel in pc.PUBLISHED:
+    run_state.publish(state, run)
+    for rel in run_state.PUBLISHED:
         assert (run / rel).read_text() == (state / rel).read_text()
-    assert "checkpoints/last.pt" in pc.PUBLISHED  # the final epoch, evaluated beside best.pt
+    assert "checkpoints/last.pt" in run_state.PUBLISHED  # the final epoch, evaluated beside best.pt
     (run / "run.json").unlink()  # snakemake deleting its outputs leaves the state intact
     (run / "checkpoints" / "last.pt").unlink()  # the published last.pt is a link: the resume state stays
     assert (state / "run.json").exists() and (state / "checkpoints" / "last.pt").read_text() == "checkpoints/last.pt"
     (state / "checkpoints" / "best.pt").unlink()
     (state / "run.json").write_text('{"status": "diverged"}')
-    with pytest.raises(pc.PipelineConfigError, match="best.pt"):
-        pc.publish(state, tmp_path / "run2")
+    with pytest.raises(run_state.RunStateError, match="best.pt"):
+        run_state.publish(state, tmp_path / "run2")
 
 
 def test_detection_settings_default_to_all_and_follow_the_key(paper):

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trades_instability.rundir import files as artifacts
-from trades_instability.rundir.files import CheckpointError, load_checkpoint
+from trades_instability.rundir.atomic_io import atomic_path, atomic_write_text, write_json
+from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trades_instability.train.loop import Diverged, Interrupted, Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,10 +199,10 @@ def test_atomically_written_files_get_the_umask_permissions(tmp_path: Path, umas
     try:
         plain = tmp_path / "plain.txt"
         plain.write_text("x")
-        artifacts.atomic_write_text(tmp_path / "table.tex", "x")
-        artifacts.write_json(tmp_path / "run.json", {"a": 1})
-        artifacts.save_checkpoint(tmp_path / "best.pt", {"w": torch.zeros(1)})
-        with artifacts.atomic_path(tmp_path / "figure.png") as tmp:
+        atomic_write_text(tmp_path / "table.tex", "x")
+        write_json(tmp_path / "run.json", {"a": 1})
+        save_checkpoint(tmp_path / "best.pt", {"w": torch.zeros(1)})
+        with atomic_path(tmp_path / "figure.png") as tmp:
             tmp.write_bytes(b"png")
     finally:
         os.umask(old)

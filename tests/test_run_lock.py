@@ -157,13 +157,13 @@ def test_two_trainers_on_the_same_folder_one_refuses_at_once(tmp_path: Path):
 
 
 def test_the_pipeline_never_moves_a_state_folder_away_under_a_live_trainer(tmp_path: Path):
-    from trades_instability.config import pipeline as pc
+    from trades_instability.rundir import state as run_state
 
     conf = tmp_path / "config.yaml"
     conf.write_text("beta: 6.0\n")
     state = tmp_path / "state"
     _write_lock(state)  # held by this (live) process, started with another config
     (state / "run_config.yaml").write_text("beta: 3.0\n")
-    with pytest.raises(pc.PipelineConfigError, match=f"{state} is in use by pid {os.getpid()}.*cancel that job"):
-        pc.prepare_state(conf, state)
+    with pytest.raises(run_state.RunStateError, match=f"{state} is in use by pid {os.getpid()}.*cancel that job"):
+        run_state.prepare_state(conf, state)
     assert (state / "run_config.yaml").read_text() == "beta: 3.0\n"

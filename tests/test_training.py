@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from trades_instability.train import step as train_step
-from trades_instability.rundir.files import CheckpointError, load_checkpoint, load_model, read_json
+from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, load_model
+from trades_instability.rundir.atomic_io import read_json
 from trades_instability.config.run import ConfigError
 from trades_instability.train.loop import BATCH_COLUMNS, EPOCH_COLUMNS, Diverged, Interrupted, Trainer, lr_at, train
 
@@ -379,7 +380,7 @@ def test_deterministic_run_resumed_equals_uninterrupted(tmp_path, tiny_run_confi
 @pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "older-checkpoint"])
 def test_resume_on_another_device_type_is_one_line_naming_checkpoint_and_device(tmp_path, tiny_run_config, recorded):
     """Emulates a checkpoint written on CUDA (a 16-byte Philox generator state) resumed on the CPU."""
-    from trades_instability.rundir.files import save_checkpoint
+    from trades_instability.rundir.checkpoint import save_checkpoint
 
     cfg = tiny_run_config()
     with pytest.raises(Interrupted):
@@ -440,7 +441,7 @@ def test_compile_watch_reports_the_recompile_limit_in_the_run_log():
 
 def test_resume_accepts_a_checkpoint_written_before_a_key_existed(tmp_path, tiny_run_config):
     """A last.pt of a version without `deterministic` resumes when the key is at its default, not otherwise."""
-    from trades_instability.rundir.files import save_checkpoint
+    from trades_instability.rundir.checkpoint import save_checkpoint
 
     cfg = tiny_run_config()
     with pytest.raises(Interrupted):

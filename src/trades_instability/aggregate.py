@@ -17,10 +17,9 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from trades_instability.rundir.files import read_json
-
-DEFAULT_THRESHOLD = 0.08
-_EPS = 1e-9  # accuracies are k/n fractions: compare gaps with a tolerance for float round-off
+from trades_instability.core.verdict import DEFAULT_UNSTABLE_THRESHOLD as DEFAULT_THRESHOLD, is_unstable
+from trades_instability.rundir import layout
+from trades_instability.rundir.atomic_io import read_json
 
 EVAL_NUMBERS = (
     "clean_acc", "pgd10_acc", "square_acc", "autoattack_acc", "apgd_ce_acc", "apgd_t_acc", "fab_t_acc",
@@ -93,10 +92,7 @@ def _read_epochs(path: Path) -> pd.DataFrame:
 
 def classify(pgd10_acc: Any, square_acc: Any, threshold: float = DEFAULT_THRESHOLD) -> bool | None:
     """Unstable rule: PGD-10 - Square >= threshold; None without both numbers."""
-    p, s = _num(pgd10_acc), _num(square_acc)
-    if p is None or s is None:
-        return None
-    return (p - s) >= threshold - _EPS
+    return is_unstable(_num(pgd10_acc), _num(square_acc), threshold)
 
 
 def self_healing_peak(fosc: Iterable[Any], threshold: float) -> float | None:
@@ -123,10 +119,10 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
     """One summary row for a run directory, plus its self-healing peak FOSC (None if not self-healing
     by the FOSC criterion alone; the Regular condition is applied in :func:`select`)."""
     run_dir = Path(run_dir)
-    info = _read_json(run_dir / "run.json")
+    info = _read_json(run_dir / layout.RUN_JSON)
     cfg = info.get("config") or {}
-    epochs = _read_epochs(run_dir / "epochs.csv")
-    evals = [(s, _read_json(run_dir / f"eval_{s}.json")) for s in suites]
+    epochs = _read_epochs(run_dir / layout.EPOCHS_CSV)
+    evals = [(s, _read_json(run_dir / layout.eval_json(s))) for s in suites]
 
     merged: dict[str, Any] = {k: None for k in (*EVAL_NUMBERS, "worst_case_acc", "n_examples")}
     eval_status = []
@@ -279,14 +275,14 @@ def aggregate(runs: Iterable[Mapping[str, Any]], threshold: float = DEFAULT_THRE
     if out_csv is not None:
         write_summary(summary, out_csv)
     if out_json is not None:
-        from trades_instability.rundir.files import write_json
+        from trades_instability.rundir.atomic_io import write_json
 
         write_json(out_json, selection)
     return summary, selection
 
 
 def write_summary(summary: pd.DataFrame, path: str | os.PathLike) -> None:
-    from trades_instability.rundir.files import atomic_write_text
+    from trades_instability.rundir.atomic_io import atomic_write_text
 
     def fmt(v: Any) -> Any:
         if v is None or (isinstance(v, float) and math.isnan(v)):

@@ -23,23 +23,16 @@ starts) for the settings the scheduled jobs need. With the top-level ``download:
 missing dataset is not an error there: the workflow's ``download`` rule (:mod:`trades_instability.data.download`)
 fetches and verifies it before the first job that reads it; every run config gets ``download: false``.
 
-Command line (used by the workflow's rules; each prints one line and exits 1 on error)::
-
-    python -m trades_instability.config.pipeline validate CONFIG [--check-data]
-    python -m trades_instability.config.pipeline list-runs CONFIG
-    python -m trades_instability.config.pipeline prepare-state --config RUN.yaml --state DIR
-    python -m trades_instability.config.pipeline publish --state DIR --run-dir DIR
+Around it: the schema and its error lines (:mod:`trades_instability.config.schema`), the built-in
+suites (:mod:`trades_instability.config.suites`), the run directory's paths
+(:mod:`trades_instability.rundir.layout`), the dataset check (:mod:`trades_instability.data.availability`)
+and the command line (:mod:`trades_instability.config.cli`, run as ``python -m trades_instability.pipeline_config``).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import re
-import shutil
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,26 +40,18 @@ from typing import Any
 import yaml
 
 from trades_instability.config import run as run_config_mod
-from trades_instability.data import download as download_mod
 from trades_instability.config.run import ConfigError
+from trades_instability.config.schema import YAML_LOADER, fraction, has_path, schema_error, split_config_error
+from trades_instability.config.suites import BUILTIN_SUITES, builtin_attacks
+from trades_instability.data.availability import missing_data
+from trades_instability.rundir import layout
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
-BUILTIN_SUITES = ("cheap", "aa", "full", "landscape")
-# attacks of the builtin suites (kept in step with evaluation.builtin_suites; used only when that module
-# cannot be imported, e.g. without torch)
-_BUILTIN_ATTACKS = {
-    "cheap": ["clean", "pgd10", "square"],
-    "aa": ["clean", "pgd10", "square", "autoattack"],
-    "full": ["clean", "pgd10", "autoattack", "autoattack_individual"],
-    "landscape": ["clean"],
-}
 FORBIDDEN_RUN_KEYS = {
     "seed": "seeds come from the setting's 'seeds:' list",
     "data_root": "set the top-level 'data_root' instead",
     "download": "set the top-level 'download' instead: jobs never download, the workflow's download rule "
                 "fetches and verifies the data before any job needs it",
 }
-SETTING_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 class PipelineConfigError(ValueError):
@@ -85,91 +70,6 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = copy.deepcopy(v)
     return out
-
-
-def _fmt_path(parts) -> str:
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            out += ("." if out else "") + str(p)
-    return out or "<top level>"
-
-
-def _has_path(d: Any, dotted: str) -> bool:
-    for part in dotted.split("."):
-        part = re.sub(r"\[\d+\]$", "", part)
-        if not isinstance(d, dict) or part not in d:
-            return False
-        d = d[part]
-    return True
-
-
-def _split_config_error(msg: str) -> tuple[str | None, str]:
-    """Split a config.ConfigError message into (key, detail)."""
-    m = re.match(r"config key '([^']+)' (.*)$", msg, re.S)
-    if m:
-        return m.group(1), m.group(2)
-    m = re.match(r"unknown config key\(s\) ([^;]+); (.*)$", msg, re.S)
-    if m:
-        keys = [k.strip() for k in m.group(1).split(",")]
-        rest = m.group(2)
-        if "." not in keys[0]:  # top level of the run config: seed, data_root, download are set by the pipeline
-            rest = rest.replace("seed, ", "").replace("data_root, ", "").replace("download, ", "")
-        return keys[0], f"unknown RunConfig key{'s' if len(keys) > 1 else ''} ({', '.join(keys)}); {rest}"
-    return None, msg
-
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_SCHEMA: dict[str, Any] | None = None
-
-
-def _load_schema() -> dict[str, Any]:
-    global _SCHEMA
-    if _SCHEMA is None:
-        _SCHEMA = yaml.load(SCHEMA_PATH.read_text(), Loader=_Loader)
-    return _SCHEMA
-
-
-def _fraction(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    try:
-        num, _, den = str(v).partition("/")
-        return float(num) / float(den) if den else float(num)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def _schema_error(raw: dict[str, Any]) -> str | None:
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(_load_schema())
-    errors = list(validator.iter_errors(raw))
-    if not errors:
-        return None
-    err = jsonschema.exceptions.best_match(errors)
-    # descend into the most specific sub-error of anyOf/oneOf
-    while err.context:
-        err = jsonschema.exceptions.best_match(err.context)
-    path = list(err.absolute_path)
-    if err.validator == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
-        key = _fmt_path(path + extra[:1])
-        return f"{key}: unknown key{'' if len(extra) == 1 else 's ' + ', '.join(extra)}; allowed here: {', '.join(allowed)}"
-    if err.validator == "propertyNames":
-        bad = [k for k in err.instance if not SETTING_NAME.match(str(k))] if isinstance(err.instance, dict) else []
-        return f"{_fmt_path(path + bad[:1])}: invalid name (use letters, digits, '_', '.', '-')"
-    if err.validator == "enum":
-        return f"{_fmt_path(path)}: {err.instance!r} is not allowed; allowed: {', '.join(map(str, err.validator_value))}"
-    if err.validator == "required":
-        return f"{_fmt_path(path)}: {err.message}"
-    return f"{_fmt_path(path)}: {err.message}"
 
 
 # ------------------------------------------------------------------------------------ the config
@@ -228,7 +128,7 @@ class PipelineConfig:
         return [(s, seed) for s in names for seed in self.seeds(s)]
 
     def run_dir(self, setting: str, seed: int | str) -> str:
-        return f"{self.results_dir}/runs/{setting}/seed{seed}"
+        return layout.run_dir(self.results_dir, setting, seed)
 
     def run_config(self, setting: str, seed: int | str) -> dict[str, Any]:
         """The fully resolved run config (every RunConfig key) of one run, as a plain dict."""
@@ -283,7 +183,7 @@ class PipelineConfig:
         spec = (self.raw.get("suites") or {}).get(suite) or {}
         if "attacks" in spec:
             return list(spec["attacks"])
-        return _BUILTIN_ATTACKS.get(suite)
+        return builtin_attacks(suite)
 
     def setting_attacks(self, setting: str) -> set[str]:
         out: set[str] = set()
@@ -409,7 +309,7 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
 
     if not isinstance(raw, dict):
         fail("the top level must be a mapping")
-    err = _schema_error(raw)
+    err = schema_error(raw)
     if err:
         fail(err)
     raw = deep_merge(DEFAULTS_TOP, raw)
@@ -424,7 +324,7 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
     try:
         run_config_mod.from_dict(deep_merge(raw["defaults"], {"data_root": cfg.data_root, "download": False}))
     except ConfigError as e:
-        key, detail = _split_config_error(str(e))
+        key, detail = split_config_error(str(e))
         fail(f"defaults.{key}: {detail}" if key else f"defaults: {detail}")
 
     # suites: names + contents (types and ranges are in the schema; the eval CLI re-checks every
@@ -436,13 +336,13 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
             fail(f"suites.{name}.attacks: a new suite must list its attacks (builtin suites: {', '.join(BUILTIN_SUITES)})")
         for key in ("eps", "pgd_step_size"):
             if key in spec:
-                value = _fraction(spec[key])
+                value = fraction(spec[key])
                 if value is None or value <= 0:
                     fail(f"suites.{name}.{key}: must be a number > 0 or a fraction 'a/b', got {spec[key]!r}")
                 problem = run_config_mod.image_units_problem(value)
                 if problem:
                     fail(f"suites.{name}.{key}: {problem}")
-        attacks = spec.get("attacks", _BUILTIN_ATTACKS.get(name, []))
+        attacks = spec.get("attacks", builtin_attacks(name) or [])
         if "pgd10" in attacks and spec.get("pgd_steps", 10) < 2:
             fail(f"suites.{name}.pgd_steps: must be >= 2 (SGCS needs two steps), got {spec['pgd_steps']}")
     if cfg.landscape_suite not in cfg.suite_names:
@@ -473,12 +373,12 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
         try:
             run_config_mod.from_dict(cfg._merged(name))
         except ConfigError as e:
-            key, detail = _split_config_error(str(e))
+            key, detail = split_config_error(str(e))
             if key is None:
                 fail(f"{where}: {detail}")
-            if _has_path(overrides, key):
+            if has_path(overrides, key):
                 fail(f"{where}.overrides.{key}: {detail}")
-            if _has_path(raw["defaults"], key):
+            if has_path(raw["defaults"], key):
                 fail(f"defaults.{key} (as merged into {where}): {detail}")
             fail(f"{where}.overrides.{key}: {detail}")
 
@@ -581,53 +481,18 @@ def _check_conventions(cfg: PipelineConfig, fail, need_attack) -> None:
 # --------------------------------------------------------------------------------- data check
 
 
-def dataset_problem(dataset: str, data_root: str | Path, download: bool) -> str | None:
-    """None if ``dataset`` looks present below ``data_root`` (file presence only; the download rule and
-    the loaders check the md5s), else the message: where to put it, or that the download rule fetches it."""
-    if dataset not in download_mod.SOURCES:
-        return None
-    src = download_mod.SOURCES[dataset]
-    root = Path(data_root)
-    problem = download_mod.presence_problem(src, root)
-    if problem is None:
-        return None
-    return (f"{src.label} is not available: {problem}. Put the extracted dataset at {root / src.folder}/ "
-            f"(extract {src.filename} from {src.url} into data_root={str(root)!r}, absolute {root.resolve()}), "
-            f"or set the top-level 'data_root' to the folder that holds {src.folder}/"
-            + (f", or fetch it with `python -m trades_instability download {dataset} --data-root {root}`"
-               if download else "; 'download: false' in the config, so nothing is fetched") + ".")
-
-
 def check_data_available(cfg: PipelineConfig, settings: list[str] | None = None, *,
                          fetching: set[str] | None = None, fail=None) -> None:
     """Raise PipelineConfigError (one message listing every missing dataset and where to put it) when
     a non-synthetic dataset of ``settings`` (default: all) is not on disk and not in ``fetching``, the
     datasets the download rule fetches in this run (default: every one when ``download`` is true; the
     Snakefile passes the datasets of the scheduled download jobs: a dataset whose record exists but
-    whose folder has gone is not fetched again by the workflow)."""
-    if fetching is None:
-        fetching = set(download_mod.SOURCES) if cfg.download else set()
+    whose folder has gone is not fetched again by the workflow). The check is
+    :func:`trades_instability.data.availability.missing_data`."""
     names = list(cfg.settings) if settings is None else list(settings)
-    by_dataset: dict[str, list[str]] = {}
-    for name in names:
-        ds = cfg.dataset(name)
-        if ds in download_mod.SOURCES and ds not in fetching:
-            by_dataset.setdefault(ds, []).append(name)
-    problems = []
-    root = Path(cfg.data_root)
-    for ds, users in by_dataset.items():
-        msg = dataset_problem(ds, root, cfg.download)
-        if msg and cfg.download:
-            msg += (f" (the workflow's download rule is not scheduled for it: its verification record "
-                    f"{cfg.dataset_record(ds)} exists)")
-        elif msg and not root.exists():
-            msg = (f"the folder data_root={cfg.data_root!r} (absolute {root.resolve()}) does not exist and download "
-                   f"is false. {msg}")
-        if msg:
-            shown = ", ".join(users[:4]) + (f" and {len(users) - 4} more" if len(users) > 4 else "")
-            problems.append(f"{msg} (needed by setting(s) {shown})")
-    if problems:
-        text = "data_root: " + " | ".join(problems)
+    text = missing_data(((name, cfg.dataset(name)) for name in names), cfg.data_root, cfg.download,
+                        fetching=fetching, record=cfg.dataset_record)
+    if text:
         if fail is not None:
             fail(text)
         raise PipelineConfigError(f"dataset missing, nothing was started: {text}")
@@ -641,7 +506,7 @@ def load_raw(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise PipelineConfigError(f"pipeline config {path} does not exist")
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)
+        raw = yaml.load(path.read_text(), Loader=YAML_LOADER)
     except yaml.YAMLError as e:
         raise PipelineConfigError(f"pipeline config {path} is not valid YAML: {' '.join(str(e).split())}") from None
     return raw if raw is not None else {}
@@ -655,142 +520,9 @@ def load(path: str | Path, *, overrides: dict[str, Any] | None = None, check_dat
     return validate(raw, source=str(path), check_data=check_data)
 
 
-# ------------------------------------------------------------------- run-directory state helpers
+if __name__ == "__main__":  # the command line is config/cli.py; this name keeps working too
+    import sys
 
+    from trades_instability.config.cli import main
 
-def _same_yaml(a: str, b: str) -> bool:
-    try:
-        return yaml.safe_load(a) == yaml.safe_load(b)
-    except yaml.YAMLError:
-        return False
-
-
-def _refuse_if_locked(state: Path) -> None:
-    """Never move a state folder away under a trainer that still writes it (e.g. a job left running
-    by a killed Snakemake); the trainer itself refuses a second writer (rundir/lock.py)."""
-    from trades_instability.rundir import lock as run_lock
-
-    path = state / run_lock.LOCK_NAME
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(holder, dict) and run_lock.stale_reason(holder) is None:
-        raise PipelineConfigError(
-            f"{state} is in use by {run_lock.describe(holder)}; cancel that job first (scancel / kill), then rerun")
-
-
-def prepare_state(config: str | Path, state: str | Path) -> str:
-    """Keep ``state`` (the trainer's resumable output folder) if it was started from the same run
-    config; otherwise move it aside to ``state.stale-<time>`` so the trainer starts over instead of
-    refusing to resume. Returns what was done (for the log)."""
-    config, state = Path(config), Path(state)
-    marker = state / "run_config.yaml"
-    text = config.read_text()
-    _refuse_if_locked(state)
-    if state.exists():
-        had_marker = marker.is_file()  # before the rename below moves it away
-        if had_marker and _same_yaml(marker.read_text(), text):
-            if (state / "checkpoints" / "last.pt").is_file():
-                return f"resuming from {state / 'checkpoints' / 'last.pt'}"
-            return f"reusing {state} (no last.pt yet)"
-        if any(state.iterdir()):
-            stale = state.with_name(f"{state.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-            state.rename(stale)
-            reason = "a different run config" if had_marker else "no recorded run config"
-            msg = f"moved {state} (started with {reason}) to {stale}"
-        else:
-            msg = f"starting in empty {state}"
-    else:
-        msg = f"starting fresh in {state}"
-    state.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(f".{marker.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(marker)
-    return msg
-
-
-PUBLISHED = ("run.json", "epochs.csv", "batches.csv", "checkpoints/best.pt", "checkpoints/last.pt")
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.publish.tmp")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        import os
-
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    tmp.replace(dst)
-
-
-def publish(state: str | Path, run_dir: str | Path) -> list[str]:
-    """Expose the finished run's artifacts at their contract paths in ``run_dir`` (hard links when
-    possible, else copies): run.json, epochs.csv, batches.csv, checkpoints/best.pt and checkpoints/last.pt
-    (the final epoch's model, evaluated beside best.pt). ``run.json`` is
-    placed last. Raises PipelineConfigError when the trainer produced no run.json or no best.pt."""
-    state, run_dir = Path(state), Path(run_dir)
-    info_path = state / "run.json"
-    if not info_path.is_file():
-        raise PipelineConfigError(f"{info_path} missing: the trainer did not finish")
-    best = state / "checkpoints" / "best.pt"
-    if not best.is_file():
-        status = json.loads(info_path.read_text()).get("status")
-        raise PipelineConfigError(
-            f"{best} missing (run status {status!r}): the run has no validated checkpoint to evaluate "
-            f"(it diverged before its first epoch completed); look at {state}")
-    done = []
-    for rel in PUBLISHED[1:] + PUBLISHED[:1]:
-        _link_or_copy(state / rel, run_dir / rel)
-        done.append(str(run_dir / rel))
-    return done
-
-
-# ----------------------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trades_instability.config.pipeline",
-                                description="Validate/expand the pipeline config; run-directory helpers.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    v = sub.add_parser("validate", help="validate a pipeline config (exit 1 with one message)")
-    v.add_argument("config")
-    v.add_argument("--check-data", action="store_true", help="also check the datasets are on disk")
-    lr = sub.add_parser("list-runs", help="print setting<TAB>seed<TAB>run_dir for every run")
-    lr.add_argument("config")
-    ps = sub.add_parser("prepare-state", help="keep or move aside the trainer's state folder")
-    ps.add_argument("--config", required=True)
-    ps.add_argument("--state", required=True)
-    pb = sub.add_parser("publish", help="link a finished run's artifacts into the run directory")
-    pb.add_argument("--state", required=True)
-    pb.add_argument("--run-dir", required=True)
-    for sp in (ps, pb):
-        sp.add_argument("--log-file", default=None, help="also append the messages to this file")
-    args = p.parse_args(argv)
-    from trades_instability.rundir.log_file import Echo
-
-    echo = Echo(getattr(args, "log_file", None))
-    try:
-        if args.cmd == "validate":
-            cfg = load(args.config, check_data=args.check_data)
-            print(f"{args.config}: ok ({len(cfg.settings)} settings, {len(cfg.runs())} runs)")
-        elif args.cmd == "list-runs":
-            cfg = load(args.config)
-            for s, seed in cfg.runs():
-                print(f"{s}\t{seed}\t{cfg.run_dir(s, seed)}")
-        elif args.cmd == "prepare-state":
-            echo(prepare_state(args.config, args.state))
-        elif args.cmd == "publish":
-            for f in publish(args.state, args.run_dir):
-                echo(f"published {f}")
-    except (PipelineConfigError, OSError) as e:  # an OSError names its file (full disk, permissions, ...)
-        echo(f"error: {e}", err=True)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trades_instability.rundir import files as artifacts
+from trades_instability.rundir.atomic_io import atomic_path
 
 
 @dataclass
@@ -86,7 +86,7 @@ def compute_landscape(
 
 def save_landscape(path: str | Path, result: dict[str, np.ndarray], cfg: LandscapeConfig) -> None:
     """Atomically write the landscape as .npz: loss (na, nb), a (na,), b (nb,), n_images, seed (+ extras)."""
-    with artifacts.atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(
                 fh,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from trades_instability.rundir.files import atomic_path
+from trades_instability.rundir.atomic_io import atomic_path
 from trades_instability.config.run import RunConfig
 from trades_instability.data.download import SOURCES
 
@@ -283,7 +283,7 @@ def _load_cifar(name: str, root: Path, download: bool) -> tuple[ImageSet, ImageS
 
 def _tiny_layout_problem(folder: Path) -> str | None:
     """None when the standard extracted layout is present, else what is missing."""
-    for rel in ("wnids.txt", "train", "val/val_annotations.txt", "val/images"):
+    for rel in SOURCES["tinyimagenet"].required:  # the one table of the layouts (data/download.py)
         if not (folder / rel).exists():
             return f"missing {folder / rel}"
     return None
@@ -295,8 +295,8 @@ def _tiny_unavailable(root: Path, problem: str, why: str) -> DatasetUnavailable:
         "val/val_annotations.txt, val/images/*.JPEG)"
     )
     return DatasetUnavailable(
-        _unavailable_message("TinyImageNet-200", root, expect, SOURCES["tinyimagenet"].filename, TINY_URL, problem,
-                             why)
+        _unavailable_message(SOURCES["tinyimagenet"].label, root, expect, SOURCES["tinyimagenet"].filename, TINY_URL,
+                             problem, why)
     )
 
 

@@ -290,7 +290,7 @@ def ensure(src: DatasetSource, root: str | Path, *, fetch: bool = True, timeout:
 
 
 def write_record(record: dict[str, Any], path: str | Path) -> None:
-    from trades_instability.rundir.files import atomic_path
+    from trades_instability.rundir.atomic_io import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

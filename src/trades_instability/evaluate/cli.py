@@ -24,7 +24,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trades_instability.rundir import files as artifacts
+from trades_instability.rundir.checkpoint import CheckpointError, load_model
+from trades_instability.rundir.atomic_io import check_writable_output
 from trades_instability.evaluate import suite as evaluation
 from trades_instability.evaluate import foreign as foreign_models
 from trades_instability.config.run import DATASETS, ConfigError, from_dict
@@ -47,8 +48,8 @@ def load_checkpoint_with_data(checkpoint, device, data_root: str | None = None):
     from trades_instability.data import datasets as data
 
     try:
-        model, ckpt = artifacts.load_model(checkpoint, device)
-    except (artifacts.CheckpointError, ValueError, KeyError, TypeError) as e:
+        model, ckpt = load_model(checkpoint, device)
+    except (CheckpointError, ValueError, KeyError, TypeError) as e:
         raise CheckpointInputError(str(e)) from None
     try:
         cfg = from_dict(ckpt["config"])
@@ -169,7 +170,7 @@ def _prepare(argv):
     for path, what in ((args.out, "--out"), (args.landscape_out, "--landscape-out")):
         if path is not None:  # before any attack runs: a bad output must not cost the evaluation
             try:
-                artifacts.check_writable_output(path, what)
+                check_writable_output(path, what)
             except OSError as e:
                 raise _ArgError(f"trades-eval: {e}") from None
     try:

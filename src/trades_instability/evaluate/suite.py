@@ -1,10 +1,7 @@
 """Evaluation of a trained checkpoint: clean, PGD-10 (+ FOSC, SGCS), Square, AutoAttack; classification.
 
-Suites (:func:`builtin_suites`, overridable by a YAML file of the same shape, :func:`load_suites`):
-
-* ``cheap`` - clean, pgd10, square
-* ``aa``    - clean, pgd10, square, autoattack
-* ``full``  - clean, pgd10, autoattack, autoattack_individual (APGD-CE, APGD-T, FAB-T, Square: Table 1)
+Suites (:func:`builtin_suites`, from the table :data:`trades_instability.config.suites.BUILTIN_SUITES`:
+cheap, aa, full, landscape; overridable by a YAML file of the same shape, :func:`load_suites`).
 
 Conventions (they matter for comparing runs):
 
@@ -42,11 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trades_instability.rundir import files as artifacts
+from trades_instability.rundir.atomic_io import write_json
 from trades_instability.core import attacks
 from trades_instability.evaluate import autoattack as autoattack_eval
 from trades_instability.core import metrics
+from trades_instability.core.verdict import DEFAULT_UNSTABLE_THRESHOLD, is_unstable
 from trades_instability.config.run import ConfigError, _from_dict, image_units_problem, read_yaml_mapping
+from trades_instability.config.suites import BUILTIN_SUITES, builtin_spec
 from trades_instability.data.datasets import to_float
 from trades_instability.core.landscape import LandscapeConfig, compute_landscape, save_landscape
 from trades_instability.runtime import cudnn_benchmark_off, device_description, library_versions, resolve_device
@@ -62,7 +61,6 @@ NUMBER_KEYS: tuple[str, ...] = (
     "clean_acc", "pgd10_acc", "square_acc", "autoattack_acc", "apgd_ce_acc", "apgd_t_acc", "fab_t_acc",
     "fosc", "sgcs", "gap_pgd_square", "gap_pgd_aa", "worst_case_acc",
 )
-DEFAULT_UNSTABLE_THRESHOLD = 0.08
 
 
 class SuiteError(ValueError):
@@ -105,13 +103,7 @@ class SuiteConfig:
 
 
 def builtin_suites() -> dict[str, SuiteConfig]:
-    return {
-        "cheap": SuiteConfig(attacks=["clean", "pgd10", "square"]),
-        "aa": SuiteConfig(attacks=["clean", "pgd10", "square", "autoattack"]),
-        "full": SuiteConfig(attacks=["clean", "pgd10", "autoattack", "autoattack_individual"]),
-        # Figure 1: the landscape itself comes from --landscape-out; clean accuracy is a sanity check
-        "landscape": SuiteConfig(attacks=["clean"], n_examples=1000),
-    }
+    return {name: SuiteConfig(**builtin_spec(name)) for name in BUILTIN_SUITES}
 
 
 def _validate_suite(name: str, s: SuiteConfig) -> SuiteConfig:
@@ -213,12 +205,8 @@ def fp32_precision():
         torch.set_float32_matmul_precision(old[2])
 
 
-def classify(pgd10_acc: float | None, square_acc: float | None, threshold: float = DEFAULT_UNSTABLE_THRESHOLD) -> bool | None:
-    """Unstable instance (paper, Tables 2/4): PGD-10 accuracy exceeds Square accuracy by >= threshold."""
-    if pgd10_acc is None or square_acc is None:
-        return None
-    # small tolerance so that a gap of exactly 0.08 computed in floating point counts as >= 0.08
-    return bool(pgd10_acc - square_acc >= threshold - 1e-12)
+# Unstable instance (paper, Tables 2/4): PGD-10 accuracy exceeds Square accuracy by >= threshold
+classify = is_unstable
 
 
 class NonFiniteLogits(RuntimeError):
@@ -521,7 +509,7 @@ def evaluate_checkpoint(
     }
     for key in NUMBER_KEYS:  # JSON has no NaN: a non-finite number (should not happen) becomes null
         doc[key] = _finite_or_none(doc[key])
-    artifacts.write_json(out, doc)
+    write_json(out, doc)
     return doc
 
 

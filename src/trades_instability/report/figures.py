@@ -389,18 +389,15 @@ def figure_files(name: str) -> list[str]:
 
 def run_dirs_from_paths(paths) -> dict[tuple[str, int], Path]:
     """``{(setting, seed): run_dir}`` from per-run file paths ``.../runs/{setting}/seed{seed}/<file>``."""
-    out: dict[tuple[str, int], Path] = {}
-    for p in paths:
-        p = Path(p)
-        d = p if p.name.startswith("seed") and not p.suffix else p.parent
-        if d.name.startswith("seed") and d.name[4:].lstrip("-").isdigit():
-            out[(d.parent.name, int(d.name[4:]))] = d
-    return out
+    from trades_instability.rundir.layout import RunDir
+
+    found = (RunDir.parse(p) for p in paths)
+    return {(r.setting, r.seed): r.path for r in found if r is not None}
 
 
 def save_figure(fig, out_pdf: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``out_pdf`` and ``<stem>.png`` beside it (atomically); returns both paths."""
-    from trades_instability.rundir.files import atomic_path
+    from trades_instability.rundir.atomic_io import atomic_path
 
     out_pdf = Path(out_pdf)
     out_png = out_pdf.with_suffix(".png")

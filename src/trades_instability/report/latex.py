@@ -55,7 +55,7 @@ def template_env(template_dir: str | os.PathLike | None):
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (never a half-written table)."""
-    from trades_instability.rundir.files import atomic_write_text
+    from trades_instability.rundir.atomic_io import atomic_write_text
 
     atomic_write_text(path, text)
 

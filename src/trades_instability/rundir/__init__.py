@@ -1,2 +1,3 @@
-"""A run directory on disk: atomic files and checkpoints (``files``), the CSV records (``records``), the
-single-writer lock (``lock``), the log file (``log_file``)."""
+"""A run directory on disk: its paths (``layout``), atomic files (``atomic_io``), checkpoints
+(``checkpoint``), the CSV records (``records``), the single-writer lock (``lock``), the state folder
+between workflow steps (``state``: prepare-state, publish) and the log file (``log_file``)."""

@@ -15,7 +15,9 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from trades_instability.rundir.files import CheckpointError, atomic_write_text, is_orphan_temporary
+from trades_instability.rundir.checkpoint import CheckpointError
+from trades_instability.rundir import layout
+from trades_instability.rundir.atomic_io import atomic_write_text, is_orphan_temporary
 
 EPOCH_COLUMNS = [
     "epoch", "lr", "train_loss", "train_ce", "train_kl", "train_clean_acc", "train_adv_acc",
@@ -61,10 +63,10 @@ class RunFiles:
 
     def __init__(self, out: str | Path, log: Callable[[str], None] = print):
         self.out = Path(out)
-        self.ckpt_dir = self.out / "checkpoints"
-        self.last = self.ckpt_dir / "last.pt"
-        self.epochs_csv = self.out / "epochs.csv"
-        self.batches_csv = self.out / "batches.csv"
+        self.ckpt_dir = self.out / layout.CHECKPOINTS
+        self.last = self.out / layout.LAST_PT
+        self.epochs_csv = self.out / layout.EPOCHS_CSV
+        self.batches_csv = self.out / layout.BATCHES_CSV
         self.log = log
 
     def remove_orphan_temporaries(self) -> list[Path]:
@@ -86,7 +88,7 @@ class RunFiles:
         overwrite them (e.g. last.pt deleted by hand, or another tool's folder)."""
         if self.last.exists():
             return
-        found = [p.name for p in (self.out / "run.json", self.ckpt_dir / "best.pt") if p.exists()]
+        found = [p.name for p in (self.out / layout.RUN_JSON, self.out / layout.BEST_PT) if p.exists()]
         found += sorted(p.name for p in self.ckpt_dir.glob("epoch*.pt"))
         found += [p.name for p in (self.epochs_csv, self.batches_csv) if p.exists() and _data_rows(p) != 0]
         if found:

@@ -600,7 +600,7 @@ def _main(argv: list[str] | None, tmp: str) -> int:
                   "|bf16 - fp32| >= SE/2")
             out["precision_agreement"] = agree_json
     if args.json:
-        from trades_instability.rundir.files import write_json
+        from trades_instability.rundir.atomic_io import write_json
 
         write_json(args.json, out)
         print(f"\nwrote {args.json}")

@@ -18,7 +18,7 @@ from torch import nn
 from trades_instability.config.run import RunConfig
 from trades_instability.core.models import input_normalization
 from trades_instability.data.datasets import DataSplits
-from trades_instability.rundir.files import CheckpointError, load_checkpoint, save_checkpoint
+from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trades_instability.rundir.records import RunFiles, batch_rows_from_csv
 from trades_instability.train.state import TrainState
 

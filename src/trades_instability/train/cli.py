@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trades_instability.rundir.files import CheckpointError
+from trades_instability.rundir.checkpoint import CheckpointError
 from trades_instability.config.run import ConfigError, load_config
 
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except Interrupted:
         return 143
-    except OSError as e:  # full disk, unwritable --out, ...: the error names the file (rundir/files.py)
+    except OSError as e:  # full disk, unwritable --out, ...: the error names the file (rundir/atomic_io.py)
         echo(f"trades-train: error: {e}", err=True)
         return 1
     return 0

@@ -29,7 +29,8 @@ from trades_instability.core.memory_format import compile_options, use_channels_
 from trades_instability.core.models import build_model, input_normalization
 from trades_instability.data.augment import augment_batch
 from trades_instability.data.datasets import DataSplits, iterate_batches, load_splits
-from trades_instability.rundir.files import load_checkpoint, write_json
+from trades_instability.rundir.atomic_io import write_json
+from trades_instability.rundir.checkpoint import load_checkpoint
 from trades_instability.rundir.lock import RunLock, RunLocked
 from trades_instability.rundir.records import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles  # noqa: F401 (columns re-exported)
 from trades_instability.runtime import (DeviceUnavailable, compile_watch, cpu_fallback_problem, device_description, execution_mode,

@@ -21,6 +21,7 @@ from typing import Any
 
 from trades_instability.report import registry
 from trades_instability.config.pipeline import PipelineConfig
+from trades_instability.rundir import layout
 
 GRID_NAMES = registry.GRIDS  # side-by-side targets: conventions, crossarch
 
@@ -84,7 +85,7 @@ class WorkflowPaths:
 
     def run_file(self, name: str) -> str:
         """Pattern results/runs/{setting}/seed{seed}/{name} with the wildcards left in."""
-        return os.path.join(self.results, "runs", "{setting}", "seed{seed}", name)
+        return layout.run_file(self.results, "{setting}", "{seed}", name)
 
     def results_file(self, *parts: str) -> str:
         return os.path.join(self.results, *parts)
@@ -113,7 +114,7 @@ class WorkflowPaths:
 
     def run_state_dir(self, setting: str, seed: int | str) -> str:
         """The trainer's own folder results/runs/{setting}/seed{seed}/state (never a declared output)."""
-        return os.path.join(self.run_dir(setting, seed), "state")
+        return layout.state_dir(self.run_dir(setting, seed))
 
     def run_files(self, settings, name: str) -> list[str]:
         """``name`` (e.g. epochs.csv) of every seed of every setting in ``settings``."""
@@ -122,7 +123,7 @@ class WorkflowPaths:
     def eval_files(self, settings) -> list[str]:
         """eval_{suite}.json of every run of ``settings``, for each suite of its setting."""
         return [
-            os.path.join(self.run_dir(s, seed), f"eval_{suite}.json")
+            os.path.join(self.run_dir(s, seed), layout.eval_json(suite))
             for s, seed in self.pc.runs(list(settings))
             for suite in self.pc.suites_of(s)
         ]

@@ -1,29 +1,20 @@
-"""Crash-safe artifact I/O.
+"""Crash-safe file writing.
 
 Every file is written to a temporary name in the same folder, flushed, fsynced and then renamed
-into place, so a process killed at any moment never leaves a truncated file under the final name.
-Checkpoints are loaded with ``torch.load(weights_only=True)`` and any failure names the file.
+into place, so a process killed at any moment never leaves a truncated file under the final name;
+the final file gets the mode a plain ``open(path, "w")`` would give (the umask). Any OSError names
+the final file. JSON is read back with an error that names the file and the fix.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # torch is imported where needed: the report stages read JSON/CSV only
-    import torch
-
-CHECKPOINT_FORMAT = "trades_instability/checkpoint-v1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated, foreign or does not fit the requested model."""
+from typing import Any
 
 
 def _umask() -> int:
@@ -125,62 +116,3 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e}); delete it and rerun the step that makes it") from None
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """Atomically save a checkpoint dict (tensors, containers and plain Python values only)."""
-    import torch
-
-    buf = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, **payload}, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: "str | torch.device" = "cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
-
-    Raises :class:`CheckpointError` naming the file when it is missing, truncated, or not one of ours."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); delete it (and rerun) to start over")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated zip, pickle of foreign objects, random bytes ...
-        first_line = (str(e).splitlines() or [""])[0][:200]  # some errors have an empty message
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {first_line}); "
-            "it is truncated or not a trades_instability checkpoint. Delete it (and rerun) only if you "
-            "are sure it holds nothing you need."
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {path} is not a trades_instability checkpoint (expected format "
-            f"{CHECKPOINT_FORMAT!r}); pass a file written by trades-train"
-        )
-    return ckpt
-
-
-def load_model(path: str | os.PathLike, device: "str | torch.device" = "cpu"):
-    """Rebuild the model stored in a checkpoint; returns ``(model, checkpoint_dict)`` in eval mode.
-
-    A checkpoint whose weights do not fit the architecture it declares raises CheckpointError."""
-    from trades_instability.core.models import build_model
-
-    ckpt = load_checkpoint(path, map_location="cpu")
-    meta = ckpt.get("model_meta")
-    if not isinstance(meta, dict) or "model" not in ckpt:
-        raise CheckpointError(f"checkpoint {path} holds no model (keys: {sorted(ckpt)})")
-    # "normalize" ([mean, std] or null) is what the model does to its input; older checkpoints lack it
-    model = build_model(meta["arch"], num_classes=meta["num_classes"], width=meta["width"],
-                        normalize=meta.get("normalize"))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"checkpoint {path} does not match the architecture it declares ({meta}): {str(e).splitlines()[0]}"
-        ) from None
-    return model.to(device).eval(), ckpt
