@@ -2,7 +2,7 @@
 
 * the preset fills unset keys, an explicit key wins, RunConfig's defaults are the `adr` column, and bad
   input (unknown convention, self-contradicting override) is one ConfigError naming the key;
-* `official_trades`: one Trainer step equals the official loop (bench.official_trades_loss + SGD step) in
+* `official_trades`: one Trainer step equals the official loop (reference_trades.official_trades_loss + SGD step) in
   weights AND BatchNorm running statistics; the statistics are also computed by hand from the batch moments
   of the three train-mode forwards (clean, adversarial, clean);
 * `adr`: 195 steps per epoch at batch 256 on 50k (drop_last); the attack moves BatchNorm running statistics
@@ -21,7 +21,7 @@ from torch import nn
 
 from trades_instability.rundir.checkpoint import save_checkpoint
 from trades_instability.core import attacks
-from trades_instability.tools import bench
+from trades_instability.tools import reference_trades
 from trades_instability.core.awp import ADRAWP, running_stats_frozen
 from trades_instability.config.run import CONVENTIONS, ConfigError, RunConfig, convention_preset, from_dict
 from trades_instability.data.datasets import load_splits
@@ -157,7 +157,7 @@ def test_official_trades_step_equals_the_official_loop_weights_and_bn_stats(tmp_
 
     a = cfg.attack
     ref_opt.zero_grad()
-    bench.official_trades_loss(ref, x, y, ref_opt, step_size=a.step_size, epsilon=a.eps, perturb_steps=a.steps,
+    reference_trades.official_trades_loss(ref, x, y, ref_opt, step_size=a.step_size, epsilon=a.eps, perturb_steps=a.steps,
                                beta=cfg.beta, generator=start).backward()
     ref_opt.step()
     t.step(x, y, batch=0, state=t.state, stats=stats)

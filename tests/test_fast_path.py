@@ -17,7 +17,8 @@ import copy
 import pytest
 import torch
 
-from trades_instability.tools import bench
+from trades_instability.tools.flops import counted_flops, forward_flops
+from trades_instability.tools.reference_trades import official_trades_loss
 from trades_instability.train import loop as training
 from trades_instability.train import step as train_step
 from trades_instability.data.augment import crop_flip, draw_params
@@ -62,7 +63,7 @@ def test_project_step_matches_official_trades_loss(tmp_path, dtype):
     # the reference: official trades_loss (clean forward recomputed at each step, KL sum / batch size)
     a = cfg.attack
     ref_opt.zero_grad()
-    loss_ref = bench.official_trades_loss(ref_model, x, y, ref_opt, step_size=a.step_size, epsilon=a.eps,
+    loss_ref = official_trades_loss(ref_model, x, y, ref_opt, step_size=a.step_size, epsilon=a.eps,
                                           perturb_steps=a.steps, beta=cfg.beta, generator=start)
     loss_ref.backward()
     grads_ref = [p.grad.clone() for p in ref_model.parameters()]
@@ -107,7 +108,7 @@ def test_attack_computes_the_clean_prediction_once(tmp_path):
     assert calls["n"] == cfg.attack.steps + 1  # one clean forward + one per step
     calls["n"] = 0
     opt = torch.optim.SGD(t.model.parameters(), lr=0.1)
-    bench.official_trades_loss(t.model, x, y, opt, perturb_steps=cfg.attack.steps)
+    official_trades_loss(t.model, x, y, opt, perturb_steps=cfg.attack.steps)
     assert calls["n"] == 2 * cfg.attack.steps + 3  # official: clean recomputed each step, clean twice in the loss
 
 
@@ -115,17 +116,17 @@ def test_measured_work_per_image_is_27_forwards_against_officials_39(tmp_path):
     # adr: one concatenated loss forward; official_trades adds one no-grad clean forward (BN statistics)
     cfg = _cfg(attack={"steps": 10}, convention="adr")
     t = _trainer(tmp_path, cfg)
-    fwd = bench.forward_flops(t.model, 16, torch.device("cpu"), channels_last=False)
+    fwd = forward_flops(t.model, 16, torch.device("cpu"), channels_last=False)
     x, y = next(t.epoch_batches())
     stats = t.step.start_epoch(1)
-    ours = bench.counted_flops(lambda: t.step(x, y, batch=0, state=t.state, stats=stats)) / (fwd * len(y))
+    ours = counted_flops(lambda: t.step(x, y, batch=0, state=t.state, stats=stats)) / (fwd * len(y))
     model = copy.deepcopy(t.model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def official():
-        bench.official_trades_loss(model, x, y, opt, perturb_steps=10).backward()
+        official_trades_loss(model, x, y, opt, perturb_steps=10).backward()
 
-    theirs = bench.counted_flops(official) / (fwd * len(y))
+    theirs = counted_flops(official) / (fwd * len(y))
     # backward passes cost 2 forwards (1 when only the input gradient is needed); the first
     # convolution's input gradient is skipped in the weight backward, hence "about"
     assert 25.5 < ours <= 27.01, ours
@@ -133,7 +134,7 @@ def test_measured_work_per_image_is_27_forwards_against_officials_39(tmp_path):
     # official_trades: the same plus one graph-free clean forward (BatchNorm statistics as the official loop)
     t_off = _trainer(tmp_path / "official", _cfg(attack={"steps": 10}))
     stats_off = t_off.step.start_epoch(1)
-    ours_off = bench.counted_flops(lambda: t_off.step(x, y, batch=0, state=t_off.state, stats=stats_off)) / (fwd * len(y))
+    ours_off = counted_flops(lambda: t_off.step(x, y, batch=0, state=t_off.state, stats=stats_off)) / (fwd * len(y))
     assert ours_off == pytest.approx(ours + 1, abs=0.01), (ours, ours_off)
 
 

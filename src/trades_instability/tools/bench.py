@@ -8,7 +8,7 @@ In ONE process, on the same device, model, batch size and data, this times
   ``RandomHorizontalFlip()`` + ``ToTensor()`` on PIL images, ``model.eval()`` during the attack, the
   clean forward ``model(x_natural)`` recomputed inside the KL at every attack step, separate forward
   passes (the clean one twice in the final loss, as the official code does), fp32,
-  ``nn.KLDivLoss(size_average=False)``: :func:`official_trades_loss`;
+  ``nn.KLDivLoss(size_average=False)``: :mod:`trades_instability.tools.reference_trades`;
 * **project** - this project's training step, i.e. :class:`trades_instability.train.loop.Trainer`'s own
   epoch iterator and per-batch step (``Trainer.epoch_batches`` / :class:`trades_instability.train.step.TradesStep`;
   nothing is re-implemented here): dataset on the device, batch augmentation on the device, channels_last on CUDA,
@@ -17,10 +17,11 @@ In ONE process, on the same device, model, batch size and data, this times
 
 and prints one table: images/s, ms/step, ratio to the reference, peak memory (CUDA), the measured
 work per image (in forward-pass equivalents, from ``torch.utils.flop_counter.FlopCounterMode``) and the
-fraction of the FLOP floor reached. The floor is 27 forward passes per image per TRADES-10 step
-(10 attack steps x (forward + input-gradient backward) + 1 clean forward for the attack target, then
-clean + adversarial forward and their backward = 2 x 3); its time is floor FLOPs / the peak GEMM rate
-measured here on the same device and dtype. The forward FLOPs of the model are measured, not assumed.
+fraction of the FLOP floor reached (:mod:`trades_instability.tools.flops`). The floor is 27 forward passes
+per image per TRADES-10 step (10 attack steps x (forward + input-gradient backward) + 1 clean forward for
+the attack target, then clean + adversarial forward and their backward = 2 x 3); its time is floor FLOPs /
+the peak GEMM rate measured here on the same device and dtype. The forward FLOPs of the model are
+measured, not assumed.
 
 It then times PGD-10 validation (``train.validation.validate``, fp32 and bf16) and AutoAttack through
 ``trades_instability.evaluate.suite.evaluate_model`` (always fp32, as reported numbers are) on a fixed set
@@ -47,152 +48,21 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trades_instability.tools import precision_check
+from trades_instability.tools.flops import (FLOOR_FWD_PER_IMAGE, counted_flops, forward_flops, peak_gemm_flops,
+                                            precision_policy, sync)
+from trades_instability.tools.reference_trades import ReferenceTrainer, official_loader
 from trades_instability.data.datasets import to_float
 from trades_instability.core.memory_format import use_channels_last
 from trades_instability.runtime import device_description, resolve_device
 
-FLOOR_FWD_PER_IMAGE = 27  # forward-pass equivalents per image of an efficient TRADES-10 step
 CIFAR_TRAIN_SIZE = 50_000
-
-
-# ----------------------------------------------------------------------------------------------
-# The reference: official TRADES, written as its trades.py does it
-# ----------------------------------------------------------------------------------------------
-def official_trades_loss(
-    model: nn.Module,
-    x_natural: torch.Tensor,
-    y: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    step_size: float = 0.003,
-    epsilon: float = 0.031,
-    perturb_steps: int = 10,
-    beta: float = 1.0,
-    distance: str = "l_inf",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """``trades_loss`` of the official TRADES code (trades.py), L-inf branch, line by line.
-
-    Differences, none of which changes the work done: ``.cuda()`` is ``.to(x_natural.device)`` so that
-    it runs on any device; ``Variable(..., requires_grad=False)`` is a plain tensor; and when a
-    ``generator`` is given the start noise is drawn from it on the device (tests use this to give the
-    reference and the project the same random start; the official code draws it on the CPU)."""
-    if distance != "l_inf":
-        raise NotImplementedError("only the l_inf branch of the official trades_loss is reproduced")
-    # define KL-loss
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # size_average is deprecated (it means reduction='sum')
-        criterion_kl = nn.KLDivLoss(size_average=False)
-    model.eval()
-    batch_size = len(x_natural)
-    # generate adversarial example
-    if generator is None:
-        noise = torch.randn(x_natural.shape).to(x_natural.device).detach()
-    else:
-        noise = torch.randn(x_natural.shape, generator=generator, device=x_natural.device,
-                            dtype=x_natural.dtype).detach()
-    x_adv = x_natural.detach() + 0.001 * noise
-    for _ in range(perturb_steps):
-        x_adv.requires_grad_()
-        with torch.enable_grad():
-            loss_kl = criterion_kl(F.log_softmax(model(x_adv), dim=1),
-                                   F.softmax(model(x_natural), dim=1))
-        grad = torch.autograd.grad(loss_kl, [x_adv])[0]
-        x_adv = x_adv.detach() + step_size * torch.sign(grad.detach())
-        x_adv = torch.min(torch.max(x_adv, x_natural - epsilon), x_natural + epsilon)
-        x_adv = torch.clamp(x_adv, 0.0, 1.0)
-    model.train()
-    x_adv = torch.clamp(x_adv, 0.0, 1.0).detach()  # Variable(..., requires_grad=False)
-    # zero gradient
-    optimizer.zero_grad()
-    # calculate robust loss
-    logits = model(x_natural)
-    loss_natural = F.cross_entropy(logits, y)
-    loss_robust = (1.0 / batch_size) * criterion_kl(F.log_softmax(model(x_adv), dim=1),
-                                                    F.softmax(model(x_natural), dim=1))
-    loss = loss_natural + beta * loss_robust
-    return loss
-
-
-class PILImageDataset(torch.utils.data.Dataset):
-    """A torchvision-style dataset (like ``torchvision.datasets.CIFAR100``): uint8 HWC images kept as a
-    numpy array, each turned into a PIL image and transformed per example in ``__getitem__``."""
-
-    def __init__(self, images_nchw_uint8: torch.Tensor, labels: torch.Tensor, transform: Callable):
-        self.data = images_nchw_uint8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-        self.targets = [int(t) for t in labels.cpu()]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int):
-        from PIL import Image
-
-        img, target = Image.fromarray(self.data[index]), self.targets[index]
-        return self.transform(img), target
-
-
-def official_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, device: torch.device,
-                    num_workers: int = 1, seed: int = 0) -> torch.utils.data.DataLoader:
-    """The official training loader: RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor,
-    shuffled, ``num_workers=1, pin_memory=True`` (pinning only on CUDA)."""
-    from torchvision import transforms
-
-    size = int(images.shape[-1])
-    transform_train = transforms.Compose([
-        transforms.RandomCrop(size, padding=4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-    ])
-    ds = PILImageDataset(images, labels, transform_train)
-    return torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed),
-        persistent_workers=num_workers > 0,
-    )
-
-
-class ReferenceTrainer:
-    """The official ``train()`` loop body, one batch per :meth:`step` (the loader restarts at epoch end)."""
-
-    log_interval = 100  # the official loop reads loss.item() every log_interval batches
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader, device: torch.device,
-                 *, step_size: float, epsilon: float, num_steps: int, beta: float):
-        self.model, self.optimizer, self.loader, self.device = model, optimizer, loader, device
-        self.kw = dict(step_size=step_size, epsilon=epsilon, perturb_steps=num_steps, beta=beta)
-        self._it = None
-        self.batch_idx = 0
-
-    def next_batch(self):
-        if self._it is None:
-            self._it, self.batch_idx = iter(self.loader), 0
-        try:
-            return next(self._it)
-        except StopIteration:
-            self._it, self.batch_idx = iter(self.loader), 0
-            return next(self._it)
-
-    def step(self) -> None:
-        self.model.train()
-        data, target = self.next_batch()
-        data, target = data.to(self.device), target.to(self.device)
-        self.optimizer.zero_grad()
-        loss = official_trades_loss(model=self.model, x_natural=data, y=target, optimizer=self.optimizer, **self.kw)
-        loss.backward()
-        self.optimizer.step()
-        if self.batch_idx % self.log_interval == 0:
-            loss.item()
-        self.batch_idx += 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,91 +94,6 @@ class ProjectStepper:
         self.trainer.step(x, y, batch=b, state=self.trainer.state, stats=self.stats)
 
 
-# ----------------------------------------------------------------------------------------------
-# Measuring
-# ----------------------------------------------------------------------------------------------
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def forward_flops(model: nn.Module, image_size: int, device: torch.device, channels_last: bool) -> float:
-    """FLOPs of one forward pass per image, counted by FlopCounterMode (convolutions and matmuls)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.rand(2, 3, image_size, image_size, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    was = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    model.train(was)
-    return counter.get_total_flops() / 2
-
-
-def counted_flops(fn: Callable[[], None]) -> float:
-    """Total FLOPs (forward and backward convolutions/matmuls) of ``fn()``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    # Per-module attribution is not needed, and the module tracker's backward hooks make
-    # torch.autograd.grad(loss, [leaf input]) (every attack step) fail: count globally only.
-    counter.mod_tracker = _GlobalOnly()
-    with counter:
-        fn()
-    return float(counter.get_total_flops())
-
-
-class _GlobalOnly:
-    parents = {"Global"}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return False
-
-
-def peak_gemm_flops(device: torch.device, dtype: torch.dtype, *, n: int, reps: int = 5) -> float:
-    """Peak matrix-multiply rate (FLOP/s) measured on this device: the best of ``reps`` n x n x n GEMMs
-    (the best, not the median: a peak; the bench measures it again in every round and keeps the highest).
-    For fp32 on CUDA the GEMM uses TF32 exactly when cuDNN convolutions do (the training policy)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    ctx = contextlib.nullcontext()
-    if device.type == "cuda" and dtype == torch.float32:
-        old = torch.backends.cuda.matmul.allow_tf32
-
-        @contextlib.contextmanager
-        def tf32_like_convs():
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
-            try:
-                yield
-            finally:
-                torch.backends.cuda.matmul.allow_tf32 = old
-        ctx = tf32_like_convs()
-    with ctx:
-        a @ b
-        sync(device)
-        times = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            a @ b
-            sync(device)
-            times.append(time.perf_counter() - t)
-    return 2 * n**3 / min(times)
-
-
-def precision_policy(device: torch.device) -> str:
-    if device.type != "cuda":
-        return "CPU: fp32 math; bf16 rows use torch.autocast(cpu, bfloat16)"
-    return (f"cudnn.benchmark={torch.backends.cudnn.benchmark}, TF32 convolutions "
-            f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'} (cudnn.allow_tf32), TF32 matmul "
-            f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}; AutoAttack/reported numbers: TF32 off "
-            "(evaluation.fp32_precision)")
-
-
 @dataclass
 class Variant:
     name: str
@@ -319,6 +104,7 @@ class Variant:
     peak_mem: int | None = None
     fwd_eq_per_image: float | None = None
     flop_dtype: torch.dtype = torch.float32
+
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,47 +206,91 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv, tmp)
 
 
+class _InputError(Exception):
+    """A problem with the bench's input (device, checkpoint, data): one line on stderr, exit status 2."""
+
+
 def _main(argv: list[str] | None, tmp: str) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from trades_instability.train.loop import Trainer
+    try:
+        args, device, trained = _prepare(args)
+        command = shlex.join(getattr(sys, "orig_argv", sys.argv))  # the process's exact command line
+        out: dict[str, Any] = {"command": command, "bench_args": argv, "device": device_description(device),
+                               "torch": torch.__version__}
+        train_size = _train_size(args)
+        cfg32 = _run_config(args, device, "fp32", train_size)
+        splits = _load_splits(cfg32)
+    except _InputError as e:
+        print(f"trades-bench: {e}", file=sys.stderr)
+        return 2
 
+    fast32, variants = _build_variants(args, device, cfg32, splits, train_size, tmp)
+    fwd = forward_flops(fast32.trainer.model, args.image_size, device, fast32.trainer.channels_last)
+    _print_header(args, device, command, argv, cfg32, splits, fwd)
+    n_gemm = 4096 if device.type == "cuda" else (256 if args.tiny else 1024)
+    peaks = _measured_work(args, device, fast32, variants, fwd, n_gemm)
+    _time_rounds(args, device, variants, peaks, n_gemm)
+    train_json = _print_training(args, variants, peaks, n_gemm, fwd)
+    out.update(args={k: v for k, v in vars(args).items()}, forward_gflops_per_image=fwd / 1e9,
+               peak_gemm_tflops={("fp32" if d == torch.float32 else "bf16"): p / 1e12 for d, p in peaks.items()},
+               train=train_json)
+    if not args.no_eval:
+        out.update(_print_evaluation(args, device, fast32, splits, trained))
+    if args.json:
+        from trades_instability.rundir.atomic_io import write_json
+
+        write_json(args.json, out)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Setting up: device, checkpoint, data, the timed variants
+# ----------------------------------------------------------------------------------------------
+def _prepare(args: argparse.Namespace):
+    """Threads, device and resolved defaults; the trained checkpoint (with its data) when --checkpoint is
+    given. A bad checkpoint stops here, before any timing. Returns (args, device, trained or None)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         device = resolve_device(args.device)
     except RuntimeError as e:
-        print(f"trades-bench: {e}", file=sys.stderr)
-        return 2
+        raise _InputError(str(e)) from None
     args = _resolve(args, device)
     trained = None
-    if args.checkpoint is not None and not args.no_eval:  # a bad checkpoint stops here, before any timing
+    if args.checkpoint is not None and not args.no_eval:
         from trades_instability.evaluate.cli import CheckpointInputError, load_checkpoint_with_data
 
         try:
             trained = load_checkpoint_with_data(args.checkpoint, device, args.data_root)
         except CheckpointInputError as e:
-            print(f"trades-bench: {e}", file=sys.stderr)
-            return 2
+            raise _InputError(str(e)) from None
     elif args.checkpoint is not None:
-        print("trades-bench: --checkpoint is only used by the evaluation timings; drop --no-eval or --checkpoint",
-              file=sys.stderr)
-        return 2
-    command = shlex.join(getattr(sys, "orig_argv", sys.argv))  # the process's exact command line
-    out: dict[str, Any] = {"command": command, "bench_args": argv, "device": device_description(device),
-                           "torch": torch.__version__}
+        raise _InputError("--checkpoint is only used by the evaluation timings; drop --no-eval or --checkpoint")
+    return args, device, trained
 
-    # ---- data (shared by every path) -------------------------------------------------------------
+
+def _train_size(args: argparse.Namespace) -> int:
+    """Training images: enough for every step of the bench (at least 4 batches, at most 40), at most CIFAR's."""
+    n_steps_total = args.warmup + args.steps * args.rounds + 1
+    return min(args.batch_size * max(4, min(n_steps_total, 40)), CIFAR_TRAIN_SIZE)
+
+
+def _load_splits(cfg32):
+    """The data shared by every path."""
     from trades_instability.data.datasets import DatasetUnavailable, load_splits
 
-    n_steps_total = args.warmup + args.steps * args.rounds + 1
-    train_size = min(args.batch_size * max(4, min(n_steps_total, 40)), CIFAR_TRAIN_SIZE)
-    cfg32 = _run_config(args, device, "fp32", train_size)
     try:
-        splits = load_splits(cfg32)
+        return load_splits(cfg32)
     except DatasetUnavailable as e:
-        print(f"trades-bench: {e}", file=sys.stderr)
-        return 2
+        raise _InputError(str(e)) from None
+
+
+def _build_variants(args: argparse.Namespace, device: torch.device, cfg32, splits, train_size: int, tmp: str):
+    """The project's fp32 stepper and every timed variant: the reference first, then the project's step in
+    fp32, bf16 (unless --no-bf16) and, with --compile, compiled. Returns (fast32, variants)."""
+    from trades_instability.train.loop import Trainer
 
     def project(precision: str, compiled: bool = False) -> ProjectStepper:
         cfg = _run_config(args, device, precision, train_size)
@@ -470,15 +300,7 @@ def _main(argv: list[str] | None, tmp: str) -> int:
                                       log=lambda m: None, progress=False, data=splits))
 
     fast32 = project("fp32")  # sets cudnn.benchmark on CUDA, as in training (the reference gets it too)
-    a = cfg32.attack
-    torch.manual_seed(args.seed)
-    ref_model = copy.deepcopy(fast32.trainer.model).to(memory_format=torch.contiguous_format)
-    ref_opt = torch.optim.SGD(ref_model.parameters(), lr=cfg32.lr, momentum=cfg32.momentum,
-                              nesterov=cfg32.nesterov, weight_decay=cfg32.weight_decay)
-    loader = official_loader(splits.train.images, splits.train.labels, args.batch_size, device=device,
-                             num_workers=args.ref_workers, seed=args.seed)
-    ref = ReferenceTrainer(ref_model, ref_opt, loader, device, step_size=a.step_size, epsilon=a.eps,
-                           num_steps=a.steps, beta=cfg32.beta)
+    ref = _reference_trainer(args, device, cfg32, splits, fast32.trainer.model)
     variants = [Variant("reference (official TRADES loop)", "fp32", ref.step, args.batch_size),
                 Variant("project (Trainer step)", "fp32", fast32.step, args.batch_size)]
     precisions = ["fp32"] if args.no_bf16 else ["fp32", "bf16"]
@@ -489,8 +311,26 @@ def _main(argv: list[str] | None, tmp: str) -> int:
             variants.append(Variant("project (Trainer step)" + (" +compile" if compiled else ""), precision,
                                     project(precision, compiled).step, args.batch_size,
                                     flop_dtype=torch.bfloat16 if precision == "bf16" else torch.float32))
+    return fast32, variants
 
-    fwd = forward_flops(fast32.trainer.model, args.image_size, device, fast32.trainer.channels_last)
+
+def _reference_trainer(args: argparse.Namespace, device: torch.device, cfg32, splits,
+                       model: nn.Module) -> ReferenceTrainer:
+    """The official loop on a copy of the project's initial model, with the same optimizer settings."""
+    a = cfg32.attack
+    torch.manual_seed(args.seed)
+    ref_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    ref_opt = torch.optim.SGD(ref_model.parameters(), lr=cfg32.lr, momentum=cfg32.momentum,
+                              nesterov=cfg32.nesterov, weight_decay=cfg32.weight_decay)
+    loader = official_loader(splits.train.images, splits.train.labels, args.batch_size, device=device,
+                             num_workers=args.ref_workers, seed=args.seed)
+    return ReferenceTrainer(ref_model, ref_opt, loader, device, step_size=a.step_size, epsilon=a.eps,
+                            num_steps=a.steps, beta=cfg32.beta)
+
+
+def _print_header(args: argparse.Namespace, device: torch.device, command: str, argv: list[str], cfg32, splits,
+                  fwd: float) -> None:
+    a = cfg32.attack
     print("trades_instability bench")
     print(f"command: {command}")
     print(f"bench arguments: {shlex.join(argv) or '(none)'}")
@@ -503,8 +343,14 @@ def _main(argv: list[str] | None, tmp: str) -> int:
           f"{FLOOR_FWD_PER_IMAGE} forwards/image/step = {FLOOR_FWD_PER_IMAGE * fwd * args.batch_size / 1e9:.2f} GFLOP/step")
     sys.stdout.flush()
 
-    # ---- measured work per step (one counted step per path; it also warms up) ---------------------
-    n_gemm = 4096 if device.type == "cuda" else (256 if args.tiny else 1024)
+
+# ----------------------------------------------------------------------------------------------
+# Training step timing
+# ----------------------------------------------------------------------------------------------
+def _measured_work(args: argparse.Namespace, device: torch.device, fast32: ProjectStepper, variants: list[Variant],
+                   fwd: float, n_gemm: int) -> dict[torch.dtype, float]:
+    """The first peak GEMM rates, then the measured work per step: one counted step per path (it also warms
+    up); sets each variant's ``fwd_eq_per_image``. Returns the peak rates by dtype."""
     peaks = {torch.float32: peak_gemm_flops(device, torch.float32, n=n_gemm)}
     if not args.no_bf16:
         peaks[torch.bfloat16] = peak_gemm_flops(device, torch.bfloat16, n=n_gemm)
@@ -519,8 +365,13 @@ def _main(argv: list[str] | None, tmp: str) -> int:
         fast32.trainer.forward_model = fm
     for v in variants[2:]:
         v.fwd_eq_per_image = variants[1].fwd_eq_per_image  # the same step (other dtype / compiled)
+    return peaks
 
-    # ---- warm-up, then interleaved timed rounds --------------------------------------------------
+
+def _time_rounds(args: argparse.Namespace, device: torch.device, variants: list[Variant],
+                 peaks: dict[torch.dtype, float], n_gemm: int) -> None:
+    """Warm-up, then interleaved timed rounds: appends to each variant's ``per_round_s`` and keeps its peak
+    memory (CUDA); the peak GEMM rates are measured again in every round and the highest kept."""
     for v in variants:
         for _ in range(args.warmup):
             v.step()
@@ -540,21 +391,19 @@ def _main(argv: list[str] | None, tmp: str) -> int:
             if device.type == "cuda":
                 v.peak_mem = max(v.peak_mem or 0, torch.cuda.max_memory_allocated(device))
 
+
+def _print_training(args: argparse.Namespace, variants: list[Variant], peaks: dict[torch.dtype, float],
+                    n_gemm: int, fwd: float) -> list[dict[str, Any]]:
+    """The peak GEMM line and the training table (with the 50k-image epoch estimate); returns its records."""
     print("peak GEMM (measured here, %d^3, best over all rounds): %s" % (n_gemm, ", ".join(
         f"{'fp32' if d == torch.float32 else 'bf16'} {v / 1e12:.3f} TFLOP/s" for d, v in peaks.items())))
     rows, train_json = [], []
     ref_ips = None
     for v in variants:
-        step_s = statistics.median(v.per_round_s) / args.steps
-        ips = v.batch / step_s
-        ref_ips = ref_ips or ips
-        floor_s = FLOOR_FWD_PER_IMAGE * fwd * v.batch / peaks[v.flop_dtype]
-        rec = {"path": v.name, "precision": v.precision, "images_per_s": ips, "ms_per_step": step_s * 1e3,
-               "ratio_to_reference": ips / ref_ips, "peak_mem_gib": v.peak_mem / 2**30 if v.peak_mem else None,
-               "fwd_equivalents_per_image": v.fwd_eq_per_image, "floor_fraction": floor_s / step_s,
-               "epoch_50k_s": CIFAR_TRAIN_SIZE / ips, "round_seconds": v.per_round_s}
+        rec = _training_record(args, v, peaks, fwd, ref_ips)
+        ref_ips = ref_ips or rec["images_per_s"]
         train_json.append(rec)
-        rows.append([v.name, v.precision, _fmt(ips, ".1f"), _fmt(rec["ms_per_step"], ".1f"),
+        rows.append([v.name, v.precision, _fmt(rec["images_per_s"], ".1f"), _fmt(rec["ms_per_step"], ".1f"),
                      _fmt(rec["ratio_to_reference"], ".2f"), _fmt(rec["peak_mem_gib"], ".2f"),
                      _fmt(v.fwd_eq_per_image, ".1f"), _fmt(100 * rec["floor_fraction"], ".1f"),
                      _fmt(rec["epoch_50k_s"], ".1f")])
@@ -565,52 +414,72 @@ def _main(argv: list[str] | None, tmp: str) -> int:
           f"floor %: time of {FLOOR_FWD_PER_IMAGE} forwards/image at the measured peak GEMM rate / step time; "
           "50k-img epoch s: CIFAR-size epoch at this rate")
     sys.stdout.flush()
-    out.update(args={k: v for k, v in vars(args).items()}, forward_gflops_per_image=fwd / 1e9,
-               peak_gemm_tflops={("fp32" if d == torch.float32 else "bf16"): p / 1e12 for d, p in peaks.items()},
-               train=train_json)
+    return train_json
 
-    # ---- evaluation timings ----------------------------------------------------------------------
-    if not args.no_eval:
-        channels_last = fast32.trainer.channels_last
-        if trained is None:
-            model, test, num_classes = fast32.trainer.model, splits.test, splits.num_classes
-            what = "the untrained model (give --checkpoint for a trained one)"
-        else:
-            model, ckpt, tsplits = trained
-            channels_last = use_channels_last(model, device, fast32.trainer.cfg.channels_last)
-            if channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            test, num_classes = tsplits.test, tsplits.num_classes
-            what = f"checkpoint {args.checkpoint} (epoch {ckpt.get('epoch')}, {ckpt['model_meta']}) on its {tsplits.name} test set"
+
+def _training_record(args: argparse.Namespace, v: Variant, peaks: dict[torch.dtype, float], fwd: float,
+                     ref_ips: float | None) -> dict[str, Any]:
+    """One variant's numbers: median step time, images/s, ratio to the reference (``ref_ips``; None for the
+    reference itself), floor fraction and the CIFAR-size (50k images) epoch estimate."""
+    step_s = statistics.median(v.per_round_s) / args.steps
+    ips = v.batch / step_s
+    ref_ips = ref_ips or ips
+    floor_s = FLOOR_FWD_PER_IMAGE * fwd * v.batch / peaks[v.flop_dtype]
+    return {"path": v.name, "precision": v.precision, "images_per_s": ips, "ms_per_step": step_s * 1e3,
+            "ratio_to_reference": ips / ref_ips, "peak_mem_gib": v.peak_mem / 2**30 if v.peak_mem else None,
+            "fwd_equivalents_per_image": v.fwd_eq_per_image, "floor_fraction": floor_s / step_s,
+            "epoch_50k_s": CIFAR_TRAIN_SIZE / ips, "round_seconds": v.per_round_s}
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation timing and precision agreement
+# ----------------------------------------------------------------------------------------------
+def _print_evaluation(args: argparse.Namespace, device: torch.device, fast32: ProjectStepper, splits,
+                      trained) -> dict[str, Any]:
+    """The evaluation table and, with a trained checkpoint (and bf16), the precision agreement table;
+    returns their JSON records ("eval", "precision_agreement")."""
+    model, channels_last, test, num_classes, what = _eval_target(args, device, fast32, splits, trained)
+    print()
+    print(f"evaluation: {what}")
+    eval_rows, eval_json = _bench_eval(args, device, model, channels_last, test, num_classes)
+    print(render_table(EVAL_HEADERS, eval_rows))
+    print("PGD-10 validation: train.validation.validate (what the trainer runs each epoch); AutoAttack: "
+          "evaluation.evaluate_model, fp32 with TF32 off; its time depends on how many examples stay robust")
+    out: dict[str, Any] = {"eval": eval_json}
+    if trained is not None and not args.no_bf16:
+        rows, agree_json = _precision_agreement(args, device, model, test, num_classes)
         print()
-        print(f"evaluation: {what}")
-        eval_rows, eval_json = _bench_eval(args, device, model, channels_last, test, num_classes)
-        print(render_table(EVAL_HEADERS, eval_rows))
-        print("PGD-10 validation: train.validation.validate (what the trainer runs each epoch); AutoAttack: "
-              "evaluation.evaluate_model, fp32 with TF32 off; its time depends on how many examples stay robust")
-        out["eval"] = eval_json
-        if trained is not None and not args.no_bf16:
-            rows, agree_json = _precision_agreement(args, device, model, test, num_classes)
-            print()
-            print(render_table(precision_check.HEADERS, rows))
-            print("fp32 and bf16 autocast on the same examples with the same attack seed (PGD-10 via "
-                  "evaluation.pgd_eval, Square via pyautoattack); 'fp32 seed+1' reruns fp32 with the next attack "
-                  "seed; SE: standard error of the fp32 number; 'changed ex.': examples whose flag differs; "
-                  "paired p: McNemar (accuracies) or paired z (FOSC, SGCS); same: unless p < 0.05 and "
-                  "|bf16 - fp32| >= SE/2")
-            out["precision_agreement"] = agree_json
-    if args.json:
-        from trades_instability.rundir.atomic_io import write_json
+        print(render_table(precision_check.HEADERS, rows))
+        print("fp32 and bf16 autocast on the same examples with the same attack seed (PGD-10 via "
+              "evaluation.pgd_eval, Square via pyautoattack); 'fp32 seed+1' reruns fp32 with the next attack "
+              "seed; SE: standard error of the fp32 number; 'changed ex.': examples whose flag differs; "
+              "paired p: McNemar (accuracies) or paired z (FOSC, SGCS); same: unless p < 0.05 and "
+              "|bf16 - fp32| >= SE/2")
+        out["precision_agreement"] = agree_json
+    return out
 
-        write_json(args.json, out)
-        print(f"\nwrote {args.json}")
-    return 0
+
+def _eval_target(args: argparse.Namespace, device: torch.device, fast32: ProjectStepper, splits, trained):
+    """What the evaluation runs on: the bench's untrained model and test set, or the trained checkpoint and
+    its own test set. Returns (model, channels_last, test, num_classes, description)."""
+    channels_last = fast32.trainer.channels_last
+    if trained is None:
+        model, test, num_classes = fast32.trainer.model, splits.test, splits.num_classes
+        what = "the untrained model (give --checkpoint for a trained one)"
+    else:
+        model, ckpt, tsplits = trained
+        channels_last = use_channels_last(model, device, fast32.trainer.cfg.channels_last)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        test, num_classes = tsplits.test, tsplits.num_classes
+        what = f"checkpoint {args.checkpoint} (epoch {ckpt.get('epoch')}, {ckpt['model_meta']}) on its {tsplits.name} test set"
+    return model, channels_last, test, num_classes, what
 
 
 def _bench_eval(args, device: torch.device, model: nn.Module, channels_last: bool, test, num_classes: int):
-    from trades_instability.evaluate import suite as evaluation
+    """PGD-10 validation (fp32, bf16) then AutoAttack (fp32) on the first eval-n test examples: table rows
+    and JSON records."""
     from trades_instability.data.datasets import ImageSet
-    from trades_instability.train.validation import validate
 
     n = min(args.eval_n, len(test))
     xs = test.images[:n]
@@ -618,21 +487,45 @@ def _bench_eval(args, device: torch.device, model: nn.Module, channels_last: boo
     val_set = ImageSet(xs, ys).to(device)
     rows, out = [], []
     for precision in ("fp32",) if args.no_bf16 else ("fp32", "bf16"):
-        cfg = _run_config(args, device, precision, 1)
-        cfg.val_batch_size = args.eval_batch_size or 512
-        ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
-        gen = torch.Generator().manual_seed(args.seed)  # as the trainer's validation: a CPU generator
-        validate(model, ImageSet(xs[:2], ys[:2]).to(device), cfg, device, gen, ac, channels_last=channels_last)
-        sync(device)
-        t = time.perf_counter()
-        gen = torch.Generator().manual_seed(args.seed)  # as the trainer's validation: a CPU generator
-        val = validate(model, val_set, cfg, device, gen, ac, channels_last=channels_last)
-        sync(device)
-        dt = time.perf_counter() - t
-        res = f"clean {val['clean_acc']:.3f} pgd10 {val['pgd_acc']:.3f} fosc {val['fosc']:.4f}"
-        rows.append([f"PGD-10 validation (+FOSC, SGCS)", precision, str(n), str(min(cfg.val_batch_size, n)),
-                     _fmt(dt, ".2f"), _fmt(n / dt, ".1f"), res])
-        out.append({"what": "pgd10_validation", "precision": precision, "n": n, "seconds": dt, "examples_per_s": n / dt, **val})
+        row, rec = _time_validation(args, device, model, channels_last, xs, ys, val_set, precision)
+        rows.append(row)
+        out.append(rec)
+    row, rec = _time_autoattack(args, device, model, xs, ys, num_classes)
+    rows.append(row)
+    out.append(rec)
+    return rows, out
+
+
+def _time_validation(args, device: torch.device, model: nn.Module, channels_last: bool, xs: torch.Tensor,
+                     ys: torch.Tensor, val_set, precision: str):
+    """The trainer's PGD-10 validation (+FOSC, SGCS) in ``precision``, after a 2-example warm-up."""
+    from trades_instability.data.datasets import ImageSet
+    from trades_instability.train.validation import validate
+
+    n = len(xs)
+    cfg = _run_config(args, device, precision, 1)
+    cfg.val_batch_size = args.eval_batch_size or 512
+    ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    gen = torch.Generator().manual_seed(args.seed)  # as the trainer's validation: a CPU generator
+    validate(model, ImageSet(xs[:2], ys[:2]).to(device), cfg, device, gen, ac, channels_last=channels_last)
+    sync(device)
+    t = time.perf_counter()
+    gen = torch.Generator().manual_seed(args.seed)  # as the trainer's validation: a CPU generator
+    val = validate(model, val_set, cfg, device, gen, ac, channels_last=channels_last)
+    sync(device)
+    dt = time.perf_counter() - t
+    res = f"clean {val['clean_acc']:.3f} pgd10 {val['pgd_acc']:.3f} fosc {val['fosc']:.4f}"
+    row = [f"PGD-10 validation (+FOSC, SGCS)", precision, str(n), str(min(cfg.val_batch_size, n)),
+           _fmt(dt, ".2f"), _fmt(n / dt, ".1f"), res]
+    return row, {"what": "pgd10_validation", "precision": precision, "n": n, "seconds": dt, "examples_per_s": n / dt, **val}
+
+
+def _time_autoattack(args, device: torch.device, model: nn.Module, xs: torch.Tensor, ys: torch.Tensor,
+                     num_classes: int):
+    """AutoAttack through evaluation.evaluate_model (fp32), at the standard or the reduced budget."""
+    from trades_instability.evaluate import suite as evaluation
+
+    n = len(xs)
     standard = args.aa_budget == "standard"
     suite = evaluation.SuiteConfig(
         attacks=["autoattack"], n_examples=n, batch_size=args.eval_batch_size or n, seed=args.seed,
@@ -648,13 +541,12 @@ def _bench_eval(args, device: torch.device, model: nn.Module, channels_last: boo
     budget = ("standard" if standard else
               f"reduced: apgd {suite.apgd_iters} it, fab {suite.fab_iters} it, {suite.n_target_classes} targets, "
               f"square {suite.square_queries} q")
-    rows.append([f"AutoAttack ({res.get('autoattack_version')}; {budget})", "fp32", str(n), str(suite.batch_size),
-                 _fmt(dt, ".2f"), _fmt(n / dt, ".1f"),
-                 f"robust {_fmt(res.get('autoattack_acc'), '.3f')} ({res.get('status')})"])
-    out.append({"what": "autoattack", "precision": "fp32", "n": n, "batch_size": suite.batch_size, "seconds": dt,
-                "examples_per_s": n / dt, "budget": budget, "autoattack_acc": res.get("autoattack_acc"),
-                "version": res.get("autoattack_version")})
-    return rows, out
+    row = [f"AutoAttack ({res.get('autoattack_version')}; {budget})", "fp32", str(n), str(suite.batch_size),
+           _fmt(dt, ".2f"), _fmt(n / dt, ".1f"),
+           f"robust {_fmt(res.get('autoattack_acc'), '.3f')} ({res.get('status')})"]
+    return row, {"what": "autoattack", "precision": "fp32", "n": n, "batch_size": suite.batch_size, "seconds": dt,
+                 "examples_per_s": n / dt, "budget": budget, "autoattack_acc": res.get("autoattack_acc"),
+                 "version": res.get("autoattack_version")}
 
 
 def _precision_agreement(args, device: torch.device, model: nn.Module, test, num_classes: int):
