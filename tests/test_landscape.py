@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from trades_instability.core import models
-from trades_instability.core.landscape import LandscapeConfig, compute_landscape, save_landscape
+from trades_instability.core.landscape import LandscapeConfig, compute_landscape
+from trades_instability.rundir.records import save_landscape
 
 
 

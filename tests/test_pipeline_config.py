@@ -308,3 +308,28 @@ def test_crossarch_rows_name_settings_of_their_architecture():
     with pytest.raises(pc.PipelineConfigError, match=r"crossarch.rows\[0\].preact-resnet18: setting 's_arch_wrn' is "
                                                      r"trained with arch 'wrn-34-10', not 'preact-resnet18'"):
         pc.load(SMOKE, overrides={"crossarch": swapped})
+
+
+def test_schema_and_registry_name_the_same_artifacts():
+    """The config schema (workflow/schemas/config.schema.yaml) and the artifact registry stay in sync, as
+    PyPSA-Eur's schema test does for its config: every registered table / figure has a schema entry and
+    the schema accepts no name the registry does not know; detection and each grid have a section."""
+    from trades_instability.report import registry
+
+    from trades_instability.config.schema import SCHEMA_PATH
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
+    assert tuple(schema["tables"]["properties"]) == registry.TABLES
+    assert tuple(schema["figures"]["properties"]) == registry.FIGURES
+    assert schema["tables"]["additionalProperties"] is False and schema["figures"]["additionalProperties"] is False
+    for art in registry.of_kind(registry.GRID) + registry.of_kind(registry.DETECTION):
+        assert art.section in schema, f"no schema section for {art.name}"
+
+
+def test_spec_settings_follow_the_registry_setting_keys():
+    """A spec key that names a setting is known to the reference checks because the registry declares it."""
+    spec = {"regular_unstable": "a", "fixed": "b", "panels": [{"settings": ["c", "a"]}], "label": "not a setting"}
+    assert pc._spec_refs(spec, "tables.table3") == [("tables.table3.regular_unstable", "a"), ("tables.table3.fixed", "b"),
+                                                    ("tables.table3.panels[0].settings[0]", "c"),
+                                                    ("tables.table3.panels[0].settings[1]", "a")]
+    assert pc._settings_in_spec(spec) == ["a", "b", "c"]

@@ -201,10 +201,10 @@ class PipelineConfig:
         return self.grid_settings("conventions")
 
     def grid_settings(self, grid: str) -> list[str]:
-        """Settings named by the side-by-side section ``grid`` (conventions, crossarch; conventions_report.GRIDS)."""
-        from trades_instability.report.grids import grid_settings
+        """Settings named by the side-by-side section ``grid`` (conventions, crossarch; report/registry.py)."""
+        from trades_instability.report import registry
 
-        return grid_settings(self.raw.get(grid) or {}, grid)
+        return registry.get(grid, registry.GRID).grid_settings(self.raw.get(grid) or {})
 
     def target_settings(self, kind: str, name: str) -> list[str]:
         """Settings named by ``tables.<name>`` or ``figures.<name>``, in order of appearance."""
@@ -253,25 +253,15 @@ class PipelineConfig:
 
 
 def _settings_in_spec(spec: Any) -> list[str]:
-    out: list[str] = []
-    if isinstance(spec, dict):
-        for k, v in spec.items():
-            if k == "settings" and isinstance(v, list):
-                out += [x for x in v if isinstance(x, str)]
-            elif k in ("panels",) and isinstance(v, list):
-                for p in v:
-                    out += _settings_in_spec(p)
-            elif k in ("setting", "regular_unstable", "fixed", "modified", "unstable", "regular") and isinstance(v, str):
-                out.append(v)
-    seen: list[str] = []
-    for s in out:
-        if s not in seen:
-            seen.append(s)
-    return seen
+    """Every setting a table/figure spec names, in order of appearance, each once."""
+    return list(dict.fromkeys(s for _, s in _spec_refs(spec, "") if isinstance(s, str)))
 
 
 def _spec_refs(spec: Any, prefix: str) -> list[tuple[str, str]]:
-    """(key path, setting name) of every setting a table/figure spec names."""
+    """(key path, setting name) of every setting a table/figure spec names: its ``settings:`` list, its
+    ``panels:`` (recursively) and the keys that name one setting each (report/registry.py SETTING_KEYS)."""
+    from trades_instability.report.registry import SETTING_KEYS
+
     refs: list[tuple[str, str]] = []
     if not isinstance(spec, dict):
         return refs
@@ -281,7 +271,7 @@ def _spec_refs(spec: Any, prefix: str) -> list[tuple[str, str]]:
         elif k == "panels" and isinstance(v, list):
             for i, p in enumerate(v):
                 refs += _spec_refs(p, f"{prefix}.panels[{i}]")
-        elif k in ("setting", "regular_unstable", "fixed", "modified", "unstable", "regular") and isinstance(v, str):
+        elif k in SETTING_KEYS and isinstance(v, str):
             refs.append((f"{prefix}.{k}", v))
     return refs
 

@@ -18,14 +18,12 @@ saved too. All grid points of all images are evaluated in large batches (no per-
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trades_instability.rundir.atomic_io import atomic_path
 
 
 @dataclass
@@ -82,20 +80,3 @@ def compute_landscape(
             losses[sl] = F.cross_entropy(model(xp).float(), y[k], reduction="none")
     per_image = losses.view(n, na, nb).double().cpu().numpy()
     return {"loss": per_image.mean(0), "loss_per_image": per_image, "a": a_np, "b": b_np}
-
-
-def save_landscape(path: str | Path, result: dict[str, np.ndarray], cfg: LandscapeConfig) -> None:
-    """Atomically write the landscape as .npz: loss (na, nb), a (na,), b (nb,), n_images, seed (+ extras)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                loss=result["loss"],
-                a=result["a"],
-                b=result["b"],
-                n_images=np.int64(result["loss_per_image"].shape[0]),
-                seed=np.int64(cfg.seed),
-                loss_per_image=result["loss_per_image"],
-                extent=np.float64(cfg.extent),
-                clamp=np.bool_(cfg.clamp),
-            )

@@ -47,7 +47,8 @@ from trades_instability.core.verdict import DEFAULT_UNSTABLE_THRESHOLD, is_unsta
 from trades_instability.config.run import ConfigError, _from_dict, image_units_problem, read_yaml_mapping
 from trades_instability.config.suites import BUILTIN_SUITES, builtin_spec
 from trades_instability.data.datasets import to_float
-from trades_instability.core.landscape import LandscapeConfig, compute_landscape, save_landscape
+from trades_instability.core.landscape import LandscapeConfig, compute_landscape
+from trades_instability.rundir.records import save_landscape
 from trades_instability.runtime import cudnn_benchmark_off, device_description, library_versions, resolve_device
 
 # AutoAttack attack name -> column name in the paper's Table 1. The standard version's DLR and FAB

@@ -36,6 +36,7 @@ import pandas as pd
 from trades_instability.config.run import FixConfig
 from trades_instability.report import registry
 from trades_instability.report.cells import load_selection, load_summary, representative_seed
+from trades_instability.rundir.records import read_landscape
 
 plt: Any = None  # matplotlib.pyplot, imported on first use (keeps `import figures` light)
 
@@ -77,16 +78,6 @@ def read_epochs(run_dir: str | os.PathLike | None) -> pd.DataFrame | None:
 
 def read_batches(run_dir: str | os.PathLike | None) -> pd.DataFrame | None:
     return _read_run_csv(run_dir, "batches.csv")
-
-
-def read_landscape(run_dir: str | os.PathLike | None) -> dict[str, np.ndarray] | None:
-    if run_dir is None:
-        return None
-    p = Path(run_dir) / "landscape.npz"
-    if not p.exists():
-        return None
-    with np.load(p) as z:
-        return {k: z[k] for k in z.files}
 
 
 def fosc_threshold(spec: Mapping, run_dir: str | os.PathLike | None,

@@ -15,9 +15,11 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from trades_instability.rundir.checkpoint import CheckpointError
 from trades_instability.rundir import layout
-from trades_instability.rundir.atomic_io import atomic_write_text, is_orphan_temporary
+from trades_instability.rundir.atomic_io import atomic_path, atomic_write_text, is_orphan_temporary
 
 EPOCH_COLUMNS = [
     "epoch", "lr", "train_loss", "train_ce", "train_kl", "train_clean_acc", "train_adv_acc",
@@ -148,3 +150,33 @@ def batch_rows_from_csv(path: Path, epoch: int, required: bool) -> list[dict[str
                 f"last.pt predates batch rows in the state); move the run folder away to start over"
             )
     return rows
+
+
+# ---------------------------------------------------------------------- landscape.npz (Figure 1)
+def save_landscape(path: str | Path, result: dict[str, np.ndarray], cfg: Any) -> None:
+    """Atomically write Figure 1's landscape (core/landscape.py ``compute_landscape``; ``cfg`` its LandscapeConfig)
+    as .npz: loss (na, nb), a (na,), b (nb,), n_images, seed (+ extras)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                loss=result["loss"],
+                a=result["a"],
+                b=result["b"],
+                n_images=np.int64(result["loss_per_image"].shape[0]),
+                seed=np.int64(cfg.seed),
+                loss_per_image=result["loss_per_image"],
+                extent=np.float64(cfg.extent),
+                clamp=np.bool_(cfg.clamp),
+            )
+
+
+def read_landscape(run_dir: str | Path | None) -> dict[str, np.ndarray] | None:
+    """The arrays of ``<run_dir>/landscape.npz`` (see :func:`save_landscape`), None when there is none."""
+    if run_dir is None:
+        return None
+    p = Path(run_dir) / layout.LANDSCAPE_NPZ
+    if not p.exists():
+        return None
+    with np.load(p) as z:
+        return {k: z[k] for k in z.files}
