@@ -14,6 +14,7 @@ import yaml
 from _report_fakes import make_fake_results
 
 from trades_instability.report import figures as F
+from trades_instability.report import registry
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -115,12 +116,18 @@ def test_fosc_threshold_sources(tmp_path):
 
 def test_figure_settings_files_and_run_dirs():
     """What the workflow's figure inputs are built from (trades_instability.workflow.paths)."""
-    assert F.figure_settings("figure6", {"unstable": "default", "fixed": "fixed"}) == ["default", "fixed"]
-    assert F.figure_settings("figure7", {"unstable": "a", "regular": "a"}) == ["a"]
+    def figure_settings(name, spec):
+        return registry.get(name, registry.FIGURE).spec_settings(spec)
+
+    def figure_files(name):
+        return list(registry.get(name, registry.FIGURE).run_files)
+
+    assert figure_settings("figure6", {"unstable": "default", "fixed": "fixed"}) == ["default", "fixed"]
+    assert figure_settings("figure7", {"unstable": "a", "regular": "a"}) == ["a"]
     with pytest.raises(ValueError, match="figures.figure6.fixed"):
-        F.figure_settings("figure6", {"unstable": "default"})
-    assert F.figure_files("figure1") == ["landscape.npz"] and F.figure_files("figure4") == ["epochs.csv", "batches.csv"]
-    assert F.figure_files("figure2") == ["epochs.csv"]
+        figure_settings("figure6", {"unstable": "default"})
+    assert figure_files("figure1") == ["landscape.npz"] and figure_files("figure4") == ["epochs.csv", "batches.csv"]
+    assert figure_files("figure2") == ["epochs.csv"]
     paths = ["res/runs/fixed/seed3/epochs.csv", "res/runs/default/seed12/landscape.npz"]
     assert F.run_dirs_from_paths(paths) == {("fixed", 3): Path("res/runs/fixed/seed3"),
                                             ("default", 12): Path("res/runs/default/seed12")}

@@ -508,11 +508,3 @@ def load(path: str | Path, *, overrides: dict[str, Any] | None = None, check_dat
     if overrides and isinstance(raw, dict):
         raw = deep_merge(raw, overrides)
     return validate(raw, source=str(path), check_data=check_data)
-
-
-if __name__ == "__main__":  # the command line is config/cli.py; this name keeps working too
-    import sys
-
-    from trades_instability.config.cli import main
-
-    sys.exit(main())

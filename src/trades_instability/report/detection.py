@@ -26,23 +26,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from trades_instability.config.run import FixConfig
 from trades_instability.report import registry
 from trades_instability.report.cells import diverged_runs, load_selection, load_summary
+from trades_instability.report.figures import DEFAULT_FOSC_THRESHOLD, read_epochs
 from trades_instability.report.latex import latex_escape, template_env, write_text
 
 MIN_RUNS = 2
 LEVEL = 0.95
 N_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
-DEFAULT_FOSC_THRESHOLD = FixConfig.fosc_threshold  # the run config's default, for a summary row without it
 POOLED = "all"
 
 
@@ -186,8 +184,7 @@ def load_traces(summary, selection, run_dirs: Mapping[tuple[str, int], str | os.
             path = run_dirs.get((setting, seed))
             epochs = None
             if why is None:
-                csv = None if path is None else Path(path) / "epochs.csv"
-                epochs = pd.read_csv(csv) if csv is not None and csv.exists() else None
+                epochs = read_epochs(path)
                 if epochs is None or "val_fosc" not in epochs.columns or epochs["val_fosc"].notna().sum() == 0:
                     why = "no validation FOSC logged"
             if why is not None:

@@ -36,6 +36,7 @@ import pandas as pd
 from trades_instability.config.run import FixConfig
 from trades_instability.report import registry
 from trades_instability.report.cells import load_selection, load_summary, representative_seed
+from trades_instability.rundir import layout
 from trades_instability.rundir.records import read_landscape
 
 plt: Any = None  # matplotlib.pyplot, imported on first use (keeps `import figures` light)
@@ -72,12 +73,12 @@ def _read_run_csv(run_dir: str | os.PathLike | None, name: str) -> pd.DataFrame 
 
 def read_epochs(run_dir: str | os.PathLike | None) -> pd.DataFrame | None:
     """epochs.csv of a run, or None when it does not exist / is empty."""
-    df = _read_run_csv(run_dir, "epochs.csv")
+    df = _read_run_csv(run_dir, layout.EPOCHS_CSV)
     return df if df is not None and not df.empty else None
 
 
 def read_batches(run_dir: str | os.PathLike | None) -> pd.DataFrame | None:
-    return _read_run_csv(run_dir, "batches.csv")
+    return _read_run_csv(run_dir, layout.BATCHES_CSV)
 
 
 def fosc_threshold(spec: Mapping, run_dir: str | os.PathLike | None,
@@ -87,7 +88,7 @@ def fosc_threshold(spec: Mapping, run_dir: str | os.PathLike | None,
     if spec.get("fosc_threshold") is not None:
         return float(spec["fosc_threshold"]), "config figures spec"
     if run_dir is not None:
-        rj = Path(run_dir) / "run.json"
+        rj = Path(run_dir) / layout.RUN_JSON
         if rj.exists():
             try:
                 v = json.loads(rj.read_text()).get("config", {}).get("fix", {}).get("fosc_threshold")
@@ -95,7 +96,7 @@ def fosc_threshold(spec: Mapping, run_dir: str | os.PathLike | None,
                     return float(v), "run.json"
             except (ValueError, AttributeError):
                 pass
-        cy = Path(run_dir) / "config.yaml"
+        cy = Path(run_dir) / layout.RUN_CONFIG
         if cy.exists():
             import yaml
 
@@ -366,16 +367,6 @@ def draw_figure7(spec, summary, selection, run_dirs):
     scale = float(spec.get("fosc_scale", 5))
     return _two_panel_curves(spec, selection, run_dirs, [("a", su, "unstable"), ("b", sr, "regular")], scale,
                              "Learning-rate scheduling: FOSC, SGCS and PGD-10 validation accuracy")
-
-
-def figure_settings(name: str, spec: Mapping) -> list[str]:
-    """Settings whose per-run files figure ``name`` reads (its registry entry's setting keys)."""
-    return registry.get(name, registry.FIGURE).spec_settings(spec)
-
-
-def figure_files(name: str) -> list[str]:
-    """Per-run file names figure ``name`` reads."""
-    return list(registry.get(name, registry.FIGURE).run_files)
 
 
 def run_dirs_from_paths(paths) -> dict[tuple[str, int], Path]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from trades_instability.config.run import ARCHS, CONVENTION_NAMES
+from trades_instability.rundir import layout
 
 # the kinds of artifact; `section` of a table / figure is "tables" / "figures", of the others their own name
 TABLE, FIGURE, COMPARISON, DETECTION, GRID = "table", "figure", "comparison", "detection", "grid"
@@ -158,7 +159,7 @@ def _table(name: str, builder: str, keys: tuple[str, ...], attacks: tuple[Attack
                     builder=_T + builder, options=options, template=f"{name}.tex.j2")
 
 
-def _figure(name: str, keys: tuple[str, ...], run_files: tuple[str, ...] = ("epochs.csv",),
+def _figure(name: str, keys: tuple[str, ...], run_files: tuple[str, ...] = (layout.EPOCHS_CSV,),
             requires: tuple[Requirement, ...] = ()) -> Artifact:
     return Artifact(name, FIGURE, _PDF_PNG, setting_keys=keys, run_files=run_files, attacks=_FIGURE_ATTACKS,
                     requires=requires, builder=f"{_F}draw_{name}")
@@ -186,12 +187,12 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("comparison", COMPARISON, _TEX + (Output("csv", TABLES_DIR, ".csv", target=False),),
              builder="trades_instability.report.comparison:render_comparison", template="comparison.tex.j2"),
     # ---- Figures 1-7 (report/figures.py; spec: config `figures.<name>`)
-    _figure("figure1", ("setting",), ("landscape.npz",),
+    _figure("figure1", ("setting",), (layout.LANDSCAPE_NPZ,),
             (Requirement(None, "landscape", True,
                          "setting {setting!r} computes no loss landscape (set settings.{setting}.landscape: true)"),)),
     _figure("figure2", ("setting",)),
     _figure("figure3", ("setting",)),
-    _figure("figure4", ("setting",), ("epochs.csv", "batches.csv"),
+    _figure("figure4", ("setting",), (layout.EPOCHS_CSV, layout.BATCHES_CSV),
             (Requirement(None, "log_batch_metrics", True, "setting {setting!r} does not log batch metrics "
                                                           "(set log_batch_metrics: true in its overrides)"),)),
     _figure("figure5", ("setting",)),
@@ -200,7 +201,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
     # ---- FOSC as a detector (report/detection.py; spec: config `detection:`, settings default "all")
     Artifact("detection", DETECTION,
              (Output("tex", TABLES_DIR, ".tex"), Output("csv", TABLES_DIR, ".csv", target=False)) + _PDF_PNG,
-             run_files=("epochs.csv",),
+             run_files=(layout.EPOCHS_CSV,),
              attacks=(Attack("pgd10", "the detector's labels are PGD-10 - Square >= threshold"),
                       Attack("square", "the detector's labels are PGD-10 - Square >= threshold")),
              builder="trades_instability.report.detection:render_detection", template="detection.tex.j2"),

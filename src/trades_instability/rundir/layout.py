@@ -31,8 +31,10 @@ RUN_JSON = "run.json"
 EPOCHS_CSV = "epochs.csv"
 BATCHES_CSV = "batches.csv"
 CHECKPOINTS = "checkpoints"
-BEST_PT = f"{CHECKPOINTS}/best.pt"
-LAST_PT = f"{CHECKPOINTS}/last.pt"
+BEST = "best.pt"  # in CHECKPOINTS
+LAST = "last.pt"
+BEST_PT = f"{CHECKPOINTS}/{BEST}"
+LAST_PT = f"{CHECKPOINTS}/{LAST}"
 LANDSCAPE_NPZ = "landscape.npz"
 LANDSCAPE_JSON = "landscape.json"
 # what `publish` exposes from state/ at the run directory's contract paths (run.json is placed last)

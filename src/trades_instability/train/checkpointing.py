@@ -19,6 +19,7 @@ from trades_instability.config.run import RunConfig
 from trades_instability.core.models import input_normalization
 from trades_instability.data.datasets import DataSplits
 from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from trades_instability.rundir import layout
 from trades_instability.rundir.records import RunFiles, batch_rows_from_csv
 from trades_instability.train.state import TrainState
 
@@ -57,7 +58,7 @@ class Checkpoints:
                 "epoch": epoch, "kind": kind, "val": val}
 
     def save_best(self, epoch: int, val: dict[str, float]) -> None:
-        save_checkpoint(self.dir / "best.pt", self.model_payload("best", epoch, val))
+        save_checkpoint(self.dir / layout.BEST, self.model_payload("best", epoch, val))
 
     def save_snapshot(self, epoch: int, val: dict[str, float]) -> None:
         save_checkpoint(self.dir / f"epoch{epoch:03d}.pt", self.model_payload("snapshot", epoch, val))
@@ -77,13 +78,13 @@ class Checkpoints:
         )
         if self.awp is not None:
             payload["awp_proxy_opt"] = self.awp.state_dict()
-        save_checkpoint(self.dir / "last.pt", payload)
+        save_checkpoint(self.dir / layout.LAST, payload)
 
     # -- resuming ------------------------------------------------------------------------------
     def resume(self) -> tuple[TrainState, list[dict[str, Any]]] | None:
         """Load ``last.pt`` into the model, optimiser, generators and AWP; reconcile the CSVs and the
         epoch's checkpoints with it. Returns the run's state and batch log, or None without a last.pt."""
-        path = self.dir / "last.pt"
+        path = self.dir / layout.LAST
         if not path.exists():
             return None
         ckpt = load_checkpoint(path)  # raises CheckpointError naming the file; never restart silently
@@ -148,7 +149,7 @@ class Checkpoints:
         """Write best.pt / the snapshot of the epoch saved in last.pt when a crash came before them:
         the model just loaded from last.pt is exactly that epoch's."""
         s = state
-        best = self.dir / "best.pt"
+        best = self.dir / layout.BEST
         if s.epoch and s.best_epoch == s.epoch and (not best.exists() or load_checkpoint(best).get("epoch") != s.epoch):
             self.save_best(s.epoch, val)
             self.log(f"{best} lacked epoch {s.epoch} (the run stopped before writing it); "

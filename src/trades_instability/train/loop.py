@@ -31,13 +31,14 @@ from trades_instability.data.augment import augment_batch
 from trades_instability.data.datasets import DataSplits, iterate_batches, load_splits
 from trades_instability.rundir.atomic_io import write_json
 from trades_instability.rundir.checkpoint import load_checkpoint
+from trades_instability.rundir import layout
 from trades_instability.rundir.lock import RunLock, RunLocked
 from trades_instability.rundir.records import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles  # noqa: F401 (columns re-exported)
 from trades_instability.runtime import (DeviceUnavailable, compile_watch, cpu_fallback_problem, device_description, execution_mode,
                       library_versions, resolve_device)
 from trades_instability.train.checkpointing import Checkpoints, model_meta
 from trades_instability.train.errors import Diverged, Interrupted
-from trades_instability.train.optim import build_optimizer, lr_at, optimizer_nesterov  # noqa: F401 (re-exported)
+from trades_instability.train.optim import build_optimizer, lr_at
 from trades_instability.train.signals import StopSignals
 from trades_instability.train.state import TrainState
 from trades_instability.train.step import EpochStats, TradesStep, precision_autocast
@@ -216,7 +217,7 @@ class Trainer:
             },
             "config": cfg.to_dict(),
         }
-        write_json(self.out / "run.json", info)
+        write_json(self.out / layout.RUN_JSON, info)
         return info
 
     def _one_epoch(self, epoch: int) -> None:
@@ -273,7 +274,7 @@ class Trainer:
     def _final_selection(self, diverged: dict[str, Any] | None) -> str:
         """Make sure best.pt exists and say how it was chosen (run.json's ``best_selection``)."""
         s = self.state
-        if diverged and not (self.ckpt_dir / "best.pt").exists():
+        if diverged and not (self.ckpt_dir / layout.BEST).exists():
             # Diverged before any epoch was selected: keep the pipeline's contract (every finished run has a
             # best.pt) with the last good weights; run.json says diverged and aggregation leaves it out.
             self._save_last_good_as_best()
@@ -290,7 +291,7 @@ class Trainer:
         return "best_val_pgd_acc"
 
     def _save_last_good_as_best(self) -> None:
-        last = self.ckpt_dir / "last.pt"
+        last = self.ckpt_dir / layout.LAST
         if last.exists():
             weights = load_checkpoint(last)["model"]
         else:  # diverged in epoch 1: the initial weights, rebuilt from the seed

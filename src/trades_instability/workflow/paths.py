@@ -23,7 +23,6 @@ from trades_instability.report import registry
 from trades_instability.config.pipeline import PipelineConfig
 from trades_instability.rundir import layout
 
-GRID_NAMES = registry.GRIDS  # side-by-side targets: conventions, crossarch
 
 # environment variables the shell commands of the rules read (set by export_job_env)
 ENV_SRC = "TRADES_SRC"  # the library (src/), prepended to PYTHONPATH of every job
@@ -130,7 +129,7 @@ class WorkflowPaths:
 
     def landscape_files(self, settings) -> list[str]:
         """landscape.npz of every run of the settings in ``settings`` that ask for a landscape."""
-        return self.run_files([s for s in settings if self.pc.has_landscape(s)], "landscape.npz")
+        return self.run_files([s for s in settings if self.pc.has_landscape(s)], layout.LANDSCAPE_NPZ)
 
     def data_input(self, wildcards) -> dict[str, Any]:
         """{"data": ancient(results/datasets/<dataset>.json)} for a run on a downloadable dataset, {} for
@@ -160,8 +159,8 @@ class WorkflowPaths:
     def aggregate_inputs(self, settings) -> dict[str, list[str]]:
         """Everything aggregation reads for ``settings``: run.json, epochs.csv, eval_*.json per run."""
         return {
-            "runs": self.run_files(settings, "run.json"),
-            "epochs": self.run_files(settings, "epochs.csv"),
+            "runs": self.run_files(settings, layout.RUN_JSON),
+            "epochs": self.run_files(settings, layout.EPOCHS_CSV),
             "evals": self.eval_files(settings),
         }
 
@@ -174,14 +173,14 @@ class WorkflowPaths:
 
     def target_settings(self, target: str) -> list[str]:
         """Settings named by tables.<target> / figures.<target>, detection.settings, `conventions:` or `crossarch:`."""
-        if target == "detection":
+        art = registry.get(target)
+        if art.kind == registry.DETECTION:
             return self.pc.detection_settings()
-        if target in GRID_NAMES:
+        if art.kind == registry.GRID:
             return self.pc.grid_settings(target)
-        if target == "comparison":
+        if art.kind == registry.COMPARISON:
             return self.pc.paper_settings(tables_only=True)
-        kind = "tables" if target.startswith("table") else "figures"
-        return self.pc.target_settings(kind, target)
+        return self.pc.target_settings(art.section, target)
 
     def summary_for(self, target: str | None = None) -> str:
         """summary.csv covering what ``target`` (table1..7, figure1..7, comparison, detection, conventions) needs; the global one
@@ -228,7 +227,7 @@ class WorkflowPaths:
         settings = art.spec_settings(self.figure_spec(wildcards))
         runs: list[str] = []
         for f in art.run_files:
-            runs += self.landscape_files(settings) if f == "landscape.npz" else self.run_files(settings, f)
+            runs += self.landscape_files(settings) if f == layout.LANDSCAPE_NPZ else self.run_files(settings, f)
         return {**self.aggregation_of(name), "runs": runs}
 
     # -- resources ------------------------------------------------------------------------------
