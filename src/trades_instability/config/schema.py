@@ -66,17 +66,9 @@ def load_schema() -> dict[str, Any]:
     return _SCHEMA
 
 
-def fraction(v: Any) -> float | None:
-    """A number, or a fraction written ``'a/b'``, as a float; None when it is neither (or a bool)."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    try:
-        num, _, den = str(v).partition("/")
-        return float(num) / float(den) if den else float(num)
-    except (ValueError, ZeroDivisionError):
-        return None
+def top_level_defaults() -> dict[str, Any]:
+    """The top-level keys' defaults: the schema's ``default:`` values (stated nowhere else)."""
+    return {k: v["default"] for k, v in load_schema()["properties"].items() if "default" in v}
 
 
 def schema_error(raw: dict[str, Any]) -> str | None:
