@@ -11,7 +11,7 @@ from trades_instability.report.comparison import render_comparison, verdict_summ
 logging.basicConfig(filename=smk.log[0], filemode="w", level=logging.INFO, format="%(asctime)s %(message)s")
 try:
     df = render_comparison(smk.input.summary, smk.input.selection, dict(smk.params.specs), smk.output.tex,
-                           smk.output.csv, template_dir=smk.params.template_dir)
+                           smk.output.csv, template_dir=Path(smk.input.template).parent)
     have = int(df["reproduced"].notna().sum())
     logging.info("%d published cells, %d reproduced; wrote %s and %s", len(df), have, smk.output.tex, smk.output.csv)
     for line in verdict_summary(df):

@@ -15,7 +15,7 @@ try:
     epochs = [epochs] if isinstance(epochs, str) else list(epochs)  # snakemake hands a 1-item list as a str
     report = render_detection(smk.input.summary, smk.input.selection, run_dirs_from_paths(epochs),
                               list(smk.params.settings), smk.output.tex, smk.output.csv, smk.output.pdf,
-                              template_dir=smk.params.template_dir)
+                              template_dir=Path(smk.input.template).parent)
     if not Path(smk.output.png).exists():
         raise RuntimeError(f"PNG not written at {smk.output.png}")
     g = report.pooled

@@ -13,7 +13,7 @@ logging.basicConfig(filename=smk.log[0], filemode="w", level=logging.INFO, forma
 try:
     spec, grid = dict(smk.params.spec), smk.wildcards.grid
     model = render_grid_table(spec, smk.input.summary, smk.input.selection, smk.output.tex,
-                              template_dir=smk.params.template_dir, grid=grid)
+                              template_dir=Path(smk.input.template).parent, grid=grid)
     for letter, note in model.footnotes:
         logging.info("footnote %s: %s", letter, note)
     render_grid_figure(spec, smk.input.summary, smk.input.selection, smk.output.pdf, grid=grid)

@@ -11,7 +11,7 @@ from trades_instability.report.tables import render_table  # noqa: E402
 logging.basicConfig(filename=smk.log[0], filemode="w", level=logging.INFO, format="%(asctime)s %(message)s")
 try:
     model = render_table(smk.wildcards.table, dict(smk.params.spec), smk.input.summary, smk.input.selection,
-                         smk.output.tex, template_dir=smk.params.template_dir)
+                         smk.output.tex, template_dir=Path(smk.input.template).parent)
     for letter, note in model.footnotes:
         logging.info("footnote %s: %s", letter, note)
     for note in model.notes:
