@@ -31,14 +31,16 @@ def test_every_artifacts_code_exists_and_is_an_input():
     for art in registry.ARTIFACTS:
         code = w.code_of(art.name)
         files = [code["builder"], *([code["template"]] if art.template else []), *code.get("shared_templates", [])]
-        assert all(Path(f).is_file() for f in files), (art.name, files)
+        assert all(Path(f).is_file() and not Path(f).is_absolute() for f in files), (art.name, files)
         assert callable(art.build())
     t3 = w.table_inputs(SimpleNamespace(table="table3"))
-    assert t3["template"] == str(ROOT / "workflow/templates/table3.tex.j2")
-    assert t3["builder"] == str(ROOT / "src/trades_instability/report/tables.py")
-    assert t3["shared_templates"] == [str(ROOT / "workflow/templates" / t) for t in ("_table.tex.j2", "_macros.tex.j2")]
+    assert Path(t3["template"]).resolve() == ROOT / "workflow/templates/table3.tex.j2"
+    assert Path(t3["builder"]).resolve() == ROOT / "src/trades_instability/report/tables.py"
+    assert [Path(f).resolve() for f in t3["shared_templates"]] == [
+        ROOT / "workflow/templates" / t for t in ("_table.tex.j2", "_macros.tex.j2")]
     fig4 = w.figure_inputs(SimpleNamespace(figure="figure4"))
-    assert fig4["builder"] == str(ROOT / "src/trades_instability/report/figures.py") and "template" not in fig4
+    assert Path(fig4["builder"]).resolve() == ROOT / "src/trades_instability/report/figures.py"
+    assert "template" not in fig4
 
 
 def test_shared_templates_are_what_the_templates_use():

@@ -26,7 +26,7 @@ fetches and verifies it before the first job that reads it; every run config get
 Around it: the schema and its error lines (:mod:`trades_instability.config.schema`), the built-in
 suites (:mod:`trades_instability.config.suites`), the run directory's paths
 (:mod:`trades_instability.rundir.layout`), the dataset check (:mod:`trades_instability.data.availability`)
-and the command line (:mod:`trades_instability.config.cli`, run as ``python -m trades_instability.pipeline_config``).
+and the command line (:mod:`trades_instability.config.cli`, run as ``python -m trades_instability pipeline``).
 """
 
 from __future__ import annotations

@@ -216,10 +216,16 @@ class WorkflowPaths:
         return self.spec("figures", wildcards.figure)
 
     def code_of(self, name: str) -> dict[str, str | list[str]]:
-        """The code of artifact ``name`` as rule inputs (absolute paths below the clone): its builder's module,
-        template and shared templates (report/registry.py Artifact.code_files). Editing one reruns exactly the
-        artifacts made with it; the scripts find the templates folder from ``input.template``."""
-        return {role: [str(self.basedir / f) for f in files] if isinstance(files, list) else str(self.basedir / files)
+        """The code of artifact ``name`` as rule inputs: its builder's module, template and shared templates
+        (report/registry.py Artifact.code_files). Editing one reruns exactly the artifacts made with it; the
+        scripts find the templates folder from ``input.template``. Paths are relative to the working directory
+        (Snakemake's, where the Snakefile is parsed), so that moving a clone that holds its results (the
+        default working directory) changes no job's set of input files (a rerun trigger)."""
+
+        def rel(f: str) -> str:
+            return os.path.relpath(self.basedir / f)
+
+        return {role: [rel(f) for f in files] if isinstance(files, list) else rel(files)
                 for role, files in registry.get(name).code_files().items()}
 
     def report_inputs(self, name: str) -> dict[str, Any]:
