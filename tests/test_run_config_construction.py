@@ -7,8 +7,17 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from trades_instability.config.run import (CONVENTION_NAMES, PRESET, AttackConfig, AWPConfig, ConfigError, RunConfig,
-                                           convention_preset, from_dict, load_config)
+from trades_instability.config.run import (
+    CONVENTION_NAMES,
+    PRESET,
+    AttackConfig,
+    AWPConfig,
+    ConfigError,
+    RunConfig,
+    convention_preset,
+    from_dict,
+    load_config,
+)
 
 
 def _get(cfg, key: str):

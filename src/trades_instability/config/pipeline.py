@@ -40,8 +40,8 @@ from typing import Any
 import yaml
 
 from trades_instability.config import run as run_config_mod
-from trades_instability.config.run import ConfigError
 from trades_instability.config import suites as suites_mod
+from trades_instability.config.run import ConfigError
 from trades_instability.config.schema import YAML_LOADER, has_path, schema_error, split_config_error, top_level_defaults
 from trades_instability.config.suites import BUILTIN_SUITES, builtin_attacks
 from trades_instability.data.availability import missing_data
@@ -416,7 +416,7 @@ def _check_target_needs(cfg: PipelineConfig, fail) -> None:
             for a in art.attacks:
                 need_attack("detection.settings", s, a.attack, art.attack_why(a))
     _check_conventions(cfg, fail, need_attack)
-    for art, path, s, req in sorted(late, key=lambda x: registry.ARTIFACTS.index(x[0])):
+    for _art, path, s, req in sorted(late, key=lambda x: registry.ARTIFACTS.index(x[0])):
         if not meets(req, s):
             fail(f"{path}: " + req.message.format(setting=s))
 

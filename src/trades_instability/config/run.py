@@ -184,7 +184,8 @@ CONVENTIONS: dict[str, tuple[Any, Any]] = {
     # ADR: build_awp_optimizer wraps torch.optim.SGD without nesterov= (False) | official: the run's `nesterov`
     "awp.nesterov":          (False,   None),     # src/util/optimizer_scheduler.py | train_trades_cifar10.py (AWP)
     # ADR: timm MultiStepLRScheduler stepped per iteration, decay_t = m * steps_per_epoch | `if epoch >= m`
-    "lr_milestone_base":     (0,       1),        # src/util/optimizer_scheduler.py + advTrainer.py | train_trades_cifar10.py
+    # src/util/optimizer_scheduler.py + advTrainer.py | train_trades_cifar10.py
+    "lr_milestone_base":     (0,       1),
 }
 
 
@@ -275,7 +276,8 @@ def _require_image_units(value: float, key: str, *, allow_zero: bool = False) ->
 def _require_epoch_list(values: list[int], key: str, epochs: int) -> None:
     """Epoch lists (1-based) are strictly increasing and inside the run: 1..epochs."""
     _require(all(0 < m <= epochs for m in values), key, f"must lie in 1..epochs ({epochs}), got {values}")
-    _require(all(a < b for a, b in zip(values, values[1:])), key, f"must be strictly increasing, got {values}")
+    increasing = all(a < b for a, b in zip(values, values[1:], strict=False))  # neighbours: one pair fewer
+    _require(increasing, key, f"must be strictly increasing, got {values}")
 
 
 def validate(cfg: RunConfig) -> RunConfig:

@@ -88,7 +88,8 @@ def schema_error(raw: dict[str, Any]) -> str | None:
         allowed = sorted(err.schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
         key = fmt_path(path + extra[:1])
-        return f"{key}: unknown key{'' if len(extra) == 1 else 's ' + ', '.join(extra)}; allowed here: {', '.join(allowed)}"
+        keys = "" if len(extra) == 1 else "s " + ", ".join(extra)
+        return f"{key}: unknown key{keys}; allowed here: {', '.join(allowed)}"
     if err.validator == "propertyNames":
         bad = [k for k in err.instance if not SETTING_NAME.match(str(k))] if isinstance(err.instance, dict) else []
         return f"{fmt_path(path + bad[:1])}: invalid name (use letters, digits, '_', '.', '-')"

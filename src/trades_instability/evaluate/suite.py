@@ -16,7 +16,8 @@ Conventions (they matter for comparing runs):
 * AutoAttack is ``pyautoattack`` (see :mod:`trades_instability.evaluate.autoattack`). The standard
   version runs APGD-CE, the *targeted* APGD on the DLR loss (``apgd-t``) and the *targeted* FAB
   (``fab-t``), and Square, with the standard budget (``autoattack.STANDARD_SETTINGS``); the paper's
-  Table 1 calls their columns APGD-CE, APGD-DLR, FAB and Square (:data:`PAPER_COLUMNS`, the one place the names are mapped).
+  Table 1 calls their columns APGD-CE, APGD-DLR, FAB and Square (:data:`PAPER_COLUMNS`, the one place the
+  names are mapped).
 * ``autoattack_acc`` is the standard AutoAttack ensemble's own accuracy, exactly as pyautoattack's
   ``run_standard_evaluation`` reports it, whatever else the suite runs: one definition in every suite,
   row and Gap. ``worst_case_acc`` counts an example as robust only if every attack the suite ran
@@ -39,17 +40,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trades_instability.rundir.atomic_io import write_json
-from trades_instability.core import attacks
-from trades_instability.evaluate import autoattack as autoattack_eval
-from trades_instability.core import metrics
-from trades_instability.core.verdict import DEFAULT_UNSTABLE_THRESHOLD, is_unstable
 from trades_instability.config.run import ConfigError, _from_dict, read_yaml_mapping
 from trades_instability.config.suites import (
-    ATTACK_NAMES, BUILTIN_SUITES, builtin_spec, fraction, new_suite_problem, values_problem,
+    ATTACK_NAMES,
+    BUILTIN_SUITES,
+    builtin_spec,
+    fraction,
+    new_suite_problem,
+    values_problem,
 )
-from trades_instability.data.datasets import to_float
+from trades_instability.core import attacks, metrics
 from trades_instability.core.landscape import LandscapeConfig, compute_landscape
+from trades_instability.core.verdict import DEFAULT_UNSTABLE_THRESHOLD, is_unstable
+from trades_instability.data.datasets import to_float
+from trades_instability.evaluate import autoattack as autoattack_eval
+from trades_instability.rundir.atomic_io import write_json
 from trades_instability.rundir.records import save_landscape
 from trades_instability.runtime import cudnn_benchmark_off, device_description, library_versions, resolve_device
 
@@ -57,7 +62,8 @@ from trades_instability.runtime import cudnn_benchmark_off, device_description, 
 # attacks are the targeted variants (apgd-t, fab-t); the paper's columns "APGD-DLR" and "FAB" hold them.
 PAPER_COLUMNS: dict[str, str] = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-DLR", "fab-t": "FAB", "square": "Square"}
 # AutoAttack attack name -> JSON key of its accuracy when run on its own
-ATTACK_KEYS: dict[str, str] = {"apgd-ce": "apgd_ce_acc", "apgd-t": "apgd_t_acc", "fab-t": "fab_t_acc", "square": "square_acc"}
+ATTACK_KEYS: dict[str, str] = {"apgd-ce": "apgd_ce_acc", "apgd-t": "apgd_t_acc", "fab-t": "fab_t_acc",
+                               "square": "square_acc"}
 
 NUMBER_KEYS: tuple[str, ...] = (
     "clean_acc", "pgd10_acc", "square_acc", "autoattack_acc", "apgd_ce_acc", "apgd_t_acc", "fab_t_acc",
@@ -278,7 +284,7 @@ def aa_call(fn, rng_device: torch.device, used: dict[str, Any], *, pinned: bool 
                 torch.cuda.empty_cache()
 
 
-def aa_start_batch(suite: "SuiteConfig", n: int, device: torch.device) -> int:
+def aa_start_batch(suite: SuiteConfig, n: int, device: torch.device) -> int:
     """The AutoAttack batch to try first: the suite's, else the largest that may fit."""
     if suite.aa_batch_size is not None:
         return min(suite.aa_batch_size, max(n, 1))
@@ -498,5 +504,6 @@ def _finite_or_none(v: Any) -> Any:
 __all__ = [
     "PAPER_COLUMNS", "ATTACK_KEYS", "ATTACK_NAMES", "NUMBER_KEYS", "SuiteConfig", "SuiteError", "builtin_suites",
     "load_suites", "suite_from_dict", "get_suite", "fp32_precision", "resolve_device", "classify", "clean_flags",
-    "pgd_eval", "AABatchOutOfMemory", "aa_call", "aa_start_batch", "evaluate_model", "evaluate_checkpoint", "LandscapeConfig",
+    "pgd_eval", "AABatchOutOfMemory", "aa_call", "aa_start_batch", "evaluate_model", "evaluate_checkpoint",
+    "LandscapeConfig",
 ]

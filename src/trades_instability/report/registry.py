@@ -25,8 +25,9 @@ artifact's code (builder module, template, shared templates: :meth:`Artifact.cod
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from trades_instability.config.run import ARCHS, CONVENTION_NAMES
 from trades_instability.rundir import layout

@@ -28,9 +28,9 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 ENV_GPU_SLOTS = "TRADES_GPU_SLOTS"  # JSON {"dir": lock folder, "devices": ["0", "1"], "jobs_per_gpu": K}
 
@@ -72,7 +72,8 @@ def _try_lock(path: Path) -> int | None:
         return None
     # for a human looking at the folder: who holds it (the lock itself is the flock, not this text)
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode(), 0)
+    holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+    os.pwrite(fd, holder.encode(), 0)
     return fd
 
 
@@ -113,7 +114,8 @@ def settings_from_env(environ: dict[str, str] | None = None) -> dict | None:
         s = json.loads(text)
         return {"dir": str(s["dir"]), "devices": [str(d) for d in s["devices"]], "jobs_per_gpu": int(s["jobs_per_gpu"])}
     except (ValueError, KeyError, TypeError):
-        raise GpuSlotsError(f"${ENV_GPU_SLOTS} is not valid ({text!r}); it is set by the Snakefile, do not set it by hand") from None
+        raise GpuSlotsError(f"${ENV_GPU_SLOTS} is not valid ({text!r}); it is set by the Snakefile, do not set it "
+                            "by hand") from None
 
 
 def local_settings(lock_dir: str | os.PathLike, n_gpus: int, jobs_per_gpu: int,

@@ -19,10 +19,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from trades_instability.report import registry
 from trades_instability.config.pipeline import PipelineConfig
+from trades_instability.report import registry
 from trades_instability.rundir import layout
-
 
 # environment variables the shell commands of the rules read (set by export_job_env)
 ENV_SRC = "TRADES_SRC"  # the library (src/), prepended to PYTHONPATH of every job
@@ -184,9 +183,9 @@ class WorkflowPaths:
         return self.pc.target_settings(art.section, target)
 
     def summary_for(self, target: str | None = None) -> str:
-        """summary.csv covering what ``target`` (table1..7, figure1..7, comparison, detection, conventions) needs; the global one
-        for None. A per-target summary holds only the runs of the settings that target names, so that
-        e.g. ``snakemake tables/table3.tex`` trains only `default` and `fixed`."""
+        """summary.csv covering what ``target`` (table1..7, figure1..7, comparison, detection, conventions)
+        needs; the global one for None. A per-target summary holds only the runs of the settings that target
+        names, so that e.g. ``snakemake tables/table3.tex`` trains only `default` and `fixed`."""
         if target is None:
             return self.results_file("summary.csv")
         return self.results_file("aggregate", target, "summary.csv")
