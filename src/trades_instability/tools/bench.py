@@ -575,8 +575,8 @@ def _precision_agreement(args, device: torch.device, model: nn.Module, test, num
     x = to_float(test.images[:n].to(device))
     y = test.labels[:n].to(device)
     standard = args.aa_budget == "standard"
-    suite = evaluation.SuiteConfig(batch_size=args.eval_batch_size or 512, seed=args.seed,
-                                   square_queries=5000 if standard else (20 if args.tiny else 200))
+    reduced = {} if standard else {"square_queries": 20 if args.tiny else 200}  # standard: SuiteConfig's default
+    suite = evaluation.SuiteConfig(batch_size=args.eval_batch_size or 512, seed=args.seed, **reduced)
     print(f"precision agreement: {n} examples, PGD-{suite.pgd_steps}, Square {suite.square_queries} queries")
     sys.stdout.flush()
     rows = precision_check.compare(copy.deepcopy(model).eval(), x, y, suite, device=device, num_classes=num_classes)
