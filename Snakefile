@@ -12,8 +12,8 @@
 # --config key=value overrides single keys (e.g. results_dir=/scratch/results).
 #
 # GPUs on one machine: every training / evaluation / landscape job claims the resource gpu=1 (one slot).
-# Local runs have N GPUs (--resources gpu=N, else config local_gpus, default 1) with jobs_per_gpu slots
-# each (config, default 1): the global limit becomes gpu=N x jobs_per_gpu, and each job takes a slot of
+# Local runs have N GPUs (--resources gpu=N, else config local_gpus) with jobs_per_gpu slots each (config;
+# defaults: workflow/schemas/config.schema.yaml): the global limit becomes gpu=N x jobs_per_gpu, and each job takes a slot of
 # its own GPU (trades_instability.workflow.gpu_slots: a flock lease, CUDA_VISIBLE_DEVICES set per job). On a
 # cluster (--jobs/--executor, e.g. the SLURM profile) no limit is set: the scheduler places the jobs
 # and sets CUDA_VISIBLE_DEVICES.

@@ -133,7 +133,8 @@ def test_missing_artifact_names_the_file(tmp_path: Path):
 
 def test_report_helper_reads_our_summary(tmp_path: Path):
     tables = pytest.importorskip("trades_instability.report.tables")
-    runs = [make_run(tmp_path, "default", 0, pgd=0.3, square=0.1), make_run(tmp_path, "default", 1, pgd=0.3, square=None)]
+    runs = [make_run(tmp_path, "default", 0, pgd=0.3, square=0.1), make_run(tmp_path, "default", 1, pgd=0.3,
+                                                                            square=None)]
     agg.aggregate(runs, 0.08, tmp_path / "summary.csv", tmp_path / "selection.json")
     df = tables.load_summary(tmp_path / "summary.csv")
     assert list(df["unstable"]) == [True, None]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from trades_instability.core.models import build_model
 from trades_instability.rundir.atomic_io import atomic_path, atomic_write_text, read_json, write_json
 from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from trades_instability.core.models import build_model
 
 
 def test_a_writer_that_dies_leaves_the_old_file_and_no_temporary(tmp_path):

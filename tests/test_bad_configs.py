@@ -74,7 +74,7 @@ def test_data_root_check_is_skipped_without_check_data():
 def test_cli_validate_reports_one_line(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(merged(BAD_DIR / "typo_runconfig_key.yaml")))
-    r = subprocess.run([sys.executable, "-m", "trades_instability.pipeline_config", "validate", str(bad)],
+    r = subprocess.run([sys.executable, "-m", "trades_instability", "pipeline", "validate", str(bad)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "settings.default.overrides.bta" in r.stderr

@@ -35,7 +35,8 @@ def test_tiny_benchmark_prints_the_table_and_writes_json(tmp_path, capsys):
     assert train[0] == bench.TRAIN_HEADERS and set(train[1][0]) == {"-"}
     body = train[2:]
     assert [(r[0], r[1]) for r in body] == [
-        ("reference (official TRADES loop)", "fp32"), ("project (Trainer step)", "fp32"), ("project (Trainer step)", "bf16"),
+        ("reference (official TRADES loop)", "fp32"), ("project (Trainer step)", "fp32"),
+        ("project (Trainer step)", "bf16"),
     ]
     assert all(len(r) == len(bench.TRAIN_HEADERS) for r in body)
     assert body[0][4] == "1.00"  # the ratio column is relative to the reference row

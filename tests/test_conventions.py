@@ -19,15 +19,15 @@ import pytest
 import torch
 from torch import nn
 
-from trades_instability.rundir.checkpoint import save_checkpoint
-from trades_instability.core import attacks
-from trades_instability.tools import reference_trades
-from trades_instability.core.awp import ADRAWP, running_stats_frozen
 from trades_instability.config.run import CONVENTIONS, ConfigError, RunConfig, convention_preset, from_dict
-from trades_instability.data.datasets import load_splits
-from trades_instability.evaluate.cli import load_checkpoint_with_data
+from trades_instability.core import attacks
+from trades_instability.core.awp import ADRAWP, running_stats_frozen
 from trades_instability.core.losses import trades_parts
 from trades_instability.core.models import DATASET_STATS, build_model
+from trades_instability.data.datasets import load_splits
+from trades_instability.evaluate.cli import load_checkpoint_with_data
+from trades_instability.rundir.checkpoint import save_checkpoint
+from trades_instability.tools import reference_trades
 from trades_instability.train.loop import Trainer
 from trades_instability.train.validation import validate
 
@@ -157,7 +157,8 @@ def test_official_trades_step_equals_the_official_loop_weights_and_bn_stats(tmp_
 
     a = cfg.attack
     ref_opt.zero_grad()
-    reference_trades.official_trades_loss(ref, x, y, ref_opt, step_size=a.step_size, epsilon=a.eps, perturb_steps=a.steps,
+    reference_trades.official_trades_loss(ref, x, y, ref_opt, step_size=a.step_size, epsilon=a.eps,
+                                          perturb_steps=a.steps,
                                beta=cfg.beta, generator=start).backward()
     ref_opt.step()
     t.step(x, y, batch=0, state=t.state, stats=stats)
@@ -165,7 +166,7 @@ def test_official_trades_step_equals_the_official_loop_weights_and_bn_stats(tmp_
     def rel(u, v):
         return float((u - v).detach().norm() / v.detach().norm().clamp_min(1e-12))
 
-    for (n, p), q in zip(t.model.named_parameters(), ref.parameters()):
+    for (n, p), q in zip(t.model.named_parameters(), ref.parameters(), strict=True):
         assert rel(p, q) < 1e-5, n
     ours, official = _bn_stats(t.model), _bn_stats(ref)
     for k in expected:
@@ -297,7 +298,7 @@ def test_adr_awp_is_the_two_step_form_with_running_stats_frozen_in_step_two(tmp_
     g1 = torch.autograd.grad(loss_fn(ref).loss, list(ref.parameters()))
     stats_after_step1 = _bn_stats(ref)
     with torch.no_grad():
-        for p, g in zip(ref.parameters(), g1):
+        for p, g in zip(ref.parameters(), g1, strict=True):
             p.add_(gamma * p.norm() / g.norm() * g)
     with running_stats_frozen(ref):
         g2 = torch.autograd.grad(loss_fn(ref).loss, list(ref.parameters()))
@@ -308,7 +309,7 @@ def test_adr_awp_is_the_two_step_form_with_running_stats_frozen_in_step_two(tmp_
     with awp.loss_context():
         loss_fn(model).loss.backward()
     awp.restore()
-    for p, w, g in zip(model.parameters(), w0, g2):
+    for p, w, g in zip(model.parameters(), w0, g2, strict=True):
         torch.testing.assert_close(p.detach(), w)  # back at w for the optimiser step
         torch.testing.assert_close(p.grad, g)  # with the gradient taken at w + v
     for k, v in _bn_stats(model).items():
@@ -321,5 +322,5 @@ def test_each_awp_form_trains(tmp_path):
         t = _trainer(tmp_path / form, cfg)
         w = [p.detach().clone() for p in t.model.parameters()]
         t.step(*next(t.epoch_batches()), batch=0, state=t.state, stats=t.step.start_epoch(1))
-        assert any(not torch.equal(a, b) for a, b in zip(w, t.model.parameters()))
+        assert any(not torch.equal(a, b) for a, b in zip(w, t.model.parameters(), strict=True))
         assert all(torch.isfinite(p).all() for p in t.model.parameters())

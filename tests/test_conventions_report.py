@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _report_fakes import make_fake_results
+
 from trades_instability.report.grids import (
     build_conventions,
     convention_settings,
@@ -62,17 +62,21 @@ def test_bad_spec_names_the_key():
 def test_crossarch_is_the_same_report_over_architectures(fake, tmp_path):
     from trades_instability.report.grids import GRIDS, build_grid, grid_settings, render_grid_figure, render_grid_table
 
-    spec = {"rows": [{"label": "default", "resnet18": "default", "preact-resnet18": "fixed", "wrn-34-10": "lrsched_b1"}]}
-    assert GRIDS["crossarch"].run_key == "arch" and grid_settings(spec, "crossarch") == ["default", "fixed", "lrsched_b1"]
+    spec = {"rows": [{"label": "default", "resnet18": "default", "preact-resnet18": "fixed",
+                      "wrn-34-10": "lrsched_b1"}]}
+    assert GRIDS["crossarch"].run_key == "arch"
+    assert grid_settings(spec, "crossarch") == ["default", "fixed", "lrsched_b1"]
     panel = build_grid(spec, fake["summary_csv"], fake["selection_json"], "crossarch").panels[0]
     assert panel.rows == ["default / resnet18", "default / preact-resnet18", "default / wrn-34-10"]
     df = fake["summary"]
     wrn = df[df["setting"] == "lrsched_b1"]
-    assert panel.cell("default / wrn-34-10", "Gap").value == pytest.approx(float(np.mean(wrn["pgd10_acc"] - wrn["autoattack_acc"])))
+    gap = float(np.mean(wrn["pgd10_acc"] - wrn["autoattack_acc"]))
+    assert panel.cell("default / wrn-34-10", "Gap").value == pytest.approx(gap)
     model = render_grid_table(spec, fake["summary_csv"], fake["selection_json"], tmp_path / "x.tex", grid="crossarch")
     tex = (tmp_path / "x.tex").read_text()
     assert model.name == "crossarch" and "default, WRN-34-10" in tex and "three architectures" in tex
-    pdf, png = render_grid_figure(spec, fake["summary_csv"], fake["selection_json"], tmp_path / "x.pdf", grid="crossarch")
+    pdf, png = render_grid_figure(spec, fake["summary_csv"], fake["selection_json"], tmp_path / "x.pdf",
+                                  grid="crossarch")
     assert pdf.read_bytes()[:5] == b"%PDF-" and png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match=r"crossarch.rows\[0\]' lacks wrn-34-10"):
         grid_settings({"rows": [{"label": "x", "resnet18": "a", "preact-resnet18": "b"}]}, "crossarch")

@@ -14,8 +14,8 @@ import torch
 import torchvision.datasets as tvd
 from PIL import Image
 
-from trades_instability.data import datasets as D
 from trades_instability.config.run import RunConfig, SyntheticConfig
+from trades_instability.data import datasets as D
 
 
 def _md5(path: Path) -> str:
@@ -301,7 +301,8 @@ def test_val_size_takes_fixed_subset():
     test_rows = {bytes(r) for r in s.test.images.flatten(1).numpy()}
     assert all(bytes(r) in test_rows for r in s.val.images.flatten(1).numpy())
     assert torch.equal(D.load_splits(cfg).val.images, s.val.images)
-    full = D.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(train_size=100, test_size=80), val_size=80))
+    full = D.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(train_size=100, test_size=80),
+                                   val_size=80))
     assert torch.equal(full.val.images, full.test.images)
 
 
@@ -328,7 +329,7 @@ def test_iterate_batches_covers_everything_and_is_reproducible():
     got = sorted(bytes((xi * 255).round().to(torch.uint8).flatten().numpy()) for xi in x)
     assert got == sorted(bytes(r) for r in tr.images.flatten(1).numpy())
     again = list(D.iterate_batches(tr, 32, shuffle=True, generator=torch.Generator().manual_seed(5), device="cpu"))
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, again))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, again, strict=True))
     # the permutation is torch.randperm on the CPU generator
     perm = torch.randperm(70, generator=torch.Generator().manual_seed(5))
     assert torch.equal(batches[0][1], tr.labels[perm[:32]])
@@ -350,8 +351,9 @@ def test_iterate_batches_options():
 def test_iterate_batches_on_gpu_matches_cpu():
     tr, _ = D.make_synthetic(num_classes=3, train_size=70, test_size=10, image_size=16)
     cpu = list(D.iterate_batches(tr, 32, shuffle=True, generator=torch.Generator().manual_seed(1), device="cpu"))
-    gpu = list(D.iterate_batches(tr.to("cuda"), 32, shuffle=True, generator=torch.Generator().manual_seed(1), device="cuda"))
-    assert all(torch.equal(a[0], b[0].cpu()) and torch.equal(a[1], b[1].cpu()) for a, b in zip(cpu, gpu))
+    gpu = list(D.iterate_batches(tr.to("cuda"), 32, shuffle=True, generator=torch.Generator().manual_seed(1),
+                                 device="cuda"))
+    assert all(torch.equal(a[0], b[0].cpu()) and torch.equal(a[1], b[1].cpu()) for a, b in zip(cpu, gpu, strict=True))
 
 
 def test_to_float_is_the_exact_division_for_every_byte_value():

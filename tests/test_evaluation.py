@@ -8,14 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from trades_instability.rundir.checkpoint import load_model, save_checkpoint
-from trades_instability.core import attacks
+from trades_instability.config.run import RunConfig, SyntheticConfig, from_dict
+from trades_instability.core import attacks, metrics, models
 from trades_instability.data import datasets as data
 from trades_instability.evaluate import cli as eval_cli
 from trades_instability.evaluate import suite as evaluation
-from trades_instability.core import metrics
-from trades_instability.core import models
-from trades_instability.config.run import RunConfig, SyntheticConfig, from_dict
+from trades_instability.rundir.checkpoint import load_model, save_checkpoint
 
 EPS = 8 / 255
 K = 10
@@ -149,7 +147,8 @@ def test_builtin_suites_and_yaml_override(tmp_path):
 
 
 def _run_config() -> RunConfig:
-    return RunConfig(dataset="synthetic", width=4, synthetic=SyntheticConfig(num_classes=K, train_size=16, test_size=16, image_size=16))
+    synthetic = SyntheticConfig(num_classes=K, train_size=16, test_size=16, image_size=16)
+    return RunConfig(dataset="synthetic", width=4, synthetic=synthetic)
 
 
 def _checkpoint(path, *, width=4, nan=False):
@@ -167,7 +166,8 @@ def _checkpoint(path, *, width=4, nan=False):
 
 def _suites_file(tmp_path, attacks="[clean, pgd10]"):
     f = tmp_path / "suites.yaml"
-    f.write_text(f"tiny: {{attacks: {attacks}, n_examples: 6, batch_size: 4, seed: 3, landscape: {{grid_size: 3, n_images: 2}}}}\n")
+    f.write_text(f"tiny: {{attacks: {attacks}, n_examples: 6, batch_size: 4, seed: 3, "
+                 "landscape: {grid_size: 3, n_images: 2}}\n")
     return f
 
 
@@ -196,7 +196,8 @@ def test_cli_json_fosc_sgcs_match_independent_recomputation(tmp_path, capsys):
     gen = torch.Generator().manual_seed(3)
     fosc, sgcs, correct = [], [], []
     for s in range(0, 6, 4):
-        r = attacks.pgd(model, x[s : s + 4], y[s : s + 4], eps=EPS, step_size=2 / 255, steps=10, record_grads=True, generator=gen)
+        r = attacks.pgd(model, x[s : s + 4], y[s : s + 4], eps=EPS, step_size=2 / 255, steps=10, record_grads=True,
+                        generator=gen)
         fosc.append(metrics.fosc(model, x[s : s + 4], r.x_adv, y[s : s + 4], EPS))
         sgcs.append(metrics.sgcs(r.step_grads))
         with torch.no_grad():
@@ -213,7 +214,8 @@ def test_cli_diverged_model_writes_status(tmp_path, capsys):
                         "--out", str(out), "--device", "cpu"])
     assert rc == 0
     doc = json.loads(out.read_text())
-    assert doc["status"] == "diverged" and doc["clean_acc"] is None and doc["pgd10_acc"] is None and doc["unstable"] is None
+    assert doc["status"] == "diverged" and doc["clean_acc"] is None and doc["pgd10_acc"] is None
+    assert doc["unstable"] is None
 
 
 def _bad(tmp_path, capsys, args, match):
@@ -300,7 +302,8 @@ def test_attack_starts_come_from_the_generator_device_not_the_input_device(monke
     # evaluation's PGD-10 draws from a CPU generator even for inputs on another device
     seen = []
     real = attacks.pgd
-    monkeypatch.setattr(attacks, "pgd", lambda *a, generator, **k: seen.append(generator.device) or real(*a, generator=generator, **k))
+    monkeypatch.setattr(attacks, "pgd",
+                        lambda *a, generator, **k: seen.append(generator.device) or real(*a, generator=generator, **k))
     evaluation.pgd_eval(model, x, torch.zeros(4, dtype=torch.long), eps=EPS, step_size=EPS / 4, steps=2,
                         batch_size=2, seed=0)
     assert seen == [torch.device("cpu")] * 2

@@ -17,13 +17,13 @@ import copy
 import pytest
 import torch
 
+from trades_instability.config.run import from_dict
+from trades_instability.data.augment import crop_flip, draw_params
+from trades_instability.data.datasets import load_splits
 from trades_instability.tools.flops import counted_flops, forward_flops
 from trades_instability.tools.reference_trades import official_trades_loss
 from trades_instability.train import loop as training
 from trades_instability.train import step as train_step
-from trades_instability.data.augment import crop_flip, draw_params
-from trades_instability.config.run import from_dict
-from trades_instability.data.datasets import load_splits
 from trades_instability.train.loop import Diverged, Trainer
 from trades_instability.train.optim import build_optimizer
 from trades_instability.train.state import TrainState
@@ -77,7 +77,7 @@ def test_project_step_matches_official_trades_loss(tmp_path, dtype):
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(loss_fast.to(dtype), loss_ref.detach(), **tol)
     assert len(grads_fast) == len(grads_ref)
-    for gf, gr in zip(grads_fast, grads_ref):
+    for gf, gr in zip(grads_fast, grads_ref, strict=True):
         torch.testing.assert_close(gf, gr, **tol)
 
 
@@ -94,7 +94,8 @@ def test_trades_step_is_built_from_its_pieces_without_a_trainer(tmp_path):
     rows = [s(x, y, batch=0, state=st, stats=s.start_epoch(1))
             for s, st in ((t.step, t.state), (step, state))]
     assert rows[0] == rows[1] and state == t.state and state.step == 1
-    assert all(torch.equal(p, q) for p, q in zip(t.model.state_dict().values(), model.state_dict().values()))
+    assert all(torch.equal(p, q) for p, q in zip(t.model.state_dict().values(), model.state_dict().values(),
+                                                 strict=True))
     assert torch.equal(gen.get_state(), t.gen_dev.get_state())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -160,7 +161,9 @@ def test_snakemake_figure_inputs_are_every_seed(tmp_path):
         return {f"results/runs/{setting}/seed{seed}/{name}" for seed in seeds}
 
     def agg(target):
-        return {f"results/aggregate/{target}/summary.csv", f"results/aggregate/{target}/selection.json"}
+        # the per-target aggregation and the figures' builder module (an input: editing it redraws the figures)
+        builder = os.path.relpath(REPO / "src" / "trades_instability" / "report" / "figures.py", tmp_path / "work")
+        return {f"results/aggregate/{target}/summary.csv", f"results/aggregate/{target}/selection.json", builder}
 
     assert inputs["figure1"] == agg("figure1") | runs("default", [0, 4, 7], "landscape.npz")
     assert inputs["figure4"] == (agg("figure4") | runs("default", [0, 4, 7], "epochs.csv")

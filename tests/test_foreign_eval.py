@@ -9,13 +9,13 @@ import json
 import pytest
 import torch
 
-from trades_instability.rundir.checkpoint import save_checkpoint
-from trades_instability.data import datasets as data
-from trades_instability.evaluate import cli as eval_cli
-from trades_instability.evaluate import suite as evaluation
-from trades_instability.evaluate import foreign as foreign_models
 from trades_instability.config.run import RunConfig, SyntheticConfig, from_dict
 from trades_instability.core.models import build_model
+from trades_instability.data import datasets as data
+from trades_instability.evaluate import cli as eval_cli
+from trades_instability.evaluate import foreign as foreign_models
+from trades_instability.evaluate import suite as evaluation
+from trades_instability.rundir.checkpoint import save_checkpoint
 
 HAVE_ROBUSTBENCH = importlib.util.find_spec("robustbench") is not None
 NO_ROBUSTBENCH = "robustbench (optional extra `robustbench`) is not installed in this environment"
@@ -95,14 +95,16 @@ def test_parse_normalize():
 
 def test_last_checkpoint_is_evaluated_into_last(tmp_path, capsys):
     """best.pt and last.pt of one run: the JSON's top level is best's, "last" holds last's own numbers."""
-    cfg = RunConfig(dataset="synthetic", width=4, synthetic=SyntheticConfig(num_classes=10, test_size=16, image_size=16))
+    cfg = RunConfig(dataset="synthetic", width=4, synthetic=SyntheticConfig(num_classes=10, test_size=16,
+                                                                            image_size=16))
     paths = {}
     for epoch, kind in ((3, "best"), (5, "last")):
         torch.manual_seed(epoch)
         m = build_model("resnet18", num_classes=10, width=4)
         paths[kind] = tmp_path / f"{kind}.pt"
         save_checkpoint(paths[kind], {
-            "model": m.state_dict(), "model_meta": {"arch": "resnet18", "width": 4, "num_classes": 10, "image_size": 16},
+            "model": m.state_dict(), "model_meta": {"arch": "resnet18", "width": 4, "num_classes": 10,
+                                                    "image_size": 16},
             "config": cfg.to_dict(), "epoch": epoch, "kind": kind, "val": {}})
     rc, err, out = _run(tmp_path, capsys, "--checkpoint", str(paths["best"]), "--last-checkpoint", str(paths["last"]))
     assert rc == 0, err

@@ -13,10 +13,10 @@ import math
 import pytest
 import torch
 
-from trades_instability.rundir.checkpoint import CheckpointError, load_model
 from trades_instability.data import datasets as data
 from trades_instability.evaluate import cli as eval_cli
 from trades_instability.evaluate import suite as evaluation
+from trades_instability.rundir.checkpoint import CheckpointError, load_model
 from trades_instability.train.loop import Interrupted, Trainer, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -177,7 +177,8 @@ def test_peak_gpu_memory_fits_the_readme_budget_for_jobs_per_gpu(tmp_path, tiny_
     at most 6 GiB, the numbers jobs_per_gpu is sized with (CUDA context and cuDNN workspace come on top)."""
     cfg = tiny_run_config(device="cuda", width=64, batch_size=256, val_batch_size=512, epochs=1, log_batch_metrics=True,
                           attack={"steps": 10},
-                          synthetic={"num_classes": 100, "train_size": 512, "test_size": 512, "image_size": 32, "seed": 0})
+                          synthetic={"num_classes": 100, "train_size": 512, "test_size": 512, "image_size": 32,
+                                     "seed": 0})
     torch.cuda.reset_peak_memory_stats()
     train(cfg, tmp_path / "run", log=lambda m: None)
     train_peak = torch.cuda.max_memory_allocated() / 2**30

@@ -31,7 +31,7 @@ def _start(tmp_path: Path, name: str, *, gpus_of_job: int = 1, settings: dict | 
     if settings is not None:
         env[gpu_slots.ENV_GPU_SLOTS] = json.dumps(settings)
     env.update(env_extra or {})
-    return subprocess.Popen([sys.executable, "-m", "trades_instability.workflow.gpu_slots", str(gpus_of_job), "--",
+    return subprocess.Popen([sys.executable, "-m", "trades_instability", "gpu-slot", str(gpus_of_job), "--",
                              sys.executable, "-c", JOB, str(tmp_path), name],
                             env=env, stderr=subprocess.PIPE, text=True)
 

@@ -12,7 +12,6 @@ from trades_instability.core.landscape import LandscapeConfig, compute_landscape
 from trades_instability.rundir.records import save_landscape
 
 
-
 @pytest.fixture(scope="module")
 def model_and_data():
     torch.manual_seed(0)

@@ -123,10 +123,12 @@ def test_every_cell_matches_paper_text():
         beta = int(ln[0])
         left = [tuple(_numbers(c)) for c in ln[1:4]]
         right = [tuple(_numbers(c)) for c in ln[5:8]]
-        assert left == [(c.k, c.n) for c in pr.paper_cells("table2") if c.row == f"beta={beta}" and c.panel.startswith("Learning")]
-        assert right == [(c.k, c.n) for c in pr.paper_cells("table2") if c.row == f"beta={beta}" and c.panel.startswith("Batch")]
+        row = [c for c in pr.paper_cells("table2") if c.row == f"beta={beta}"]
+        assert left == [(c.k, c.n) for c in row if c.panel.startswith("Learning")]
+        assert right == [(c.k, c.n) for c in row if c.panel.startswith("Batch")]
     t4 = [ln for ln in lines if len(ln) == 4 and ln[0].strip() in {"1", "3", "6"}]
     assert len(t4) == 3
     for ln in t4:
         beta = int(ln[0])
-        assert [tuple(_numbers(c)) for c in ln[1:]] == [(c.k, c.n) for c in pr.paper_cells("table4") if c.row == f"beta={beta}"]
+        row = [c for c in pr.paper_cells("table4") if c.row == f"beta={beta}"]
+        assert [tuple(_numbers(c)) for c in ln[1:]] == [(c.k, c.n) for c in row]

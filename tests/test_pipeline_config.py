@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trades_instability.config import run as run_config_mod
 from trades_instability.config import pipeline as pc
+from trades_instability.config import run as run_config_mod
 from trades_instability.rundir import state as run_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_table4_grid(paper):
     for beta in (1.0, 6.0):  # the CIFAR-100 column is Table 2's batch-256 column
         assert cells[(beta, "cifar100")] in p1
     n_seeds = {"cifar10": 6, "cifar100": 10, "tinyimagenet": 3}
-    for (beta, ds), s in cells.items():
+    for (_beta, ds), s in cells.items():
         r = rc(paper, s)
         assert len(paper.seeds(s)) == n_seeds[ds] and r["batch_size"] == 256 and r["lr"] == 0.1
         assert r["epochs"] == (100 if ds == "tinyimagenet" else 200)
@@ -304,7 +304,8 @@ def test_crossarch_rows_name_settings_of_their_architecture():
     good = pc.load(SMOKE)
     assert good.grid_settings("crossarch") == ["default", "s_arch_preact", "s_arch_wrn"]
     assert [good.run_config(s, 0)["arch"] for s in good.grid_settings("crossarch")] == list(run_config_mod.ARCHS)
-    swapped = {"rows": [{"label": "d", "resnet18": "default", "preact-resnet18": "s_arch_wrn", "wrn-34-10": "s_arch_wrn"}]}
+    swapped = {"rows": [{"label": "d", "resnet18": "default", "preact-resnet18": "s_arch_wrn",
+                         "wrn-34-10": "s_arch_wrn"}]}
     with pytest.raises(pc.PipelineConfigError, match=r"crossarch.rows\[0\].preact-resnet18: setting 's_arch_wrn' is "
                                                      r"trained with arch 'wrn-34-10', not 'preact-resnet18'"):
         pc.load(SMOKE, overrides={"crossarch": swapped})
@@ -314,9 +315,8 @@ def test_schema_and_registry_name_the_same_artifacts():
     """The config schema (workflow/schemas/config.schema.yaml) and the artifact registry stay in sync, as
     PyPSA-Eur's schema test does for its config: every registered table / figure has a schema entry and
     the schema accepts no name the registry does not know; detection and each grid have a section."""
-    from trades_instability.report import registry
-
     from trades_instability.config.schema import SCHEMA_PATH
+    from trades_instability.report import registry
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
     assert tuple(schema["tables"]["properties"]) == registry.TABLES
@@ -329,7 +329,8 @@ def test_schema_and_registry_name_the_same_artifacts():
 def test_spec_settings_follow_the_registry_setting_keys():
     """A spec key that names a setting is known to the reference checks because the registry declares it."""
     spec = {"regular_unstable": "a", "fixed": "b", "panels": [{"settings": ["c", "a"]}], "label": "not a setting"}
-    assert pc._spec_refs(spec, "tables.table3") == [("tables.table3.regular_unstable", "a"), ("tables.table3.fixed", "b"),
+    assert pc._spec_refs(spec, "tables.table3") == [("tables.table3.regular_unstable", "a"),
+                                                    ("tables.table3.fixed", "b"),
                                                     ("tables.table3.panels[0].settings[0]", "c"),
                                                     ("tables.table3.panels[0].settings[1]", "a")]
     assert pc._settings_in_spec(spec) == ["a", "b", "c"]

@@ -41,7 +41,8 @@ def job_counts(out: str) -> dict[str, int]:
 def smoke(tmp_path_factory) -> tuple[Path, float, str]:
     work = tmp_path_factory.mktemp("smoke")
     t0 = time.perf_counter()
-    r = snakemake(work, "paper", "conventions", "crossarch", "results/summary.csv", "--cores", "2", "--configfile", str(SMOKE),
+    r = snakemake(work, "paper", "conventions", "crossarch", "results/summary.csv", "--cores", "2", "--configfile",
+                  str(SMOKE),
                   "--show-failed-logs")
     wall = time.perf_counter() - t0
     print(f"smoke pipeline: {wall:.0f} s")
@@ -81,7 +82,8 @@ def test_smoke_every_target(smoke):
     from trades_instability.config import pipeline as pipeline_config
 
     paper_settings = pipeline_config.load(SMOKE).paper_settings()
-    no_fix = [s for s in paper_settings if not (cfg["settings"][s].get("overrides") or {}).get("fix", {}).get("enabled")]
+    no_fix = [s for s in paper_settings
+              if not (cfg["settings"][s].get("overrides") or {}).get("fix", {}).get("enabled")]
     assert set(runs["setting"]) == set(no_fix) and "conv_official_b3" in cfg["settings"]
     for f in FIGURES:
         png, pdf = work / "figures" / f"{f}.png", work / "figures" / f"{f}.pdf"

@@ -8,10 +8,9 @@ import math
 import pytest
 import torch
 
-from trades_instability.tools import bench
-from trades_instability.evaluate import suite as evaluation
 from trades_instability.core import models
-from trades_instability.tools import precision_check
+from trades_instability.evaluate import suite as evaluation
+from trades_instability.tools import bench, precision_check
 from trades_instability.train.loop import Trainer
 
 SUITE = dict(attacks=["clean", "pgd10", "square"], batch_size=16, square_queries=30, n_target_classes=3)

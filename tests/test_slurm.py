@@ -436,7 +436,8 @@ def test_no_accounting_and_too_short_min_job_age_stops_at_once(cluster, tmp_path
     the fix, instead of waiting forever."""
     log = tmp_path / "snakemake.log"
     t0 = time.monotonic()
-    p = _run(_snakemake(tmp_path / "work", TABLE, slurm=True, extra=("--slurm-init-seconds-before-status-checks", "400")),
+    p = _run(_snakemake(tmp_path / "work", TABLE, slurm=True, extra=("--slurm-init-seconds-before-status-checks",
+                                                                     "400")),
              _slurm_env(cluster, wrappers=False), log, timeout=180)
     text = log.read_text(errors="replace")
     assert p.returncode != 0, text[-3000:]

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trades_instability.train import step as train_step
-from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, load_model
-from trades_instability.rundir.atomic_io import read_json
 from trades_instability.config.run import ConfigError
+from trades_instability.rundir.atomic_io import read_json
+from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, load_model
+from trades_instability.train import step as train_step
 from trades_instability.train.loop import BATCH_COLUMNS, EPOCH_COLUMNS, Diverged, Interrupted, Trainer, lr_at, train
 
 
@@ -155,7 +155,8 @@ def test_fix_stays_quiet_under_threshold_and_checkpoints_over_it_are_never_best(
 
 
 def test_same_seed_same_logs_and_resume_equals_uninterrupted(tmp_path, tiny_run_config):
-    cfg = tiny_run_config(epochs=3, log_batch_metrics=True, fix={"enabled": True, "fosc_threshold": 0.05, "noise_batches": 1})
+    cfg = tiny_run_config(epochs=3, log_batch_metrics=True, fix={"enabled": True, "fosc_threshold": 0.05,
+                                                                 "noise_batches": 1})
     train(cfg, tmp_path / "a", log=lambda m: None)
     train(cfg, tmp_path / "b", log=lambda m: None)
     assert without_time(rows(tmp_path / "a" / "epochs.csv")) == without_time(rows(tmp_path / "b" / "epochs.csv"))
@@ -200,7 +201,8 @@ def test_foreign_checkpoint_is_a_clear_error(tmp_path, tiny_run_config):
         train(tiny_run_config(), tmp_path, log=lambda m: None)
 
 
-def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_state(tmp_path, tiny_run_config, monkeypatch):
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_state(tmp_path, tiny_run_config,
+                                                                                 monkeypatch):
     cfg = tiny_run_config(epochs=3)
     with pytest.raises(Interrupted):
         Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
@@ -351,7 +353,10 @@ def test_compile_with_awp_sets_up(tmp_path, tiny_run_config):
 
 def test_cudnn_benchmark_and_deterministic_mode_are_scoped_to_the_run(tmp_path, tiny_run_config):
     seen = []
-    probe = lambda m: seen.append((torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()))
+
+    def probe(m):
+        seen.append((torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()))
+
     old = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:

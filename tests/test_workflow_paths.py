@@ -12,8 +12,15 @@ from types import SimpleNamespace
 import yaml
 
 from trades_instability.config import pipeline as pipeline_config
-from trades_instability.workflow.paths import (ENV_DATA_ROOT, ENV_DATA_ROOT_YAML, ENV_FETCH, ENV_SRC,
-                                               WorkflowPaths, alternation, export_job_env)
+from trades_instability.workflow.paths import (
+    ENV_DATA_ROOT,
+    ENV_DATA_ROOT_YAML,
+    ENV_FETCH,
+    ENV_SRC,
+    WorkflowPaths,
+    alternation,
+    export_job_env,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "tests" / "configs" / "smoke.yaml"

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
-from trades_instability.core.verdict import DEFAULT_UNSTABLE_THRESHOLD as DEFAULT_THRESHOLD, is_unstable
+from trades_instability.core.verdict import DEFAULT_UNSTABLE_THRESHOLD as DEFAULT_THRESHOLD
+from trades_instability.core.verdict import is_unstable
 from trades_instability.rundir import layout
 from trades_instability.rundir.atomic_io import read_json
 
@@ -226,7 +228,8 @@ def select(summary: pd.DataFrame, peaks: Mapping[tuple[str, int], float | None],
         rows = summary[summary["setting"] == setting]
         diverged = rows[rows["status"] == "diverged"]
         live = rows[rows["status"] != "diverged"]
-        classified = live[live["unstable"].map(lambda v: v is not None and not (isinstance(v, float) and math.isnan(v)))]
+        classified = live[live["unstable"].map(
+            lambda v: v is not None and not (isinstance(v, float) and math.isnan(v)))]
         unstable = classified[classified["unstable"].astype(bool)]
         regular = classified[~classified["unstable"].astype(bool)]
         unclassified = live[~live.index.isin(classified.index)]
@@ -271,7 +274,8 @@ def aggregate(runs: Iterable[Mapping[str, Any]], threshold: float = DEFAULT_THRE
     selection = select(summary, peaks, threshold)
     healing = {(s, seed) for s, g in selection["groups"].items() for seed in g["self_healing"]}
     summary["self_healing"] = [((s, int(seed)) in healing) if u is not None else None
-                               for s, seed, u in zip(summary["setting"], summary["seed"], summary["unstable"])]
+                               for s, seed, u in zip(summary["setting"], summary["seed"], summary["unstable"],
+                                                     strict=True)]
     if out_csv is not None:
         write_summary(summary, out_csv)
     if out_json is not None:

@@ -29,7 +29,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable(f"device {str(name)!r} requested but CUDA is not available; use --device cpu or auto")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise DeviceUnavailable(f"device {str(name)!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+        raise DeviceUnavailable(f"device {str(name)!r} requested but only {torch.cuda.device_count()} GPU(s) are "
+                                "visible")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceUnavailable(f"device {str(name)!r} requested but MPS is not available; use --device cpu or auto")
     return dev

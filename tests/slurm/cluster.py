@@ -223,7 +223,7 @@ class SlurmCluster:
             f"PartitionName={self.partition} Nodes={self.hostname} Default=YES MaxTime=INFINITE State=UP",
             "",
         ]
-        self.conf.write_text("\n".join(l for l in lines if l is not None))
+        self.conf.write_text("\n".join(line for line in lines if line is not None))
         (r / "etc" / "plugstack.conf").write_text("")
         # Fake GPUs: gres/gpu wants one distinct device file per GPU; harmless character
         # devices stand in, so jobs get CUDA_VISIBLE_DEVICES=<index> as on a GPU node.
@@ -255,7 +255,7 @@ class SlurmCluster:
                 text += f"--- {f}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-n:]) + "\n"
         return text
 
-    def start(self, timeout: float = 60.0) -> "SlurmCluster":
+    def start(self, timeout: float = 60.0) -> SlurmCluster:
         reason = unavailable_reason()
         if reason:
             raise SlurmClusterError(reason)
@@ -366,7 +366,7 @@ class SlurmCluster:
             self._logs.clear()
             shutil.rmtree(self._sockdir, ignore_errors=True)
 
-    def __enter__(self) -> "SlurmCluster":
+    def __enter__(self) -> SlurmCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

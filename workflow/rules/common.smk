@@ -20,6 +20,14 @@ FIGURES = W.figures
 # config.yaml and run.json.
 export_job_env(PC, workflow.basedir)
 
+# The job environment of every shell command, written once: the library first on PYTHONPATH, and (JOB_ENV, for
+# the jobs that compute) as many OpenMP / MKL threads as the job's `threads:`. The shell lines then call the
+# library only through `python -m trades_instability VERB` (src/trades_instability/__main__.py), so that moving
+# a module never changes a rule's shell text: Snakemake reruns a job whose shell text changed.
+_LIBRARY_PATH = 'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}}'
+LIBRARY_ENV = _LIBRARY_PATH + "; "  # rule download: nothing may ever change its shell text (download.smk)
+JOB_ENV = _LIBRARY_PATH + " OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+
 
 wildcard_constraints:
     setting=alternation(SETTINGS),

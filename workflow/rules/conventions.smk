@@ -22,8 +22,7 @@ rule crossarch:
 rule grid_report:
     """Table and figure of one side-by-side comparison (conventions, crossarch)."""
     input:
-        summary=W.summary_for("{grid}"),
-        selection=W.selection_for("{grid}"),
+        unpack(W.grid_inputs),
     output:
         tex=report(W.table_file("{grid}.tex"), category="Tables", labels={"table": "{grid}", "format": "LaTeX"}),
         pdf=report(
@@ -51,6 +50,5 @@ rule grid_report:
         runtime=15,
     params:
         spec=lambda wildcards: config.get(wildcards.grid) or {},
-        template_dir=W.templates_dir,
     script:
         "../scripts/render_grid.py"

@@ -7,6 +7,7 @@
 rule detection:
     """How well peak validation FOSC separates Unstable from Regular runs; the calibrated threshold."""
     input:
+        **W.code_of("detection"),
         summary=W.summary_for("detection"),
         selection=W.selection_for("detection"),
         epochs=W.run_files(PC.detection_settings(), "epochs.csv"),
@@ -38,6 +39,5 @@ rule detection:
         runtime=15,
     params:
         settings=PC.detection_settings(),
-        template_dir=W.templates_dir,
     script:
         "../scripts/render_detection.py"

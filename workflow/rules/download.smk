@@ -21,6 +21,5 @@ rule download:
     conda:
         ENV
     shell:
-        'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}}; '
-        'python -m trades_instability download {wildcards.dataset} --data-root "$TRADES_DATA_ROOT" '
+        LIBRARY_ENV + 'python -m trades_instability download {wildcards.dataset} --data-root "$TRADES_DATA_ROOT" '
         "--record {output} $TRADES_FETCH > {log} 2>&1"

@@ -42,9 +42,9 @@ rule evaluate:
         mem_mb=W.resource("evaluate", "mem_mb"),
         runtime=lambda w, attempt: PC.eval_runtime_min(w.setting, w.suite) * attempt,
     shell:
-        'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; '
+        JOB_ENV
         # the job's own GPU on one machine (trades_instability.workflow.gpu_slots); unchanged under SLURM
-        "python -m trades_instability.gpu_slots {resources.gpu} -- "
+        + "python -m trades_instability gpu-slot {resources.gpu} -- "
         "python -m trades_instability eval --checkpoint {input.ckpt} --last-checkpoint {input.last} "
         '--suite {wildcards.suite} --suites {input.suites} --data-root "$TRADES_DATA_ROOT" --out {output} > {log} 2>&1'
 
@@ -73,8 +73,7 @@ rule landscape:
     params:
         suite=LANDSCAPE_SUITE,
     shell:
-        'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; '
-        "python -m trades_instability.gpu_slots {resources.gpu} -- "
+        JOB_ENV + "python -m trades_instability gpu-slot {resources.gpu} -- "
         "python -m trades_instability eval --checkpoint {input.ckpt} --suite {params.suite} "
         '--suites {input.suites} --data-root "$TRADES_DATA_ROOT" --out {output.json} '
         "--landscape-out {output.npz} > {log} 2>&1"

@@ -2,7 +2,8 @@
 # results/aggregate/{figure}/summary.csv + selection.json and, for EVERY seed of the settings a figure
 # names in config `figures:`, the per-run files it reads (epochs.csv, batches.csv, landscape.npz of the
 # settings with `landscape: true`). All seeds are inputs because the representative Regular / Unstable /
-# self-healing seeds are only known after aggregation; the script picks them from selection.json.
+# self-healing seeds are only known after aggregation; the script picks them from selection.json. The
+# figures' builder module (report/figures.py) is an input too: editing it redraws the figures (W.code_of).
 
 
 rule figure:

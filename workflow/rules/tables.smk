@@ -1,7 +1,9 @@
 # Tables 1-7 of the paper and the cell-by-cell comparison with the published numbers.
 # Reads only aggregation outputs (summary.csv, selection.json) and the `tables:` section of the config;
 # logic in trades_instability.report.tables (which builder: report/registry.py), LaTeX layout in
-# workflow/templates/*.tex.j2; the comparison in trades_instability.report.comparison.
+# workflow/templates/*.tex.j2; the comparison in trades_instability.report.comparison. The code of each table
+# (its builder's module, its template, the shared _table/_macros templates) is an input of its job, so that
+# editing it reruns exactly the tables it makes (W.code_of).
 #
 # A table reads the per-target aggregation results/aggregate/{table}/summary.csv (only the settings
 # that table names, so that `snakemake tables/table3.tex` trains just what Table 3 needs). The
@@ -33,7 +35,6 @@ rule table:
         runtime=10,
     params:
         spec=W.table_spec,
-        template_dir=W.templates_dir,
     script:
         "../scripts/render_table.py"
 
@@ -41,7 +42,7 @@ rule table:
 rule comparison:
     """Every published cell of Tables 1-7 beside the reproduced one (LaTeX + CSV)."""
     input:
-        **W.aggregation_of("comparison"),
+        **W.report_inputs("comparison"),
     output:
         tex=report(
             W.table_file("comparison.tex"),
@@ -66,6 +67,5 @@ rule comparison:
         runtime=10,
     params:
         specs=lambda wildcards: config.get("tables") or {},
-        template_dir=W.templates_dir,
     script:
         "../scripts/render_comparison.py"

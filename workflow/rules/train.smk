@@ -9,7 +9,7 @@
 #                          last attempt's whole output, tracebacks included)
 #   run.json, epochs.csv, batches.csv, checkpoints/best.pt, checkpoints/last.pt (final epoch)
 #                          the DECLARED outputs: hard links (or copies) of the files in state/, made
-#                          only after the trainer finished (pipeline_config publish)
+#                          only after the trainer finished (python -m trades_instability pipeline publish)
 #
 # Why state/ is not an output: Snakemake deletes the declared outputs of a job before it (re)runs it
 # (Job.prepare -> remove_existing_output, for incomplete jobs too), and on failure. The resume state
@@ -67,15 +67,15 @@ rule train:
         run_dir=lambda w: W.run_dir(w.setting, w.seed),
         state=lambda w: W.run_state_dir(w.setting, w.seed),
     shell:
-        'export PYTHONPATH="$TRADES_SRC"${{PYTHONPATH:+:$PYTHONPATH}} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; '
+        JOB_ENV
         # no `| tee`: on scancel tee dies first and the trainer's clean-stop line is lost; each step
         # appends to train.log itself (--log-file) and the shell writes {log} directly
-        "L={params.run_dir}/train.log; "
-        "( python -m trades_instability.pipeline_config prepare-state --config {input.config} --state {params.state} "
+        + "L={params.run_dir}/train.log; "
+        "( python -m trades_instability pipeline prepare-state --config {input.config} --state {params.state} "
         '--log-file "$L" '
-        "&& python -m trades_instability.gpu_slots {resources.gpu} -- "
+        "&& python -m trades_instability gpu-slot {resources.gpu} -- "
         "python -m trades_instability train --config {input.config} --out {params.state} --on-diverge record "
         '--no-progress --log-file "$L" '
-        "&& python -m trades_instability.pipeline_config publish --state {params.state} --run-dir {params.run_dir} "
+        "&& python -m trades_instability pipeline publish --state {params.state} --run-dir {params.run_dir} "
         '--log-file "$L" '
         ") > {log} 2>&1"

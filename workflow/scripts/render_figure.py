@@ -1,15 +1,12 @@
 """Snakemake script of rule `figure`: draw one of Figures 1-7 (logic: trades_instability.report.figures)."""
 import logging
-import sys
-import traceback
-from pathlib import Path
+
+from script_job import job
 
 smk = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
-sys.path.insert(0, str(Path(smk.scriptdir).resolve().parents[1] / "src"))  # without pip install -e
-from trades_instability.report.figures import render_figure, run_dirs_from_paths  # noqa: E402
+with job(smk, f"rendering {smk.wildcards.figure}"):
+    from trades_instability.report.figures import render_figure, run_dirs_from_paths
 
-logging.basicConfig(filename=smk.log[0], filemode="w", level=logging.INFO, format="%(asctime)s %(message)s")
-try:
     runs = getattr(smk.input, "runs", [])
     runs = [runs] if isinstance(runs, str) else list(runs)  # snakemake hands a 1-item list as a str
     run_dirs = run_dirs_from_paths(runs)
@@ -19,6 +16,3 @@ try:
     if str(png) != str(smk.output.png):
         raise RuntimeError(f"PNG written to {png}, rule expects {smk.output.png}")
     logging.info("wrote %s and %s", pdf, png)
-except Exception:
-    logging.error("rendering %s failed:\n%s", smk.wildcards.figure, traceback.format_exc())
-    sys.exit(1)

@@ -1,10 +1,10 @@
-"""The workflow's helper command line (rule shell lines call it through the stable shim
-:mod:`trades_instability.pipeline_config`); each command prints one line per message and exits 1 on error::
+"""The workflow's helper command line, verb ``pipeline`` of ``python -m trades_instability`` (what the rules'
+shell lines call); each command prints one line per message and exits 1 on error::
 
-    python -m trades_instability.pipeline_config validate CONFIG [--check-data]
-    python -m trades_instability.pipeline_config list-runs CONFIG
-    python -m trades_instability.pipeline_config prepare-state --config RUN.yaml --state DIR [--log-file F]
-    python -m trades_instability.pipeline_config publish --state DIR --run-dir DIR [--log-file F]
+    python -m trades_instability pipeline validate CONFIG [--check-data]
+    python -m trades_instability pipeline list-runs CONFIG
+    python -m trades_instability pipeline prepare-state --config RUN.yaml --state DIR [--log-file F]
+    python -m trades_instability pipeline publish --state DIR --run-dir DIR [--log-file F]
 
 It lives in ``config/``, not ``rundir/``, because two of its four commands load the pipeline config, and
 the dependency runs one way: ``config`` uses ``rundir`` (the run layout), ``rundir`` never imports
@@ -20,7 +20,7 @@ import sys
 from trades_instability.config.pipeline import PipelineConfigError, load
 from trades_instability.rundir.state import RunStateError, prepare_state, publish
 
-PROG = "python -m trades_instability.pipeline_config"
+PROG = "python -m trades_instability pipeline"
 
 
 def main(argv: list[str] | None = None) -> int:

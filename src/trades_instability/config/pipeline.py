@@ -13,7 +13,7 @@ of tables and figures read it. A *run* is one (setting, seed) pair; its resolved
 2. semantic checks: every setting's resolved run config passes :func:`trades_instability.config.run.from_dict`
    (unknown RunConfig keys, wrong types, impossible values, named as ``settings.<name>.overrides.<key>``
    or ``defaults.<key>``), seeds, suites (builtin ``cheap``/``aa``/``full``/``landscape`` plus the ``suites:`` section,
-   checked by :mod:`trades_instability.evaluate.suite` when importable), the settings named by every table
+   checked by :func:`trades_instability.config.suites.spec_problem`), the settings named by every table
    and figure (and that they produce what the table/figure reads), and, only when asked
    (``check_data=True``), that the datasets are on disk.
 
@@ -26,7 +26,7 @@ fetches and verifies it before the first job that reads it; every run config get
 Around it: the schema and its error lines (:mod:`trades_instability.config.schema`), the built-in
 suites (:mod:`trades_instability.config.suites`), the run directory's paths
 (:mod:`trades_instability.rundir.layout`), the dataset check (:mod:`trades_instability.data.availability`)
-and the command line (:mod:`trades_instability.config.cli`, run as ``python -m trades_instability.pipeline_config``).
+and the command line (:mod:`trades_instability.config.cli`, run as ``python -m trades_instability pipeline``).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from typing import Any
 import yaml
 
 from trades_instability.config import run as run_config_mod
+from trades_instability.config import suites as suites_mod
 from trades_instability.config.run import ConfigError
-from trades_instability.config.schema import YAML_LOADER, fraction, has_path, schema_error, split_config_error
+from trades_instability.config.schema import YAML_LOADER, has_path, schema_error, split_config_error, top_level_defaults
 from trades_instability.config.suites import BUILTIN_SUITES, builtin_attacks
 from trades_instability.data.availability import missing_data
 from trades_instability.rundir import layout
@@ -279,16 +280,7 @@ def _spec_refs(spec: Any, prefix: str) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------- validation
 
 
-DEFAULTS_TOP = {
-    "data_root": "data",
-    "download": True,
-    "results_dir": "results",
-    "tables_dir": "tables",
-    "figures_dir": "figures",
-    "local_gpus": 1,
-    "jobs_per_gpu": 1,
-    "landscape_suite": "landscape",
-}
+DEFAULTS_TOP = top_level_defaults()  # the schema's `default:` values (the Snakefile fills them into `config`)
 
 
 def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) -> PipelineConfig:
@@ -317,24 +309,12 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
         key, detail = split_config_error(str(e))
         fail(f"defaults.{key}: {detail}" if key else f"defaults: {detail}")
 
-    # suites: names + contents (types and ranges are in the schema; the eval CLI re-checks every
-    # suite with trades_instability.evaluate.suite before it attacks anything - not imported here, it
-    # needs torch and this runs at every snakemake start)
+    # suites: the values each suite ends up with (config/suites.py, the same check the eval CLI makes
+    # before it attacks anything; types are the schema's)
     for name, spec in (raw.get("suites") or {}).items():
-        spec = spec or {}
-        if name not in BUILTIN_SUITES and "attacks" not in spec:
-            fail(f"suites.{name}.attacks: a new suite must list its attacks (builtin suites: {', '.join(BUILTIN_SUITES)})")
-        for key in ("eps", "pgd_step_size"):
-            if key in spec:
-                value = fraction(spec[key])
-                if value is None or value <= 0:
-                    fail(f"suites.{name}.{key}: must be a number > 0 or a fraction 'a/b', got {spec[key]!r}")
-                problem = run_config_mod.image_units_problem(value)
-                if problem:
-                    fail(f"suites.{name}.{key}: {problem}")
-        attacks = spec.get("attacks", builtin_attacks(name) or [])
-        if "pgd10" in attacks and spec.get("pgd_steps", 10) < 2:
-            fail(f"suites.{name}.pgd_steps: must be >= 2 (SGCS needs two steps), got {spec['pgd_steps']}")
+        problem = suites_mod.spec_problem(name, spec)
+        if problem:
+            fail(f"suites.{name}.{problem[0]}: {problem[1]}")
     if cfg.landscape_suite not in cfg.suite_names:
         fail(f"landscape_suite: unknown suite {cfg.landscape_suite!r}; allowed: {', '.join(cfg.suite_names)}")
 
@@ -436,7 +416,7 @@ def _check_target_needs(cfg: PipelineConfig, fail) -> None:
             for a in art.attacks:
                 need_attack("detection.settings", s, a.attack, art.attack_why(a))
     _check_conventions(cfg, fail, need_attack)
-    for art, path, s, req in sorted(late, key=lambda x: registry.ARTIFACTS.index(x[0])):
+    for _art, path, s, req in sorted(late, key=lambda x: registry.ARTIFACTS.index(x[0])):
         if not meets(req, s):
             fail(f"{path}: " + req.message.format(setting=s))
 

@@ -33,6 +33,23 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type or impossible; the message names the key."""
 
 
+class _Preset:
+    """The default of every convention item (:data:`CONVENTIONS`): "the value of the run's convention".
+    :meth:`RunConfig.__post_init__` replaces it, so a RunConfig never holds it, however it was built."""
+
+    def __repr__(self) -> str:
+        return "PRESET"
+
+    def __copy__(self) -> _Preset:
+        return self
+
+    def __deepcopy__(self, memo) -> _Preset:
+        return self
+
+
+PRESET: Any = _Preset()
+
+
 @dataclass
 class SyntheticConfig:
     """Deterministic synthetic dataset (tests and smoke runs)."""
@@ -52,8 +69,8 @@ class AttackConfig:
     step_size: float = 2 / 255
     steps: int = 10
     init_std: float = 0.001  # TPGD starts at x + init_std * noise
-    init_dist: str = "uniform"  # noise of the TPGD start: N(0, 1) (official TRADES) or U[0, 1) (ADR)
-    bn_mode: str = "train"  # BatchNorm mode while the training adversary runs (official: eval, ADR: train)
+    init_dist: str = PRESET  # noise of the TPGD start: N(0, 1) (official TRADES) or U[0, 1) (ADR)
+    bn_mode: str = PRESET  # BatchNorm mode while the training adversary runs (official: eval, ADR: train)
 
 
 @dataclass
@@ -61,13 +78,13 @@ class AWPConfig:
     """Adversarial weight perturbation (Wu et al. 2020); ``form`` picks the code it follows."""
 
     enabled: bool = False
-    form: str = "adr"  # adr: ADR's two-step (SAM-like) form; official: csdongxian/AWP's TRADES-AWP proxy form
+    form: str = PRESET  # adr: ADR's two-step (SAM-like) form; official: csdongxian/AWP's TRADES-AWP proxy form
     gamma: float = 0.005  # relative radius of the weight perturbation
     warmup: int = 0  # epochs of plain training before AWP starts
     proxy_lr: float = 0.01
     # Nesterov flag of the training optimiser in AWP runs; null: the run's own `nesterov` (ADR builds its AWP
     # optimiser on plain SGD, without Nesterov, and its non-AWP optimiser with Nesterov)
-    nesterov: bool | None = False
+    nesterov: bool | None = PRESET
 
 
 @dataclass
@@ -83,7 +100,8 @@ class FixConfig:
 @dataclass
 class RunConfig:
     seed: int = 0
-    # which code lineage the run follows; sets every key of CONVENTIONS[convention] that is not given
+    # which code lineage the run follows; sets every key of CONVENTIONS[convention] that is not given (the
+    # fields defaulting to PRESET), in __post_init__: the same whether built directly or from a mapping
     convention: str = "adr"
     # data
     dataset: str = "cifar100"
@@ -93,12 +111,12 @@ class RunConfig:
     val_size: int | None = None  # validation examples per epoch (None: the whole split)
     holdout_size: int = 1000
     augment: bool = True
-    drop_last: bool = True  # drop the last incomplete training batch (ADR: 195 steps at batch 256 on 50k)
+    drop_last: bool = PRESET  # drop the last incomplete training batch (ADR: 195 steps at batch 256 on 50k)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     # model
     arch: str = "resnet18"  # resnet18 | preact-resnet18 | wrn-34-10 (models.ARCHITECTURES)
     width: int = 64  # 64 = the published size of every arch; each layer has published x width/64 channels
-    normalize_input: bool = True  # the model subtracts the dataset mean / divides by std in forward (ADR)
+    normalize_input: bool = PRESET  # the model subtracts the dataset mean / divides by std in forward (ADR)
     # optimisation
     method: str = "trades"  # trades: TPGD inner max; modified: PGD on CE w.r.t. labels (Table 6)
     beta: float = 3.0
@@ -109,20 +127,20 @@ class RunConfig:
     lr_gamma: float = 0.1
     # how lr_milestones count epochs: 0 = completed epochs (ADR: the LR drops after m epochs, from 1-based
     # epoch m + 1), 1 = 1-based epochs (official TRADES: `if epoch >= m`, the LR drops at epoch m)
-    lr_milestone_base: int = 0
+    lr_milestone_base: int = PRESET
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
     attack: AttackConfig = field(default_factory=AttackConfig)
-    joint_forward: bool = True  # one forward pass for clean + adversarial (ADR); false: separate passes
-    repeat_clean_forward: bool = False  # official TRADES' third train-mode forward (clean again): BN stats only
+    joint_forward: bool = PRESET  # one forward pass for clean + adversarial (ADR); false: separate passes
+    repeat_clean_forward: bool = PRESET  # official TRADES' third train-mode forward (clean again): BN stats only
     awp: AWPConfig = field(default_factory=AWPConfig)
     fix: FixConfig = field(default_factory=FixConfig)
     # instrumentation
     log_batch_metrics: bool = False  # CE_norm, KL_norm, grad_cosine_similarity per step (batches.csv)
     snapshot_epochs: list[int] = field(default_factory=list)
     val_batch_size: int = 512
-    val_random_start: bool = True  # per-epoch validation PGD-10 starts uniformly in the eps-ball
+    val_random_start: bool = PRESET  # per-epoch validation PGD-10 starts uniformly in the eps-ball
     # execution
     precision: str = "fp32"  # bf16 autocast for training and validation attacks
     channels_last: bool = True  # NHWC where the backend allows it (memory_format.use_channels_last)
@@ -132,6 +150,16 @@ class RunConfig:
     deterministic: bool = False
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        """Fill every convention item left at PRESET from ``convention`` (an explicit value wins)."""
+        for key, value in convention_preset(self.convention).items():
+            *parents, leaf = key.split(".")
+            node = self
+            for part in parents:
+                node = getattr(node, part)
+            if dataclasses.is_dataclass(node) and getattr(node, leaf) is PRESET:
+                setattr(node, leaf, value)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -139,8 +167,8 @@ class RunConfig:
 # ----------------------------------------------------------------------------------------------
 # Conventions: the two code lineages of TRADES, item by item (README "Fidelity choices").
 # `convention: <name>` fills in every item the run config does not set itself; an explicit key wins.
-# RunConfig's own defaults above are the `adr` column (the paper's lineage: Appendix B cites Wu et al.
-# 2024 first, and Algorithm 1 uses ADR's trainer names).
+# The items' fields above default to PRESET: this table is their one statement. The default convention is
+# `adr` (the paper's lineage: Appendix B cites Wu et al. 2024 first, and Algorithm 1 uses ADR's trainer names).
 # ----------------------------------------------------------------------------------------------
 CONVENTION_NAMES = ("adr", "official_trades")
 CONVENTIONS: dict[str, tuple[Any, Any]] = {
@@ -156,35 +184,19 @@ CONVENTIONS: dict[str, tuple[Any, Any]] = {
     # ADR: build_awp_optimizer wraps torch.optim.SGD without nesterov= (False) | official: the run's `nesterov`
     "awp.nesterov":          (False,   None),     # src/util/optimizer_scheduler.py | train_trades_cifar10.py (AWP)
     # ADR: timm MultiStepLRScheduler stepped per iteration, decay_t = m * steps_per_epoch | `if epoch >= m`
-    "lr_milestone_base":     (0,       1),        # src/util/optimizer_scheduler.py + advTrainer.py | train_trades_cifar10.py
+    # src/util/optimizer_scheduler.py + advTrainer.py | train_trades_cifar10.py
+    "lr_milestone_base":     (0,       1),
 }
 
 
 def convention_preset(name: str) -> dict[str, Any]:
     """The items of convention ``name`` as ``{dotted key: value}``."""
+    if not isinstance(name, str):
+        raise ConfigError(f"config key 'convention' must be a string, got {name!r}")
     if name not in CONVENTION_NAMES:
         raise ConfigError(f"config key 'convention' must be one of {', '.join(CONVENTION_NAMES)}, got {name!r}")
     col = CONVENTION_NAMES.index(name)
     return {key: values[col] for key, values in CONVENTIONS.items()}
-
-
-def apply_convention(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the run-config mapping ``data`` with every convention item it leaves unset filled in
-    from its ``convention`` (default: RunConfig's)."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    name = out.get("convention", RunConfig.convention)
-    if not isinstance(name, str):
-        raise ConfigError(f"config key 'convention' must be a string, got {name!r}")
-    for key, value in convention_preset(name).items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):  # wrong type: _from_dict names the key
-                break
-        else:
-            node.setdefault(leaf, value)
-    return out
 
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:
@@ -264,7 +276,8 @@ def _require_image_units(value: float, key: str, *, allow_zero: bool = False) ->
 def _require_epoch_list(values: list[int], key: str, epochs: int) -> None:
     """Epoch lists (1-based) are strictly increasing and inside the run: 1..epochs."""
     _require(all(0 < m <= epochs for m in values), key, f"must lie in 1..epochs ({epochs}), got {values}")
-    _require(all(a < b for a, b in zip(values, values[1:])), key, f"must be strictly increasing, got {values}")
+    increasing = all(a < b for a, b in zip(values, values[1:], strict=False))  # neighbours: one pair fewer
+    _require(increasing, key, f"must be strictly increasing, got {values}")
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -322,7 +335,8 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
-    return validate(_from_dict(RunConfig, apply_convention(data)))
+    """A checked RunConfig from a mapping (missing keys: the defaults, convention items: its convention's)."""
+    return validate(_from_dict(RunConfig, data))
 
 
 def read_yaml_mapping(path: str | Path, what: str, error: type[Exception] = ConfigError) -> dict[str, Any]:

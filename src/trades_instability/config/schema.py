@@ -66,17 +66,9 @@ def load_schema() -> dict[str, Any]:
     return _SCHEMA
 
 
-def fraction(v: Any) -> float | None:
-    """A number, or a fraction written ``'a/b'``, as a float; None when it is neither (or a bool)."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    try:
-        num, _, den = str(v).partition("/")
-        return float(num) / float(den) if den else float(num)
-    except (ValueError, ZeroDivisionError):
-        return None
+def top_level_defaults() -> dict[str, Any]:
+    """The top-level keys' defaults: the schema's ``default:`` values (stated nowhere else)."""
+    return {k: v["default"] for k, v in load_schema()["properties"].items() if "default" in v}
 
 
 def schema_error(raw: dict[str, Any]) -> str | None:
@@ -96,7 +88,8 @@ def schema_error(raw: dict[str, Any]) -> str | None:
         allowed = sorted(err.schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
         key = fmt_path(path + extra[:1])
-        return f"{key}: unknown key{'' if len(extra) == 1 else 's ' + ', '.join(extra)}; allowed here: {', '.join(allowed)}"
+        keys = "" if len(extra) == 1 else "s " + ", ".join(extra)
+        return f"{key}: unknown key{keys}; allowed here: {', '.join(allowed)}"
     if err.validator == "propertyNames":
         bad = [k for k in err.instance if not SETTING_NAME.match(str(k))] if isinstance(err.instance, dict) else []
         return f"{fmt_path(path + bad[:1])}: invalid name (use letters, digits, '_', '.', '-')"

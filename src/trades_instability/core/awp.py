@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -104,7 +104,7 @@ class ADRAWP:
         grads = torch.autograd.grad(loss_fn(self.forward_model).loss, params)
         with torch.no_grad():
             self.old = [p.detach().clone() for p in params]
-            for p, g in zip(params, grads):
+            for p, g in zip(params, grads, strict=True):
                 p.add_(g * (self.gamma * p.norm() / (g.norm() + 1e-20)))
 
     def loss_context(self) -> contextlib.AbstractContextManager:
@@ -112,7 +112,7 @@ class ADRAWP:
 
     @torch.no_grad()
     def restore(self) -> None:
-        for p, old in zip((p for p in self.model.parameters() if p.requires_grad), self.old):
+        for p, old in zip((p for p in self.model.parameters() if p.requires_grad), self.old, strict=True):
             p.copy_(old)
         self.old = []
 

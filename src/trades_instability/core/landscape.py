@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 @dataclass
 class LandscapeConfig:
     grid_size: int = 21  # points per axis (na = nb = grid_size); odd so that (0, 0) is a grid point
@@ -45,12 +44,14 @@ def grid_axes(cfg: LandscapeConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compute_landscape(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: LandscapeConfig = LandscapeConfig()
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: LandscapeConfig | None = None
 ) -> dict[str, np.ndarray]:
     """Loss surface over the (a, b) grid for images ``x`` (float in [0, 1], on the model's device).
 
     Returns ``{"loss": (na, nb) mean over images, "loss_per_image": (n, na, nb), "a": (na,), "b": (nb,)}``
-    with ``loss[i, j]`` the loss at ``a[i] * r1 + b[j] * r2``. The model should be in eval mode."""
+    with ``loss[i, j]`` the loss at ``a[i] * r1 + b[j] * r2``. The model should be in eval mode; ``cfg`` None:
+    the defaults of :class:`LandscapeConfig`."""
+    cfg = LandscapeConfig() if cfg is None else cfg
     device = x.device
     x = x.detach().float()
     n = x.shape[0]

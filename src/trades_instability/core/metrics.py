@@ -65,6 +65,6 @@ def grad_norm(grads: Sequence[torch.Tensor | None]) -> float:
 
 def grad_cosine(a: Sequence[torch.Tensor | None], b: Sequence[torch.Tensor | None]) -> float:
     """Cosine similarity between two parameter-gradient lists, each taken as one flat vector."""
-    dot = sum((x.double() * y.double()).sum() for x, y in zip(a, b) if x is not None and y is not None)
+    dot = sum((x.double() * y.double()).sum() for x, y in zip(a, b, strict=True) if x is not None and y is not None)
     denom = grad_norm(a) * grad_norm(b)
     return float(dot) / denom if denom > 0 else float("nan")

@@ -19,8 +19,8 @@ With ``normalize=(mean, std)`` the model standardises its input per channel insi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -144,7 +144,7 @@ class PreActResNet(_InputStandardization):
         planes = [_scaled(64 * 2**i, width) for i in range(len(num_blocks))]
         self.conv1 = nn.Conv2d(3, planes[0], 3, stride=1, padding=1, bias=False)
         in_planes, stages = planes[0], []
-        for i, (p, n) in enumerate(zip(planes, num_blocks)):
+        for i, (p, n) in enumerate(zip(planes, num_blocks, strict=True)):
             blocks = []
             for s in [1 if i == 0 else 2] + [1] * (n - 1):
                 blocks.append(PreActBlock(in_planes, p, s))

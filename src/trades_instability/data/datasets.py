@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
-from trades_instability.rundir.atomic_io import atomic_path
 from trades_instability.config.run import RunConfig
 from trades_instability.data.download import SOURCES
+from trades_instability.rundir.atomic_io import atomic_path
 
 # Fixed seeds of the split permutations. They are constants on purpose: the holdout set and the
 # validation subset must be the same for every run seed, or runs would not be comparable.
@@ -155,7 +155,8 @@ def load_splits(cfg: RunConfig) -> DataSplits:
 
 
 def make_val_split(
-    train: ImageSet, test: ImageSet, *, val_split: str, holdout_size: int, val_size: int | None, dataset: str = "dataset"
+    train: ImageSet, test: ImageSet, *, val_split: str, holdout_size: int, val_size: int | None,
+    dataset: str = "dataset",
 ) -> tuple[ImageSet, ImageSet]:
     """Return ``(train, val)`` for a validation policy (see :func:`load_splits`)."""
     if val_split == "test":
@@ -325,7 +326,8 @@ def _tiny_index(folder: Path) -> tuple[list[str], list[Path], list[int], list[Pa
             continue
         parts = line.split("\t")
         if len(parts) < 2 or parts[1] not in cls_of:
-            raise _tiny_unavailable(folder.parent, f"{ann} line {line_no} names no class of wnids.txt: {line[:80]!r}", "")
+            raise _tiny_unavailable(folder.parent, f"{ann} line {line_no} names no class of wnids.txt: {line[:80]!r}",
+                                    "")
         rows.append((parts[0], cls_of[parts[1]]))
     for fname, label in sorted(rows):
         val_files.append(folder / "val" / "images" / fname)
@@ -406,7 +408,8 @@ def _load_tinyimagenet(root: Path, download: bool) -> tuple[ImageSet, ImageSet, 
             with atomic_path(cache) as tmp:
                 torch.save(data, tmp)
         except OSError as e:  # read-only data_root: work without the cache
-            warnings.warn(f"could not write the TinyImageNet cache {cache} ({e}); JPEGs will be decoded again next time")
+            warnings.warn(f"could not write the TinyImageNet cache {cache} ({e}); JPEGs will be decoded again "
+                          "next time", stacklevel=2)
     train = ImageSet(data["train_images"], data["train_labels"])
     test = ImageSet(data["test_images"], data["test_labels"])
     return train, test, len(wnids)
@@ -430,10 +433,10 @@ def _read_tiny_cache(cache: Path, fingerprint: str, n_train: int, n_test: int) -
             and data["test_labels"].shape == (n_test,)
         )
     except Exception as e:  # truncated / foreign file
-        warnings.warn(f"TinyImageNet cache {cache} is unreadable ({type(e).__name__}); rebuilding it")
+        warnings.warn(f"TinyImageNet cache {cache} is unreadable ({type(e).__name__}); rebuilding it", stacklevel=2)
         return None
     if not ok:
-        warnings.warn(f"TinyImageNet cache {cache} does not match the files on disk; rebuilding it")
+        warnings.warn(f"TinyImageNet cache {cache} does not match the files on disk; rebuilding it", stacklevel=2)
         return None
     return data
 

@@ -3,8 +3,8 @@
 Everything here calls ``pyautoattack.AutoAttack`` (keyword-only API, ``run_standard_evaluation``
 returns ``(x_adv, y_adv)``); nothing is re-implemented. What the wrapper adds:
 
-* one place that builds the AutoAttack object, with the *standard* parameters (APGD-CE 1 restart,
-  APGD-T 9 target classes, FAB-T 9 target classes, Square 5000 queries, 100 iterations each);
+* one place that builds the AutoAttack object, with the *standard* parameters (1 restart each; the budget,
+  :data:`STANDARD_SETTINGS`, is the one both :class:`AASettings` and the evaluation suite read);
 * reduced settings for smoke runs (``apgd_iters``, ``fab_iters``, ``n_target_classes``,
   ``square_queries``). pyautoattack only honours such changes with ``version='custom'``, so whenever
   any value differs from the standard one (or the attack list is not the standard list) the object
@@ -50,10 +50,10 @@ class AASettings:
 
     eps: float = 8 / 255
     seed: int = 0
-    apgd_iters: int = 100
-    fab_iters: int = 100
-    n_target_classes: int = 9
-    square_queries: int = 5000
+    apgd_iters: int = STANDARD_SETTINGS["apgd_iters"]
+    fab_iters: int = STANDARD_SETTINGS["fab_iters"]
+    n_target_classes: int = STANDARD_SETTINGS["n_target_classes"]
+    square_queries: int = STANDARD_SETTINGS["square_queries"]
 
     def is_standard(self) -> bool:
         return all(getattr(self, k) == v for k, v in STANDARD_SETTINGS.items())
@@ -155,7 +155,8 @@ def make_autoattack(
         if num_classes < 4 and any(a in ("apgd-t", "apgd-dlr") for a in attacks):
             raise ValueError(f"APGD with the DLR loss needs at least 4 classes, the model has {num_classes}")
         n_target = min(n_target, num_classes - 1)
-    standard = attacks == list(STANDARD_ATTACKS) and settings.is_standard() and n_target == 9
+    # standard: the standard attacks and budget, and the target classes not capped by the model's classes
+    standard = attacks == list(STANDARD_ATTACKS) and settings.is_standard() and n_target == settings.n_target_classes
     if standard:
         aa = AutoAttack(model, device=device, eps=settings.eps, norm="Linf", seed=settings.seed, version="standard")
     else:

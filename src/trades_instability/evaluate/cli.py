@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trades_instability.rundir.checkpoint import CheckpointError, load_model
-from trades_instability.rundir.atomic_io import check_writable_output
-from trades_instability.evaluate import suite as evaluation
-from trades_instability.evaluate import foreign as foreign_models
 from trades_instability.config.run import DATASETS, ConfigError, from_dict
 from trades_instability.core.models import ARCH_NAMES
+from trades_instability.evaluate import foreign as foreign_models
+from trades_instability.evaluate import suite as evaluation
+from trades_instability.rundir.atomic_io import check_writable_output
+from trades_instability.rundir.checkpoint import CheckpointError, load_model
 
 
 class _ArgError(Exception):
@@ -119,19 +119,23 @@ def load_foreign_with_data(args, device):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="trades-eval", description="Evaluate a checkpoint (clean, PGD-10 + FOSC/SGCS, Square, AutoAttack; Unstable verdict).")
+    p = _Parser(prog="trades-eval", description="Evaluate a checkpoint (clean, PGD-10 + FOSC/SGCS, Square, "
+                "AutoAttack; Unstable verdict).")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", help="checkpoint written by trades-train (best.pt, last.pt)")
     what.add_argument("--state-dict", help="a plain state_dict file of --arch (foreign checkpoint)")
-    what.add_argument("--robustbench", metavar="NAME", help="a RobustBench model name (L-inf), via robustbench.utils.load_model")
+    what.add_argument("--robustbench", metavar="NAME",
+                      help="a RobustBench model name (L-inf), via robustbench.utils.load_model")
     p.add_argument("--suite", required=True, help="suite name (builtin: cheap, aa, full; or one from --suites)")
     p.add_argument("--out", required=True, help="output JSON path")
     p.add_argument("--suites", default=None, help="YAML file of suites {name: {attacks: [...], n_examples, ...}}")
     p.add_argument("--data-root", default=None, help="override the data_root stored in the checkpoint's config "
-                   "(foreign models: the data folder, default 'data'; RobustBench models are cached in its robustbench/)")
+                   "(foreign models: the data folder, default 'data'; RobustBench models are cached in its "
+                   "robustbench/)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--landscape-out", default=None, help="also write the Figure 1 loss landscape (.npz)")
-    p.add_argument("--n-examples", type=int, default=None, help="override the suite's n_examples (first N test examples)")
+    p.add_argument("--n-examples", type=int, default=None,
+                   help="override the suite's n_examples (first N test examples)")
     p.add_argument("--last-checkpoint", default=None, help="with --checkpoint: the same run's last-epoch checkpoint, "
                    "evaluated with the same suite into the JSON's 'last'")
     f = p.add_argument_group("foreign models (--state-dict, --robustbench)")
@@ -200,7 +204,8 @@ def _prepare(argv):
         raise _ArgError(f"trades-eval: {e}") from None
     if "autoattack_individual" in suite.attacks or "autoattack" in suite.attacks:
         if splits.num_classes < 4:
-            raise _ArgError(f"trades-eval: AutoAttack's DLR attacks need at least 4 classes, {splits.name} has {splits.num_classes}")
+            raise _ArgError(f"trades-eval: AutoAttack's DLR attacks need at least 4 classes, {splits.name} has "
+                            f"{splits.num_classes}")
     return args, suite, device, model, ckpt, splits, last, source
 
 

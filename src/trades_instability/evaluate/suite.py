@@ -15,8 +15,9 @@ Conventions (they matter for comparing runs):
   step gradients (at x^0 .. x^9). Both are means over the evaluated examples.
 * AutoAttack is ``pyautoattack`` (see :mod:`trades_instability.evaluate.autoattack`). The standard
   version runs APGD-CE, the *targeted* APGD on the DLR loss (``apgd-t``) and the *targeted* FAB
-  (``fab-t``), and Square with 5000 queries; the paper's Table 1 calls their columns APGD-CE,
-  APGD-DLR, FAB and Square (:data:`PAPER_COLUMNS`, the one place the names are mapped).
+  (``fab-t``), and Square, with the standard budget (``autoattack.STANDARD_SETTINGS``); the paper's
+  Table 1 calls their columns APGD-CE, APGD-DLR, FAB and Square (:data:`PAPER_COLUMNS`, the one place the
+  names are mapped).
 * ``autoattack_acc`` is the standard AutoAttack ensemble's own accuracy, exactly as pyautoattack's
   ``run_standard_evaluation`` reports it, whatever else the suite runs: one definition in every suite,
   row and Gap. ``worst_case_acc`` counts an example as robust only if every attack the suite ran
@@ -39,15 +40,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trades_instability.rundir.atomic_io import write_json
-from trades_instability.core import attacks
-from trades_instability.evaluate import autoattack as autoattack_eval
-from trades_instability.core import metrics
-from trades_instability.core.verdict import DEFAULT_UNSTABLE_THRESHOLD, is_unstable
-from trades_instability.config.run import ConfigError, _from_dict, image_units_problem, read_yaml_mapping
-from trades_instability.config.suites import BUILTIN_SUITES, builtin_spec
-from trades_instability.data.datasets import to_float
+from trades_instability.config.run import ConfigError, _from_dict, read_yaml_mapping
+from trades_instability.config.suites import (
+    ATTACK_NAMES,
+    BUILTIN_SUITES,
+    builtin_spec,
+    fraction,
+    new_suite_problem,
+    values_problem,
+)
+from trades_instability.core import attacks, metrics
 from trades_instability.core.landscape import LandscapeConfig, compute_landscape
+from trades_instability.core.verdict import DEFAULT_UNSTABLE_THRESHOLD, is_unstable
+from trades_instability.data.datasets import to_float
+from trades_instability.evaluate import autoattack as autoattack_eval
+from trades_instability.rundir.atomic_io import write_json
 from trades_instability.rundir.records import save_landscape
 from trades_instability.runtime import cudnn_benchmark_off, device_description, library_versions, resolve_device
 
@@ -55,9 +62,9 @@ from trades_instability.runtime import cudnn_benchmark_off, device_description, 
 # attacks are the targeted variants (apgd-t, fab-t); the paper's columns "APGD-DLR" and "FAB" hold them.
 PAPER_COLUMNS: dict[str, str] = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-DLR", "fab-t": "FAB", "square": "Square"}
 # AutoAttack attack name -> JSON key of its accuracy when run on its own
-ATTACK_KEYS: dict[str, str] = {"apgd-ce": "apgd_ce_acc", "apgd-t": "apgd_t_acc", "fab-t": "fab_t_acc", "square": "square_acc"}
+ATTACK_KEYS: dict[str, str] = {"apgd-ce": "apgd_ce_acc", "apgd-t": "apgd_t_acc", "fab-t": "fab_t_acc",
+                               "square": "square_acc"}
 
-ATTACK_NAMES: tuple[str, ...] = ("clean", "pgd10", "square", "autoattack", "autoattack_individual")
 NUMBER_KEYS: tuple[str, ...] = (
     "clean_acc", "pgd10_acc", "square_acc", "autoattack_acc", "apgd_ce_acc", "apgd_t_acc", "fab_t_acc",
     "fosc", "sgcs", "gap_pgd_square", "gap_pgd_aa", "worst_case_acc",
@@ -85,11 +92,12 @@ class SuiteConfig:
     eps: float = 8 / 255
     pgd_steps: int = 10
     pgd_step_size: float = 2 / 255
-    square_queries: int = 5000
-    # AutoAttack budget; any value other than the standard one makes the run version='custom'
-    apgd_iters: int = 100
-    fab_iters: int = 100
-    n_target_classes: int = 9
+    # AutoAttack budget (Square's queries also serve Square alone); any value other than the standard one
+    # (autoattack.STANDARD_SETTINGS) makes the run version='custom'
+    square_queries: int = autoattack_eval.STANDARD_SETTINGS["square_queries"]
+    apgd_iters: int = autoattack_eval.STANDARD_SETTINGS["apgd_iters"]
+    fab_iters: int = autoattack_eval.STANDARD_SETTINGS["fab_iters"]
+    n_target_classes: int = autoattack_eval.STANDARD_SETTINGS["n_target_classes"]
     unstable_threshold: float = DEFAULT_UNSTABLE_THRESHOLD
     landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
 
@@ -108,29 +116,10 @@ def builtin_suites() -> dict[str, SuiteConfig]:
 
 
 def _validate_suite(name: str, s: SuiteConfig) -> SuiteConfig:
-    def req(cond: bool, key: str, msg: str) -> None:
-        if not cond:
-            raise SuiteError(f"suite '{name}': key '{key}' {msg}")
-
-    unknown = [a for a in s.attacks if a not in ATTACK_NAMES]
-    req(not unknown, "attacks", f"has unknown attack(s) {unknown}; allowed: {', '.join(ATTACK_NAMES)}")
-    req(len(s.attacks) > 0, "attacks", "must not be empty")
-    req(s.n_examples is None or s.n_examples > 0, "n_examples", f"must be > 0 or null, got {s.n_examples}")
-    req(s.aa_batch_size is None or s.aa_batch_size > 0, "aa_batch_size", f"must be > 0 or null, got {s.aa_batch_size}")
-    for key in ("batch_size", "pgd_steps", "square_queries", "apgd_iters", "fab_iters", "n_target_classes"):
-        req(getattr(s, key) > 0, key, f"must be > 0, got {getattr(s, key)}")
-    for key in ("eps", "pgd_step_size"):
-        problem = image_units_problem(getattr(s, key))
-        req(problem is None, key, problem or "")
-    req(0 < s.unstable_threshold <= 1, "unstable_threshold", f"must be in (0, 1] (an accuracy gap), got {s.unstable_threshold}")
-    req(s.seed >= 0, "seed", "must be >= 0")
-    req(s.pgd_steps >= 2 or "pgd10" not in s.attacks, "pgd_steps", "must be >= 2 (SGCS needs two steps)")
-    lc = s.landscape
-    req(lc.grid_size >= 1, "landscape.grid_size", f"must be >= 1, got {lc.grid_size}")
-    problem = image_units_problem(lc.extent, allow_zero=True)
-    req(problem is None, "landscape.extent", problem or "")
-    req(lc.n_images >= 1, "landscape.n_images", f"must be >= 1, got {lc.n_images}")
-    req(lc.batch_size >= 1, "landscape.batch_size", f"must be >= 1, got {lc.batch_size}")
+    """The one check of a suite's values (config/suites.py), also made by the pipeline config."""
+    problem = values_problem(s.to_dict())
+    if problem:
+        raise SuiteError(f"suite '{name}': key '{problem[0]}' {problem[1]}")
     return s
 
 
@@ -144,24 +133,17 @@ def suite_from_dict(name: str, data: dict[str, Any], base: SuiteConfig | None = 
             merged["landscape"] = {**merged["landscape"], **v}
         else:
             merged[k] = v
-    if isinstance(merged.get("eps"), str) or isinstance(merged.get("pgd_step_size"), str):
-        # allow "8/255" in YAML
-        for key in ("eps", "pgd_step_size"):
-            if isinstance(merged[key], str):
-                merged[key] = _parse_fraction(name, key, merged[key])
+    for key in ("eps", "pgd_step_size"):  # allow "8/255" in YAML
+        if isinstance(merged[key], str):
+            value = fraction(merged[key])
+            if value is None:
+                raise SuiteError(f"suite '{name}': key '{key}' must be a number or 'a/b', got {merged[key]!r}")
+            merged[key] = value
     try:
         suite = _from_dict(SuiteConfig, merged)
     except ConfigError as e:
         raise SuiteError(f"suite '{name}': {e}") from None
     return _validate_suite(name, suite)
-
-
-def _parse_fraction(name: str, key: str, text: str) -> float:
-    try:
-        num, _, den = text.partition("/")
-        return float(num) / float(den) if den else float(num)
-    except (ValueError, ZeroDivisionError):
-        raise SuiteError(f"suite '{name}': key '{key}' must be a number or 'a/b', got {text!r}") from None
 
 
 def load_suites(path: str | Path | None = None) -> dict[str, SuiteConfig]:
@@ -174,8 +156,9 @@ def load_suites(path: str | Path | None = None) -> dict[str, SuiteConfig]:
         return suites
     data = read_yaml_mapping(path, "suites file", SuiteError)
     for name, spec in data.items():
-        if name not in suites and not (isinstance(spec, dict) and "attacks" in spec):
-            raise SuiteError(f"{path}: new suite '{name}' must list its 'attacks'")
+        problem = new_suite_problem(str(name), spec if isinstance(spec, dict) else None)
+        if problem:
+            raise SuiteError(f"{path}: suite '{name}': key '{problem[0]}': {problem[1]}")
         try:
             suites[str(name)] = suite_from_dict(str(name), spec, base=suites.get(name))
         except SuiteError as e:
@@ -301,7 +284,7 @@ def aa_call(fn, rng_device: torch.device, used: dict[str, Any], *, pinned: bool 
                 torch.cuda.empty_cache()
 
 
-def aa_start_batch(suite: "SuiteConfig", n: int, device: torch.device) -> int:
+def aa_start_batch(suite: SuiteConfig, n: int, device: torch.device) -> int:
     """The AutoAttack batch to try first: the suite's, else the largest that may fit."""
     if suite.aa_batch_size is not None:
         return min(suite.aa_batch_size, max(n, 1))
@@ -521,5 +504,6 @@ def _finite_or_none(v: Any) -> Any:
 __all__ = [
     "PAPER_COLUMNS", "ATTACK_KEYS", "ATTACK_NAMES", "NUMBER_KEYS", "SuiteConfig", "SuiteError", "builtin_suites",
     "load_suites", "suite_from_dict", "get_suite", "fp32_precision", "resolve_device", "classify", "clean_flags",
-    "pgd_eval", "AABatchOutOfMemory", "aa_call", "aa_start_batch", "evaluate_model", "evaluate_checkpoint", "LandscapeConfig",
+    "pgd_eval", "AABatchOutOfMemory", "aa_call", "aa_start_batch", "evaluate_model", "evaluate_checkpoint",
+    "LandscapeConfig",
 ]

@@ -14,9 +14,10 @@ import json
 import math
 import os
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -120,7 +121,7 @@ class TableModel:
     info: dict[str, Any] = field(default_factory=dict)  # facts for the caption (settings, seeds, ...)
     footnotes: list[tuple[str, str]] = field(default_factory=list)  # (letter, text), set by finalise()
 
-    def finalise(self) -> "TableModel":
+    def finalise(self) -> TableModel:
         """Give every distinct cell note a footnote letter."""
         letters: dict[str, str] = {}
         pool = list(string.ascii_lowercase)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 import os
 import string
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -69,7 +70,7 @@ def comparison_frame(summary, selection, specs: Mapping) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=COMPARISON_COLUMNS)
 
 
-def cell_verdict(pc, cell: Cell, ddof: int) -> "CS.Verdict":
+def cell_verdict(pc, cell: Cell, ddof: int) -> CS.Verdict:
     """Interval + test of one reproduced cell against its published cell."""
     if pc.kind == "value" or cell.kind == "value":
         return CS.single_run_verdict()

@@ -25,8 +25,9 @@ the very FOSC signal evaluated here and turns would-be Unstable runs Regular. A 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -177,7 +178,7 @@ def load_traces(summary, selection, run_dirs: Mapping[tuple[str, int], str | os.
     for setting in settings:
         rows = summary[summary["setting"] == setting]
         div = diverged_runs(rows, selection, setting)
-        for (_, r), diverged in zip(rows.iterrows(), div):
+        for (_, r), diverged in zip(rows.iterrows(), div, strict=True):
             seed = int(r["seed"])
             why = ("diverged" if diverged else "unclassified" if r["unstable"] is None
                    else "trained with the fix" if str(r.get("fix", "")).strip().lower() in ("true", "1") else None)

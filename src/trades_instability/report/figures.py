@@ -2,8 +2,9 @@
 
 ``render_figure(name, spec, summary, selection, run_dirs, out_pdf)`` writes ``out_pdf`` and a PNG with
 the same stem beside it. ``run_dirs`` maps ``(setting, seed)`` to a run directory holding
-``epochs.csv``, ``batches.csv`` and ``landscape.npz`` (the formats of rundir/records.py and core/landscape.py). Which seeds are drawn
-is decided by selection.json (representative Regular / Unstable / self-healing seeds), never by hand.
+``epochs.csv``, ``batches.csv`` and ``landscape.npz`` (the formats of rundir/records.py and core/landscape.py).
+Which seeds are drawn is decided by selection.json (representative Regular / Unstable / self-healing seeds),
+never by hand.
 Whatever is missing (no Unstable seed, no self-healing run, a log without batch metrics) becomes a
 panel that says ``none: ...`` instead of an error, so a small smoke run still renders every figure.
 
@@ -27,8 +28,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -221,7 +223,7 @@ def draw_figure1(spec, summary, selection, run_dirs):
 
 def _two_panel_curves(spec, selection, run_dirs, panels, fosc_scale, title, *, sgcs=True, threshold=None):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=False)
-    for ax, (letter, setting, group) in zip(axes, panels):
+    for ax, (letter, setting, group) in zip(axes, panels, strict=True):
         seed = _pick(selection, setting, group)
         df = _epochs_or_none(ax, run_dirs, setting, seed, group)
         ax.set_title(f"({letter}) {_label_group(group)}" + (f" ({setting}, seed {seed})" if seed is not None else ""))
@@ -295,7 +297,7 @@ def draw_figure4(spec, summary, selection, run_dirs):
         return fig
     sel = sel.sort_values("step")
     fig, axes = plt.subplots(len(metrics), 1, figsize=(10, 8.5), sharex=True)
-    for ax, (col, label, color) in zip(axes, metrics):
+    for ax, (col, label, color) in zip(axes, metrics, strict=True):
         y = _col(sel, col)
         if y.notna().any():
             ax.plot(sel["step"], y, color=color, lw=1.3, marker="." if len(sel) < 60 else None)

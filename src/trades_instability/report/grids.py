@@ -21,9 +21,9 @@ The config section names, per row, the setting trained with each value::
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -130,7 +130,8 @@ def render_grid_figure(spec: Mapping, summary, selection, out_pdf: str | os.Path
             probs = [np.nan if c.is_none else c.value for c in cells]
             xs = x + (j - (len(g.values) - 1) / 2) * width
             ax_p.bar(xs, probs, width, label=g.latex[conv])
-            for xi, p, c in zip(xs, probs, cells):  # k/n above each bar (a 0/10 bar is otherwise invisible)
+            # k/n above each bar (a 0/10 bar is otherwise invisible)
+            for xi, p, c in zip(xs, probs, cells, strict=True):
                 ax_p.text(xi, (0 if np.isnan(p) else p) + 0.02, c.text(), ha="center", va="bottom", fontsize=7)
         ax_p.set_xticks(x, labels)
         ax_p.set_ylim(0, 1)

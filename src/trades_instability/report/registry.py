@@ -18,14 +18,16 @@ A new table is one entry here (plus its builder in report/tables.py, its templat
 ``workflow/templates/<name>.tex.j2``, its spec in config.yaml and its schema entry).
 
 Pure Python on purpose (no pandas / matplotlib / torch): the pipeline config imports it at every
-``snakemake`` start; builders are named as ``"module:function"`` and imported on first use.
+``snakemake`` start; builders are named in full as ``"module:function"`` and imported on first use. Each
+artifact's code (builder module, template, shared templates: :meth:`Artifact.code_files`) is an input of its rule.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from trades_instability.config.run import ARCHS, CONVENTION_NAMES
 from trades_instability.rundir import layout
@@ -35,6 +37,11 @@ TABLE, FIGURE, COMPARISON, DETECTION, GRID = "table", "figure", "comparison", "d
 
 # where an output lives: {tables_dir} or {figures_dir}
 TABLES_DIR, FIGURES_DIR = "tables", "figures"
+
+# where the artifacts' code lives, relative to the repository root (Artifact.code_files)
+SRC_DIR, TEMPLATES_DIR = "src", "workflow/templates"
+# what every table template extends and imports (workflow/templates/tableN.tex.j2: `extends`, `import`)
+TABLE_TEMPLATES = ("_table.tex.j2", "_macros.tex.j2")
 
 # why a setting needs PGD-10 / Square (the same words in every check that asks for them)
 _UNSTABLE_RULE = "the Unstable rule is PGD-10 - Square >= threshold"
@@ -86,9 +93,10 @@ class Artifact:
     run_files: tuple[str, ...] = ()  # per-run files read beside the aggregation (summary.csv, selection.json)
     attacks: tuple[Attack, ...] = ()
     requires: tuple[Requirement, ...] = ()
-    builder: str | None = None  # "module:function"
+    builder: str | None = None  # "module:function", written in full (grep finds the builder's caller here)
     options: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments of the builder
     template: str | None = None  # workflow/templates/<template>
+    shared_templates: tuple[str, ...] = ()  # workflow/templates/ files the template extends or imports
     in_paper: bool = True  # a target of rule `paper`
     grid_key: str | None = None  # GRID: the run-config key whose value each column fixes
     grid_values: tuple[str, ...] = ()  # GRID: its values (a spec row names one setting per value)
@@ -101,6 +109,19 @@ class Artifact:
     def files(self, *, targets_only: bool = False) -> list[tuple[str, str]]:
         """(dir, file name) of the outputs, in rule order."""
         return [(o.dir, f"{self.name}{o.suffix}") for o in self.outputs if o.target or not targets_only]
+
+    def code_files(self) -> dict[str, str | list[str]]:
+        """The files of the code that makes this artifact, relative to the repository root: the builder's
+        module, its template and the shared templates that one extends or imports. The workflow makes them
+        inputs of the artifact's rule, so that editing one reruns exactly the artifacts it makes."""
+        out: dict[str, str | list[str]] = {}
+        if self.builder:
+            out["builder"] = f"{SRC_DIR}/{self.builder.partition(':')[0].replace('.', '/')}.py"
+        if self.template:
+            out["template"] = f"{TEMPLATES_DIR}/{self.template}"
+        if self.shared_templates:
+            out["shared_templates"] = [f"{TEMPLATES_DIR}/{t}" for t in self.shared_templates]
+        return out
 
     def build(self) -> Callable:
         """The builder function (imported on first use)."""
@@ -149,55 +170,56 @@ _PDF_PNG = (Output("pdf", FIGURES_DIR, ".pdf"), Output("png", FIGURES_DIR, ".png
 _TABLE_ATTACKS = (Attack("pgd10", "every table reads PGD-10"), Attack("square", _UNSTABLE_RULE))
 _REPORTS_AA = Attack("autoattack", "{name} reports AutoAttack")
 _FIGURE_ATTACKS = (Attack("square", "Regular/Unstable seeds are chosen by PGD-10 - Square"),)
-_T = "trades_instability.report.tables:"
-_F = "trades_instability.report.figures:"
 
 
 def _table(name: str, builder: str, keys: tuple[str, ...], attacks: tuple[Attack, ...] = (),
            requires: tuple[Requirement, ...] = (), **options) -> Artifact:
     return Artifact(name, TABLE, _TEX, setting_keys=keys, attacks=_TABLE_ATTACKS + attacks, requires=requires,
-                    builder=_T + builder, options=options, template=f"{name}.tex.j2")
+                    builder=builder, options=options, template=f"{name}.tex.j2", shared_templates=TABLE_TEMPLATES)
 
 
-def _figure(name: str, keys: tuple[str, ...], run_files: tuple[str, ...] = (layout.EPOCHS_CSV,),
+def _figure(name: str, builder: str, keys: tuple[str, ...], run_files: tuple[str, ...] = (layout.EPOCHS_CSV,),
             requires: tuple[Requirement, ...] = ()) -> Artifact:
     return Artifact(name, FIGURE, _PDF_PNG, setting_keys=keys, run_files=run_files, attacks=_FIGURE_ATTACKS,
-                    requires=requires, builder=f"{_F}draw_{name}")
+                    requires=requires, builder=builder)
 
 
 _GRID_ATTACKS = tuple(Attack(a, "the {name} table reports it") for a in ("pgd10", "square", "autoattack"))
 
 ARTIFACTS: tuple[Artifact, ...] = (
     # ---- Tables 1-7 (report/tables.py; spec: config `tables.<name>`)
-    _table("table1", "build_single_run", ("setting",),
+    _table("table1", "trades_instability.report.tables:build_single_run", ("setting",),
            (Attack("autoattack_individual", "Table 1 has per-attack columns"), _REPORTS_AA)),
-    _table("table2", "build_prob_pivot", ()),
-    _table("table3", "build_regular_unstable", ("regular_unstable", "fixed"), (_REPORTS_AA,),
+    _table("table2", "trades_instability.report.tables:build_prob_pivot", ()),
+    _table("table3", "trades_instability.report.tables:build_regular_unstable", ("regular_unstable", "fixed"),
+           (_REPORTS_AA,),
            (Requirement("fixed", "fix.enabled", True, "setting {setting!r} does not enable the fix (fix.enabled: true)",
                         late=True),),
            third_label="Fixed", third_key="fixed"),
-    _table("table4", "build_prob_pivot", ()),
-    _table("table5", "build_prob_meanstd", (), (_REPORTS_AA,)),
-    _table("table6", "build_regular_unstable", ("regular_unstable", "modified"), (_REPORTS_AA,),
+    _table("table4", "trades_instability.report.tables:build_prob_pivot", ()),
+    _table("table5", "trades_instability.report.tables:build_prob_meanstd", (), (_REPORTS_AA,)),
+    _table("table6", "trades_instability.report.tables:build_regular_unstable", ("regular_unstable", "modified"),
+           (_REPORTS_AA,),
            (Requirement("modified", "method", "modified", "setting {setting!r} does not use method: modified",
                         late=True),),
            third_label="Modified", third_key="modified"),
-    _table("table7", "build_prob_meanstd", (), (_REPORTS_AA,)),
+    _table("table7", "trades_instability.report.tables:build_prob_meanstd", (), (_REPORTS_AA,)),
     # ---- every published cell of Tables 1-7 beside ours (report/comparison.py; spec: the whole `tables:`)
     Artifact("comparison", COMPARISON, _TEX + (Output("csv", TABLES_DIR, ".csv", target=False),),
              builder="trades_instability.report.comparison:render_comparison", template="comparison.tex.j2"),
     # ---- Figures 1-7 (report/figures.py; spec: config `figures.<name>`)
-    _figure("figure1", ("setting",), (layout.LANDSCAPE_NPZ,),
+    _figure("figure1", "trades_instability.report.figures:draw_figure1", ("setting",), (layout.LANDSCAPE_NPZ,),
             (Requirement(None, "landscape", True,
                          "setting {setting!r} computes no loss landscape (set settings.{setting}.landscape: true)"),)),
-    _figure("figure2", ("setting",)),
-    _figure("figure3", ("setting",)),
-    _figure("figure4", ("setting",), (layout.EPOCHS_CSV, layout.BATCHES_CSV),
+    _figure("figure2", "trades_instability.report.figures:draw_figure2", ("setting",)),
+    _figure("figure3", "trades_instability.report.figures:draw_figure3", ("setting",)),
+    _figure("figure4", "trades_instability.report.figures:draw_figure4", ("setting",),
+            (layout.EPOCHS_CSV, layout.BATCHES_CSV),
             (Requirement(None, "log_batch_metrics", True, "setting {setting!r} does not log batch metrics "
                                                           "(set log_batch_metrics: true in its overrides)"),)),
-    _figure("figure5", ("setting",)),
-    _figure("figure6", ("unstable", "fixed")),
-    _figure("figure7", ("unstable", "regular")),
+    _figure("figure5", "trades_instability.report.figures:draw_figure5", ("setting",)),
+    _figure("figure6", "trades_instability.report.figures:draw_figure6", ("unstable", "fixed")),
+    _figure("figure7", "trades_instability.report.figures:draw_figure7", ("unstable", "regular")),
     # ---- FOSC as a detector (report/detection.py; spec: config `detection:`, settings default "all")
     Artifact("detection", DETECTION,
              (Output("tex", TABLES_DIR, ".tex"), Output("csv", TABLES_DIR, ".csv", target=False)) + _PDF_PNG,
@@ -208,10 +230,10 @@ ARTIFACTS: tuple[Artifact, ...] = (
     # ---- side by side under each value of one run-config key (report/grids.py; targets of their own)
     Artifact("conventions", GRID, _TEX + _PDF_PNG, attacks=_GRID_ATTACKS, in_paper=False,
              builder="trades_instability.report.grids:render_grid_table", template="conventions.tex.j2",
-             grid_key="convention", grid_values=CONVENTION_NAMES),
+             shared_templates=TABLE_TEMPLATES, grid_key="convention", grid_values=CONVENTION_NAMES),
     Artifact("crossarch", GRID, _TEX + _PDF_PNG, attacks=_GRID_ATTACKS, in_paper=False,
              builder="trades_instability.report.grids:render_grid_table", template="crossarch.tex.j2",
-             grid_key="arch", grid_values=ARCHS),
+             shared_templates=TABLE_TEMPLATES, grid_key="arch", grid_values=ARCHS),
 )
 
 REGISTRY: dict[str, Artifact] = {a.name: a for a in ARTIFACTS}

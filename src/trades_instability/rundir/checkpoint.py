@@ -31,7 +31,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: "str | torch.device" = "cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
 
     Raises :class:`CheckpointError` naming the file when it is missing, truncated, or not one of ours."""
@@ -59,7 +59,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: "str | torch.device" 
     return ckpt
 
 
-def load_model(path: str | os.PathLike, device: "str | torch.device" = "cpu"):
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """Rebuild the model stored in a checkpoint; returns ``(model, checkpoint_dict)`` in eval mode.
 
     A checkpoint whose weights do not fit the architecture it declares raises CheckpointError."""

@@ -28,8 +28,9 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 LOCK_NAME = "run.lock"
 HEARTBEAT_S = float(os.environ.get("TRADES_LOCK_HEARTBEAT_S", "30"))
@@ -231,7 +232,7 @@ class RunLock:
                 pass
         self.me = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 

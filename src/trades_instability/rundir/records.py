@@ -12,14 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from trades_instability.rundir.checkpoint import CheckpointError
 from trades_instability.rundir import layout
 from trades_instability.rundir.atomic_io import atomic_path, atomic_write_text, is_orphan_temporary
+from trades_instability.rundir.checkpoint import CheckpointError
 
 EPOCH_COLUMNS = [
     "epoch", "lr", "train_loss", "train_ce", "train_kl", "train_clean_acc", "train_adv_acc",

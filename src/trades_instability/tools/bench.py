@@ -48,19 +48,26 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from trades_instability.tools import precision_check
-from trades_instability.tools.flops import (FLOOR_FWD_PER_IMAGE, counted_flops, forward_flops, peak_gemm_flops,
-                                            precision_policy, sync)
-from trades_instability.tools.reference_trades import ReferenceTrainer, official_loader
-from trades_instability.data.datasets import to_float
 from trades_instability.core.memory_format import use_channels_last
+from trades_instability.data.datasets import to_float
 from trades_instability.runtime import device_description, resolve_device
+from trades_instability.tools import precision_check
+from trades_instability.tools.flops import (
+    FLOOR_FWD_PER_IMAGE,
+    counted_flops,
+    forward_flops,
+    peak_gemm_flops,
+    precision_policy,
+    sync,
+)
+from trades_instability.tools.reference_trades import ReferenceTrainer, official_loader
 
 CIFAR_TRAIN_SIZE = 50_000
 
@@ -123,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="training batch size (default 256; tiny 16)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per variant per round (default 20; tiny 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per variant first (default 3; tiny 1)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds; median reported (default 3; tiny 1)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved timing rounds; median reported (default 3; tiny 1)")
     p.add_argument("--dataset", choices=("synthetic", "cifar100"), default="synthetic",
                    help="synthetic CIFAR-shaped data from trades_instability.data.datasets (default) or CIFAR-100")
     p.add_argument("--data-root", default=None, help="where CIFAR-100 lives (with --dataset cifar100; default data); "
@@ -191,7 +199,11 @@ def _fmt(v: float | None, spec: str) -> str:
 
 def render_table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
 
@@ -338,9 +350,11 @@ def _print_header(args: argparse.Namespace, device: torch.device, command: str, 
     print(f"precision policy: {precision_policy(device)}")
     print(f"model: resnet18 width {args.width}, {splits.num_classes} classes, {args.image_size}x{args.image_size}; "
           f"batch {args.batch_size}; data {splits.name} ({len(splits.train)} train images); TRADES-{a.steps} "
-          f"(eps {a.eps:.5f}, step {a.step_size:.5f}, beta {cfg32.beta}); reference DataLoader workers {args.ref_workers}")
+          f"(eps {a.eps:.5f}, step {a.step_size:.5f}, beta {cfg32.beta}); reference DataLoader workers "
+          f"{args.ref_workers}")
     print(f"forward FLOPs (FlopCounterMode, measured): {fwd / 1e9:.4f} GFLOP/image; FLOP floor "
-          f"{FLOOR_FWD_PER_IMAGE} forwards/image/step = {FLOOR_FWD_PER_IMAGE * fwd * args.batch_size / 1e9:.2f} GFLOP/step")
+          f"{FLOOR_FWD_PER_IMAGE} forwards/image/step = "
+          f"{FLOOR_FWD_PER_IMAGE * fwd * args.batch_size / 1e9:.2f} GFLOP/step")
     sys.stdout.flush()
 
 
@@ -395,8 +409,8 @@ def _time_rounds(args: argparse.Namespace, device: torch.device, variants: list[
 def _print_training(args: argparse.Namespace, variants: list[Variant], peaks: dict[torch.dtype, float],
                     n_gemm: int, fwd: float) -> list[dict[str, Any]]:
     """The peak GEMM line and the training table (with the 50k-image epoch estimate); returns its records."""
-    print("peak GEMM (measured here, %d^3, best over all rounds): %s" % (n_gemm, ", ".join(
-        f"{'fp32' if d == torch.float32 else 'bf16'} {v / 1e12:.3f} TFLOP/s" for d, v in peaks.items())))
+    peak = ", ".join(f"{'fp32' if d == torch.float32 else 'bf16'} {v / 1e12:.3f} TFLOP/s" for d, v in peaks.items())
+    print(f"peak GEMM (measured here, {n_gemm:d}^3, best over all rounds): {peak}")
     rows, train_json = [], []
     ref_ips = None
     for v in variants:
@@ -408,7 +422,8 @@ def _print_training(args: argparse.Namespace, variants: list[Variant], peaks: di
                      _fmt(v.fwd_eq_per_image, ".1f"), _fmt(100 * rec["floor_fraction"], ".1f"),
                      _fmt(rec["epoch_50k_s"], ".1f")])
     print()
-    print(f"training: {args.steps} timed steps x {args.rounds} interleaved rounds (median), {args.warmup} warm-up steps")
+    print(f"training: {args.steps} timed steps x {args.rounds} interleaved rounds (median), {args.warmup} warm-up "
+          "steps")
     print(render_table(TRAIN_HEADERS, rows))
     print("fwd-eq/img: conv+matmul FLOPs of one step (FlopCounterMode) / (batch x forward FLOPs); "
           f"floor %: time of {FLOOR_FWD_PER_IMAGE} forwards/image at the measured peak GEMM rate / step time; "
@@ -472,7 +487,8 @@ def _eval_target(args: argparse.Namespace, device: torch.device, fast32: Project
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         test, num_classes = tsplits.test, tsplits.num_classes
-        what = f"checkpoint {args.checkpoint} (epoch {ckpt.get('epoch')}, {ckpt['model_meta']}) on its {tsplits.name} test set"
+        what = (f"checkpoint {args.checkpoint} (epoch {ckpt.get('epoch')}, {ckpt['model_meta']}) on its "
+                f"{tsplits.name} test set")
     return model, channels_last, test, num_classes, what
 
 
@@ -515,9 +531,10 @@ def _time_validation(args, device: torch.device, model: nn.Module, channels_last
     sync(device)
     dt = time.perf_counter() - t
     res = f"clean {val['clean_acc']:.3f} pgd10 {val['pgd_acc']:.3f} fosc {val['fosc']:.4f}"
-    row = [f"PGD-10 validation (+FOSC, SGCS)", precision, str(n), str(min(cfg.val_batch_size, n)),
+    row = ["PGD-10 validation (+FOSC, SGCS)", precision, str(n), str(min(cfg.val_batch_size, n)),
            _fmt(dt, ".2f"), _fmt(n / dt, ".1f"), res]
-    return row, {"what": "pgd10_validation", "precision": precision, "n": n, "seconds": dt, "examples_per_s": n / dt, **val}
+    return row, {"what": "pgd10_validation", "precision": precision, "n": n, "seconds": dt, "examples_per_s": n / dt,
+                 **val}
 
 
 def _time_autoattack(args, device: torch.device, model: nn.Module, xs: torch.Tensor, ys: torch.Tensor,
@@ -558,8 +575,8 @@ def _precision_agreement(args, device: torch.device, model: nn.Module, test, num
     x = to_float(test.images[:n].to(device))
     y = test.labels[:n].to(device)
     standard = args.aa_budget == "standard"
-    suite = evaluation.SuiteConfig(batch_size=args.eval_batch_size or 512, seed=args.seed,
-                                   square_queries=5000 if standard else (20 if args.tiny else 200))
+    reduced = {} if standard else {"square_queries": 20 if args.tiny else 200}  # standard: SuiteConfig's default
+    suite = evaluation.SuiteConfig(batch_size=args.eval_batch_size or 512, seed=args.seed, **reduced)
     print(f"precision agreement: {n} examples, PGD-{suite.pgd_steps}, Square {suite.square_queries} queries")
     sys.stdout.flush()
     rows = precision_check.compare(copy.deepcopy(model).eval(), x, y, suite, device=device, num_classes=num_classes)

@@ -80,7 +80,7 @@ class Agreement:
                 "changed_examples": self.changed, "paired_p_value": self.p_value, "same": self.same}
 
 
-def per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: "evaluation.SuiteConfig", *,
+def per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: evaluation.SuiteConfig, *,
                 device: torch.device, num_classes: int) -> dict[str, torch.Tensor]:
     """Per-example clean and PGD-k flags, FOSC, SGCS and Square flags (CPU tensors), as the evaluation
     computes them; ``suite.seed`` seeds PGD's start and Square. x is float in [0, 1] on ``device``."""
@@ -128,7 +128,7 @@ def paired_z_p(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.erfc(abs(z) / math.sqrt(2))
 
 
-def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: "evaluation.SuiteConfig", *,
+def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: evaluation.SuiteConfig, *,
             device: torch.device, num_classes: int, other_seed: int | None = None) -> list[Agreement]:
     """fp32 vs bf16 autocast (same seed) and fp32 with ``other_seed`` (default ``suite.seed + 1``)."""
     import dataclasses

@@ -9,8 +9,9 @@ crash came first (:meth:`Checkpoints.resume`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,8 +19,8 @@ from torch import nn
 from trades_instability.config.run import RunConfig
 from trades_instability.core.models import input_normalization
 from trades_instability.data.datasets import DataSplits
-from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trades_instability.rundir import layout
+from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trades_instability.rundir.records import RunFiles, batch_rows_from_csv
 from trades_instability.train.state import TrainState
 

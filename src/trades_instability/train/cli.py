@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trades_instability.rundir.checkpoint import CheckpointError
 from trades_instability.config.run import ConfigError, load_config
+from trades_instability.rundir.checkpoint import CheckpointError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (epochs.csv, batches.csv, checkpoints/, run.json)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the config's device)")
     p.add_argument("--on-diverge", choices=("fail", "record"), default="fail",
-                   help="on a non-finite loss: exit 3 (fail) or write run.json with status diverged and exit 0 (record)")
+                   help="on a non-finite loss: exit 3 (fail) or write run.json with status diverged and exit 0 "
+                   "(record)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice; the pipeline passes the job's threads)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")

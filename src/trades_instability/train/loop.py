@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,13 +30,20 @@ from trades_instability.core.memory_format import compile_options, use_channels_
 from trades_instability.core.models import build_model, input_normalization
 from trades_instability.data.augment import augment_batch
 from trades_instability.data.datasets import DataSplits, iterate_batches, load_splits
+from trades_instability.rundir import layout
 from trades_instability.rundir.atomic_io import write_json
 from trades_instability.rundir.checkpoint import load_checkpoint
-from trades_instability.rundir import layout
 from trades_instability.rundir.lock import RunLock, RunLocked
 from trades_instability.rundir.records import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles  # noqa: F401 (columns re-exported)
-from trades_instability.runtime import (DeviceUnavailable, compile_watch, cpu_fallback_problem, device_description, execution_mode,
-                      library_versions, resolve_device)
+from trades_instability.runtime import (
+    DeviceUnavailable,
+    compile_watch,
+    cpu_fallback_problem,
+    device_description,
+    execution_mode,
+    library_versions,
+    resolve_device,
+)
 from trades_instability.train.checkpointing import Checkpoints, model_meta
 from trades_instability.train.errors import Diverged, Interrupted
 from trades_instability.train.optim import build_optimizer, lr_at

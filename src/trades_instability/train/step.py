@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -76,7 +77,7 @@ class TradesStep:
         self.autocast = autocast
         self.params = list(model.parameters())
 
-    def start_epoch(self, epoch: int) -> "EpochStats":
+    def start_epoch(self, epoch: int) -> EpochStats:
         """Set the epoch's learning rate and return fresh (device-side) epoch statistics."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.cfg, epoch)
@@ -84,7 +85,7 @@ class TradesStep:
         return EpochStats(epoch, self.params[0].device, awp_on)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, *, batch: int, state: StepCounters,
-                 stats: "EpochStats") -> dict[str, Any] | None:
+                 stats: EpochStats) -> dict[str, Any] | None:
         """One step on batch number ``batch`` of the epoch; advances ``state`` and ``stats``. Returns the
         batch's row of batches.csv with ``log_batch_metrics``, else None."""
         cfg = self.cfg
@@ -157,7 +158,7 @@ class TradesStep:
                                "noised": noised}
         g_ce = torch.autograd.grad(parts.ce, self.params, retain_graph=True)
         g_kl = torch.autograd.grad(self.cfg.beta * parts.kl, self.params)
-        for p, a, c in zip(self.params, g_ce, g_kl):
+        for p, a, c in zip(self.params, g_ce, g_kl, strict=True):
             p.grad = a + c
         row.update(ce_norm=grad_norm(g_ce), kl_norm=grad_norm(g_kl))
         return row

@@ -2,9 +2,9 @@
 
 Snakemake's local executor only counts the resource ``gpu``; it never says WHICH GPU a job may use
 (snakemake/snakemake#281), so every job would run on GPU 0. The rules therefore start their GPU command
-through this module:
+through this module, verb ``gpu-slot`` of ``python -m trades_instability``:
 
-    python -m trades_instability.workflow.gpu_slots GPUS_OF_THE_JOB -- python -m trades_instability train ...
+    python -m trades_instability gpu-slot GPUS_OF_THE_JOB -- python -m trades_instability train ...
 
 With ``$TRADES_GPU_SLOTS`` set (the Snakefile does it for local runs only) the launcher takes a free slot:
 an exclusive ``flock`` on ``<dir>/gpu<i>.slot<k>.lock``, with ``jobs_per_gpu`` slots per GPU, filled
@@ -28,9 +28,9 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 ENV_GPU_SLOTS = "TRADES_GPU_SLOTS"  # JSON {"dir": lock folder, "devices": ["0", "1"], "jobs_per_gpu": K}
 
@@ -72,7 +72,8 @@ def _try_lock(path: Path) -> int | None:
         return None
     # for a human looking at the folder: who holds it (the lock itself is the flock, not this text)
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode(), 0)
+    holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+    os.pwrite(fd, holder.encode(), 0)
     return fd
 
 
@@ -113,7 +114,8 @@ def settings_from_env(environ: dict[str, str] | None = None) -> dict | None:
         s = json.loads(text)
         return {"dir": str(s["dir"]), "devices": [str(d) for d in s["devices"]], "jobs_per_gpu": int(s["jobs_per_gpu"])}
     except (ValueError, KeyError, TypeError):
-        raise GpuSlotsError(f"${ENV_GPU_SLOTS} is not valid ({text!r}); it is set by the Snakefile, do not set it by hand") from None
+        raise GpuSlotsError(f"${ENV_GPU_SLOTS} is not valid ({text!r}); it is set by the Snakefile, do not set it "
+                            "by hand") from None
 
 
 def local_settings(lock_dir: str | os.PathLike, n_gpus: int, jobs_per_gpu: int,
@@ -133,11 +135,11 @@ def local_settings(lock_dir: str | os.PathLike, n_gpus: int, jobs_per_gpu: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m trades_instability.workflow.gpu_slots N -- COMMAND...``: exec COMMAND with a GPU of its own when
+    """``python -m trades_instability gpu-slot N -- COMMAND...``: exec COMMAND with a GPU of its own when
     the job claims N >= 1 GPUs and ``$TRADES_GPU_SLOTS`` is set, else unchanged."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 3 or argv[1] != "--" or not argv[0].isdigit():
-        print("usage: python -m trades_instability.workflow.gpu_slots GPUS_OF_THE_JOB -- COMMAND [ARGS...]", file=sys.stderr)
+        print("usage: python -m trades_instability gpu-slot GPUS_OF_THE_JOB -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     n, cmd = int(argv[0]), argv[2:]
     env = dict(os.environ)

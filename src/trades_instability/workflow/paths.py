@@ -19,10 +19,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from trades_instability.report import registry
 from trades_instability.config.pipeline import PipelineConfig
+from trades_instability.report import registry
 from trades_instability.rundir import layout
-
 
 # environment variables the shell commands of the rules read (set by export_job_env)
 ENV_SRC = "TRADES_SRC"  # the library (src/), prepended to PYTHONPATH of every job
@@ -57,8 +56,9 @@ class WorkflowPaths:
 
     def __init__(self, pc: PipelineConfig, basedir: str | os.PathLike):
         self.pc = pc
+        self.basedir = Path(basedir)
         self.results = pc.results_dir
-        self.templates_dir = str(Path(basedir) / "workflow" / "templates")
+        self.templates_dir = str(self.basedir / registry.TEMPLATES_DIR)
         # the report artifacts of report/registry.py the config asks for (tables / figures: numbered order)
         self.tables = [a.name for a in registry.configured(pc.raw, registry.TABLE)]
         self.figures = [a.name for a in registry.configured(pc.raw, registry.FIGURE)]
@@ -183,9 +183,9 @@ class WorkflowPaths:
         return self.pc.target_settings(art.section, target)
 
     def summary_for(self, target: str | None = None) -> str:
-        """summary.csv covering what ``target`` (table1..7, figure1..7, comparison, detection, conventions) needs; the global one
-        for None. A per-target summary holds only the runs of the settings that target names, so that
-        e.g. ``snakemake tables/table3.tex`` trains only `default` and `fixed`."""
+        """summary.csv covering what ``target`` (table1..7, figure1..7, comparison, detection, conventions)
+        needs; the global one for None. A per-target summary holds only the runs of the settings that target
+        names, so that e.g. ``snakemake tables/table3.tex`` trains only `default` and `fixed`."""
         if target is None:
             return self.results_file("summary.csv")
         return self.results_file("aggregate", target, "summary.csv")
@@ -214,9 +214,30 @@ class WorkflowPaths:
     def figure_spec(self, wildcards) -> dict[str, Any]:
         return self.spec("figures", wildcards.figure)
 
-    def table_inputs(self, wildcards) -> dict[str, str]:
-        """summary.csv + selection.json of the per-target aggregation of {table}."""
-        return self.aggregation_of(wildcards.table)
+    def code_of(self, name: str) -> dict[str, str | list[str]]:
+        """The code of artifact ``name`` as rule inputs: its builder's module, template and shared templates
+        (report/registry.py Artifact.code_files). Editing one reruns exactly the artifacts made with it; the
+        scripts find the templates folder from ``input.template``. Paths are relative to the working directory
+        (Snakemake's, where the Snakefile is parsed), so that moving a clone that holds its results (the
+        default working directory) changes no job's set of input files (a rerun trigger)."""
+
+        def rel(f: str) -> str:
+            return os.path.relpath(self.basedir / f)
+
+        return {role: [rel(f) for f in files] if isinstance(files, list) else rel(files)
+                for role, files in registry.get(name).code_files().items()}
+
+    def report_inputs(self, name: str) -> dict[str, Any]:
+        """The per-target aggregation of artifact ``name`` and its code (:meth:`code_of`)."""
+        return {**self.aggregation_of(name), **self.code_of(name)}
+
+    def table_inputs(self, wildcards) -> dict[str, Any]:
+        """summary.csv + selection.json of the per-target aggregation of {table}, and the table's code."""
+        return self.report_inputs(wildcards.table)
+
+    def grid_inputs(self, wildcards) -> dict[str, Any]:
+        """The same for a side-by-side comparison {grid} (conventions, crossarch)."""
+        return self.report_inputs(wildcards.grid)
 
     def figure_inputs(self, wildcards) -> dict[str, Any]:
         """The per-target aggregation of {figure} plus its per-run files (the registry's run_files: epochs.csv,
@@ -228,7 +249,7 @@ class WorkflowPaths:
         runs: list[str] = []
         for f in art.run_files:
             runs += self.landscape_files(settings) if f == layout.LANDSCAPE_NPZ else self.run_files(settings, f)
-        return {**self.aggregation_of(name), "runs": runs}
+        return {**self.report_inputs(name), "runs": runs}
 
     # -- resources ------------------------------------------------------------------------------
     def resource(self, rule: str, key: str):
