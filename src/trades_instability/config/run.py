@@ -154,6 +154,17 @@ class RunConfig:
                 for source in SEED_SOURCES}
 
 
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved run-config mapping with its three seed sources filled in and ``seed`` dropped: ``seed`` drives
+    nothing but their defaults, so two runs train the same model exactly when their identities are equal."""
+    out = dict(config)
+    seed = out.pop("seed")
+    for source in SEED_SOURCES:
+        if out.get(f"{source}_seed") is None:
+            out[f"{source}_seed"] = seed
+    return out
+
+
 # Which generator each seed key drives (train/loop.py builds them; run.json records this table with the values).
 SEED_SOURCES: dict[str, str] = {
     "init": "torch's global generator while the model is built: the weight initialisation",

@@ -264,10 +264,10 @@ def render_review(review: Mapping[str, Any], summary, selection, run_dirs, out_t
     from trades_instability.report.figures import plot_style, pyplot, save_figure
 
     report = build_review(review, summary, selection, run_dirs)
-    blocks = [{"title": latex_escape(b.title), "rows": [_prob_latex(r) for r in b.rows],
+    blocks = [{"key": b.key, "title": latex_escape(b.title), "rows": [_prob_latex(r) for r in b.rows],
                "test": ("--" if b.test_p is None else f"{b.test_p:.3g}"), "note": latex_escape(b.test_note),
                "notes": [latex_escape(f"{r.label}: {r.note}") for r in b.rows if r.note]} for b in report.prob_blocks]
-    detectors = [[d.name, str(d.n_unstable), str(d.n_regular), _f(d.auc),
+    detectors = [] if not report.detector_setting else [[d.name, str(d.n_unstable), str(d.n_regular), _f(d.auc),
                   f"[{d.low:.2f}, {d.high:.2f}]" if d.low is not None else "--", _f(d.p, 3), latex_escape(d.note)]
                  for d in report.detectors]
     planted = [[latex_escape(f"{r.setting} seed {r.seed}"), "yes" if r.unstable else "no",
@@ -307,7 +307,7 @@ def draw(report: ReviewReport):
         p = np.array([r.p for r in rows])
         err = np.array([[r.p - r.low for r in rows], [r.high - r.p for r in rows]])
         ax.errorbar(xs, p, yerr=err, fmt="o", color="black", capsize=4)
-        ax.set_xticks(xs, [f"{r.label}\n{r.k}/{r.n}" for r in rows], fontsize=8)
+        ax.set_xticks(xs, [f"{r.label}\n{r.k}/{r.n}" for r in rows], fontsize=8, rotation=20)
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlim(-0.6, len(rows) - 0.4)
         ax.set_ylabel("P(Unstable), 95% CI")
@@ -344,6 +344,7 @@ def draw(report: ReviewReport):
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlim(-0.6, len(have) - 0.4)
     else:
-        none_panel(ax, "; ".join(f"{d.name}: {d.note}" for d in report.detectors) or "no detector setting")
+        notes = list(dict.fromkeys(d.note for d in report.detectors))  # the same note for every detector
+        none_panel(ax, "\n".join(notes) + f"\n(need {detection.MIN_RUNS} of each)" if notes else "no detector setting")
     fig.tight_layout()
     return fig

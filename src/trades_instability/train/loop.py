@@ -25,6 +25,7 @@ from torch import nn
 
 from trades_instability.config.run import SEED_SOURCES, RunConfig
 from trades_instability.core.awp import build_awp
+from trades_instability.core.metrics import GRADALIGN_STREAM
 from trades_instability.core.memory_format import compile_options, use_channels_last
 from trades_instability.core.models import build_model, input_normalization
 from trades_instability.data.augment import augment_batch
@@ -44,9 +45,6 @@ from trades_instability.train.signals import StopSignals
 from trades_instability.train.state import TrainState
 from trades_instability.train.step import EpochStats, TradesStep, precision_autocast
 from trades_instability.train.validation import validate
-
-
-GRADALIGN_STREAM = 2**40  # offset of GradAlign's noise seed from the validation PGD-10 starts' seed
 
 
 class Trainer:
