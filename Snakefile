@@ -86,6 +86,7 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/detection.smk"
 include: "workflow/rules/conventions.smk"
+include: "workflow/rules/review.smk"
 
 
 localrules:

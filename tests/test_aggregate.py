@@ -13,7 +13,7 @@ from trades_instability import aggregate as agg
 CONTRACT_COLUMNS = [
     "setting", "seed", "dataset", "method", "beta", "batch_size", "lr", "lr_milestones", "awp", "fix",
     "status", "best_epoch", "clean_acc", "pgd10_acc", "square_acc", "autoattack_acc", "apgd_ce_acc",
-    "apgd_t_acc", "fab_t_acc", "fosc", "sgcs", "gap_pgd_square", "gap_pgd_aa", "unstable",
+    "apgd_t_acc", "fab_t_acc", "fosc", "sgcs", "gradalign", "gap_pgd_square", "gap_pgd_aa", "unstable",
     "max_val_fosc", "noise_batches_total", "run_dir",
 ]
 

@@ -62,6 +62,7 @@ def test_gradient_masked_model_is_unstable():
     assert res["gap_pgd_square"] == pytest.approx(res["pgd10_acc"] - res["square_acc"])
     assert res["unstable"] is True
     assert res["fosc"] == 0.0 and res["sgcs"] == 0.0  # zero input gradient everywhere
+    assert res["gradalign"] == 0.0  # no direction at either point: cosine 0 (core/metrics.gradalign)
 
 
 AA_SMALL = dict(apgd_iters=5, fab_iters=5, n_target_classes=3, square_queries=1000)
@@ -180,7 +181,8 @@ def test_cli_json_fosc_sgcs_match_independent_recomputation(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
     for key in ("clean_acc", "pgd10_acc", "square_acc", "autoattack_acc", "apgd_ce_acc", "apgd_t_acc", "fab_t_acc",
-                "fosc", "sgcs", "gap_pgd_square", "gap_pgd_aa", "unstable", "unstable_threshold", "n_examples",
+                "fosc", "sgcs", "gradalign", "gap_pgd_square", "gap_pgd_aa", "unstable", "unstable_threshold",
+                "n_examples",
                 "attack_seed", "suite", "checkpoint", "epoch", "versions", "device", "wall_time_s", "examples_per_s",
                 "status"):
         assert key in doc, key

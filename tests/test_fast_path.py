@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from trades_instability.config.run import from_dict
+from trades_instability.core import methods as core_methods
 from trades_instability.data.augment import crop_flip, draw_params
 from trades_instability.data.datasets import load_splits
 from trades_instability.tools.flops import counted_flops, forward_flops
 from trades_instability.tools.reference_trades import official_trades_loss
 from trades_instability.train import loop as training
-from trades_instability.train import step as train_step
 from trades_instability.train.loop import Diverged, Trainer
 from trades_instability.train.optim import build_optimizer
 from trades_instability.train.state import TrainState
@@ -214,7 +214,7 @@ def test_a_non_finite_step_is_named_whenever_it_is_checked(tmp_path, monkeypatch
     cfg = _cfg(synthetic={"num_classes": 10, "train_size": 64, "test_size": 16, "image_size": 16, "seed": 0},
                batch_size=16, epochs=1)
     monkeypatch.setattr(TradesStep, "FINITE_CHECK_EVERY", every)
-    real = train_step.trades_parts
+    real = core_methods.trades_parts
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -222,7 +222,7 @@ def test_a_non_finite_step_is_named_whenever_it_is_checked(tmp_path, monkeypatch
         calls["n"] += 1
         return parts._replace(loss=parts.loss * float("inf")) if calls["n"] == 3 else parts
 
-    monkeypatch.setattr(train_step, "trades_parts", poisoned)
+    monkeypatch.setattr(core_methods, "trades_parts", poisoned)
     with pytest.raises(Diverged, match=r"non-finite (loss|gradient) at epoch 1, batch 2 \(global step 3\)"):
         training.train(cfg, tmp_path, log=lambda m: None)
     assert not (tmp_path / "checkpoints" / "last.pt").exists()

@@ -4,6 +4,7 @@ machinery (expansion, resolved run configs, state/publish helpers, data check) b
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 
 from trades_instability.config import pipeline as pc
 from trades_instability.config import run as run_config_mod
+from trades_instability.config.run import run_identity
 from trades_instability.rundir import state as run_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,15 +34,22 @@ def rc(cfg, setting, seed=0):
 
 def test_paper_config_counts(paper):
     # 28 for the paper + 2 official_trades settings of the conventions table + 2 architectures of crossarch
-    assert len(paper.settings) == 32
+    # + 8 of the review
+    assert len(paper.settings) == 40
     runs = paper.runs()
-    assert len(runs) == 259 == len(set(runs))
-    extra = (set(paper.conventions_settings()) | set(paper.grid_settings("crossarch"))) - {
+    assert len(runs) == 346 == len(set(runs))
+    extra = (set(paper.conventions_settings()) | set(paper.grid_settings("crossarch"))
+             | set(paper.review_settings())) - {
         s for k in ("tables", "figures") for n in paper.raw[k] for s in paper.target_settings(k, n)}
-    assert extra == {"conv_official_b3", "conv_official_b1", "arch_preact_default", "arch_wrn_default"}
+    assert extra == {"conv_official_b3", "conv_official_b1", "arch_preact_default", "arch_wrn_default",
+                     "rev_src_init", "rev_src_data", "rev_src_attack", "rev_b6", "rev_pgd_at", "rev_alp",
+                     "rev_fix_always", "rev_tpgd_ball"}
     assert len([r for r in runs if r[0] not in extra]) == 219  # what `paper` trains
-    resolved = [yaml.safe_dump(rc(paper, s), sort_keys=True) for s in paper.settings]
-    assert len(set(resolved)) == len(resolved), "a setting is a unique set of overrides"
+    assert len([r for r in runs if r[0] in set(paper.review_settings()) - {
+        s for k in ("tables", "figures") for n in paper.raw[k] for s in paper.target_settings(k, n)}]) == 87
+    # no run is trained twice: every (setting, seed) has its own identity (config with the seed sources filled in)
+    identities = {json.dumps(run_identity(paper.run_config(s, seed)), sort_keys=True) for s, seed in runs}
+    assert len(identities) == len(runs)
 
 
 def test_default_setting(paper):
@@ -128,7 +137,11 @@ def test_suites_per_table(paper):
     # c100_b1_bs256_lr0.1 is also the conventions table's ADR beta-1 row: suite aa (= cheap + AutoAttack)
     assert all(paper.suites_of(s) == ["cheap"] for s in cheap - {"default", "c100_b1_bs256_lr0.1"})
     assert paper.suites_of("c100_b1_bs256_lr0.1") == ["aa"]
-    assert [s for s in paper.settings if paper.run_config(s, 0)["log_batch_metrics"]] == ["default", "fixed"]
+    # batch metrics (1.5x per epoch): default, fixed, and the review's variants of default (so that only the
+    # studied key differs; the seed-source rows pool default's seed-0 run)
+    assert [s for s in paper.settings if paper.run_config(s, 0)["log_batch_metrics"]] == [
+        "default", "fixed", "rev_src_init", "rev_src_data", "rev_src_attack", "rev_pgd_at", "rev_alp",
+        "rev_fix_always", "rev_tpgd_ball"]
     assert paper.raw["figures"]["figure7"] == {"unstable": "lrsched_b1", "regular": "lrsched_b6"}
     assert paper.selection_threshold() == 0.08
 
@@ -289,8 +302,9 @@ def test_detection_settings_default_to_all_and_follow_the_key(paper):
     # config.yaml: settings: all = every setting the tables and figures read, so the detector never adds
     # training to `paper`: the conventions-only and crossarch-only settings are not in it
     assert paper.detection_settings() == paper.paper_settings()
-    assert set(paper.settings) - set(paper.detection_settings()) == {"conv_official_b1", "conv_official_b3",
-                                                                     "arch_preact_default", "arch_wrn_default"}
+    assert set(paper.settings) - set(paper.detection_settings()) == {
+        "conv_official_b1", "conv_official_b3", "arch_preact_default", "arch_wrn_default",
+        *(s for s in paper.review_settings() if s.startswith("rev_"))}
     assert len(paper.runs(paper.detection_settings())) == 219
     smoke = pc.load(SMOKE)
     assert "detection" not in yaml.safe_load(SMOKE.read_text())  # absent key = all settings

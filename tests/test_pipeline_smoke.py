@@ -41,9 +41,8 @@ def job_counts(out: str) -> dict[str, int]:
 def smoke(tmp_path_factory) -> tuple[Path, float, str]:
     work = tmp_path_factory.mktemp("smoke")
     t0 = time.perf_counter()
-    r = snakemake(work, "paper", "conventions", "crossarch", "results/summary.csv", "--cores", "2", "--configfile",
-                  str(SMOKE),
-                  "--show-failed-logs")
+    r = snakemake(work, "paper", "conventions", "crossarch", "review", "results/summary.csv", "--cores", "2",
+                  "--configfile", str(SMOKE), "--show-failed-logs")
     wall = time.perf_counter() - t0
     print(f"smoke pipeline: {wall:.0f} s")
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-5000:]
@@ -132,6 +131,31 @@ def test_smoke_crossarch_target(smoke):
     png, pdf = work / "figures" / "crossarch.png", work / "figures" / "crossarch.pdf"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_smoke_review_target(smoke):
+    """Every block of the review renders with its rows (from the smoke config's `review:` block) and columns."""
+    import pandas as pd
+
+    work = smoke[0]
+    review = yaml.safe_load(SMOKE.read_text())["review"]
+    tex = (work / "tables" / "review.tex").read_text()
+    header = re.search(r"^Row & .*\\\\$", tex, re.M).group(0)
+    assert [c.strip(" \\") for c in header.split("&")] == [
+        "Row", "Settings", "Unst.", "$P$", "95\\% CI", "0-of-$n$ bound", "Clean", "AutoAttack", "Gap"]
+    for q in ("Q1.", "Q2.", "Q3.", "Q4.", "Q5."):
+        assert q in tex, q
+    csv = pd.read_csv(work / "tables" / "review.csv")
+    for block in ("seed_sources", "beta", "methods", "noise"):
+        rows = csv[csv["block"] == block]
+        assert list(rows["row"].astype(str)) == [str(k) for k in review[block]], block
+        assert (rows["n"] > 0).all(), rows  # every row's runs were trained, evaluated and classified
+        assert rows["ci_low"].notna().all() and rows["block_test_p"].notna().all()
+    # the seed-source rows share default's seed-0 run (trained once): 1 + the source setting's seeds
+    assert list(csv[csv["block"] == "seed_sources"]["n"]) == [2, 2, 2]
+    assert set(csv[csv["block"] == "detectors"]["row"]) == {"FOSC", "SGCS", "GradAlign"}
+    assert (work / "figures" / "review.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (work / "figures" / "review.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_smoke_summary_and_selection(smoke):

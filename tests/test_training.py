@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from trades_instability.config.run import ConfigError
+from trades_instability.core import methods as core_methods
 from trades_instability.rundir.atomic_io import read_json
 from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, load_model
-from trades_instability.train import step as train_step
 from trades_instability.train.loop import BATCH_COLUMNS, EPOCH_COLUMNS, Diverged, Interrupted, Trainer, lr_at, train
 
 
@@ -208,7 +208,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_state
         Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
     kept = {p.name: sha(p) for p in tmp_path.rglob("*") if p.is_file()}
 
-    real = train_step.trades_parts
+    real = core_methods.trades_parts
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -218,7 +218,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_state
             return parts._replace(loss=parts.loss * float("nan"))
         return parts
 
-    monkeypatch.setattr(train_step, "trades_parts", poisoned)
+    monkeypatch.setattr(core_methods, "trades_parts", poisoned)
     with pytest.raises(Diverged, match=r"epoch 2, batch 1 \(global step 5\)"):
         train(cfg, tmp_path, log=lambda m: None)
     assert {p.name: sha(p) for p in tmp_path.rglob("*") if p.is_file()} == kept
@@ -316,13 +316,13 @@ def test_cli_bad_config_is_one_clear_error(tmp_path, capsys):
 
 
 def test_divergence_in_the_first_epoch_is_recorded_with_the_initial_weights(tmp_path, tiny_run_config, monkeypatch):
-    real = train_step.trades_parts
+    real = core_methods.trades_parts
 
     def poisoned(*args, **kwargs):
         parts = real(*args, **kwargs)
         return parts._replace(loss=parts.loss * float("nan"))
 
-    monkeypatch.setattr(train_step, "trades_parts", poisoned)
+    monkeypatch.setattr(core_methods, "trades_parts", poisoned)
     cfg = tiny_run_config(epochs=2)
     info = train(cfg, tmp_path, log=lambda m: None, on_diverge="record")
     assert info["status"] == "diverged" and info["epochs_completed"] == 0

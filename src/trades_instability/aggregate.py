@@ -25,7 +25,7 @@ from trades_instability.rundir.atomic_io import read_json
 
 EVAL_NUMBERS = (
     "clean_acc", "pgd10_acc", "square_acc", "autoattack_acc", "apgd_ce_acc", "apgd_t_acc", "fab_t_acc",
-    "fosc", "sgcs",
+    "fosc", "sgcs", "gradalign",
 )
 SUMMARY_COLUMNS = (
     # contract columns (what tables, figures and detection read), in this order

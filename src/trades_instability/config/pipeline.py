@@ -224,6 +224,20 @@ class PipelineConfig:
         named = (self.raw.get("detection") or {}).get("settings", "all")
         return self.paper_settings() if named == "all" else list(dict.fromkeys(named))
 
+    def review_entries(self) -> list[tuple[str, str, str]]:
+        """(key path, setting, entry) of every run entry of config ``review:`` (report/review.py parses them)."""
+        review = self.raw.get("review") or {}
+        out = [(f"review.{block}.{label}[{i}]", e.partition(":")[0], e)
+               for block, rows in review.items() if isinstance(rows, dict) and block != "detectors"
+               for label, entries in rows.items() for i, e in enumerate(entries)]
+        out += [(f"review.detectors.settings[{i}]", s, s)
+                for i, s in enumerate((review.get("detectors") or {}).get("settings", []))]
+        return out
+
+    def review_settings(self) -> list[str]:
+        """Settings the review target reads (its per-target aggregation and epochs.csv files)."""
+        return list(dict.fromkeys(s for _, s, _ in self.review_entries()))
+
     def selection_threshold(self) -> float:
         return float(self.raw["selection"]["unstable_threshold"])
 
@@ -352,14 +366,23 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
                 fail(f"defaults.{key} (as merged into {where}): {detail}")
             fail(f"{where}.overrides.{key}: {detail}")
 
-    # duplicate settings (same resolved config): trained twice for nothing
-    seen: dict[str, str] = {}
+    # no run trained twice: two runs with the same identity (resolved config, seed sources filled in) would
+    # train the same model. A setting may extend another with more seeds (review: beta 6) or vary one seed
+    # source of it (review: seed sources) as long as no run coincides.
+    seen: dict[str, tuple[str, int]] = {}
     for name in raw["settings"]:
-        key = json.dumps(cfg.run_config(name, 0), sort_keys=True)
-        if key in seen:
-            fail(f"settings.{name}: same run config as settings.{seen[key]} (a setting is a unique set of "
-                 f"overrides; name the shared setting in both tables instead)")
-        seen[key] = name
+        for seed in cfg.seeds(name):
+            key = json.dumps(run_config_mod.run_identity(cfg.run_config(name, seed)), sort_keys=True)
+            if key in seen:
+                other, other_seed = seen[key]
+                if other == name:
+                    fail(f"settings.{name}: seeds {other_seed} and {seed} train the same run (the setting fixes "
+                         f"init_seed, data_seed and attack_seed; vary one of them with the seed)")
+                why = ("a setting is a unique set of overrides; name the shared setting in both tables instead"
+                       if other_seed == seed else
+                       f"its seed {seed} trains the same run as seed {other_seed} there; drop that seed")
+                fail(f"settings.{name}: same run config as settings.{other} ({why})")
+            seen[key] = (name, seed)
 
     # tables / figures name existing settings that produce what they read
     names = list(raw["settings"])
@@ -416,6 +439,7 @@ def _check_target_needs(cfg: PipelineConfig, fail) -> None:
             for a in art.attacks:
                 need_attack("detection.settings", s, a.attack, art.attack_why(a))
     _check_conventions(cfg, fail, need_attack)
+    _check_review(cfg, fail, need_attack)
     for _art, path, s, req in sorted(late, key=lambda x: registry.ARTIFACTS.index(x[0])):
         if not meets(req, s):
             fail(f"{path}: " + req.message.format(setting=s))
@@ -446,6 +470,52 @@ def _check_conventions(cfg: PipelineConfig, fail, need_attack) -> None:
                     fail(f"{path}: setting {s!r} is trained with {grid.grid_key} {have!r}, not {value!r}")
                 for a in grid.attacks:
                     need_attack(path, s, a.attack, grid.attack_why(a))
+
+
+def _check_review(cfg: PipelineConfig, fail, need_attack) -> None:
+    """``review:`` names existing settings (and seeds of theirs) that evaluate what the review reports; the
+    settings pooled in one row train the same run config but for its seeds (so a row is one experiment); the
+    beta-6 row pools ``seeds_beta6`` runs."""
+    from trades_instability.report import registry
+
+    review = cfg.raw.get("review") or {}
+    art = registry.get("review", registry.REVIEW)
+    for path, setting, entry in cfg.review_entries():
+        if setting not in cfg.raw["settings"]:
+            fail(f"{path}: unknown setting {setting!r}; allowed: {', '.join(cfg.raw['settings'])}")
+        seeds = [int(x) for x in entry.partition(":")[2].split(",") if x]
+        missing = [x for x in seeds if x not in cfg.seeds(setting)]
+        if missing:
+            fail(f"{path}: setting {setting!r} has no seed(s) {missing}; its seeds: {cfg.seeds(setting)}")
+        for a in art.attacks:
+            need_attack(path, setting, a.attack, art.attack_why(a))
+        if path.split(".")[1] in registry.REVIEW_AUTOATTACK_BLOCKS:
+            need_attack(path, setting, "autoattack", f"the review's {path.split('.')[1]} block reports AutoAttack")
+    for block, rows in review.items():
+        if not isinstance(rows, dict) or block == "detectors":
+            continue
+        for label, entries in rows.items():
+            base = None
+            for i, entry in enumerate(entries):
+                setting = entry.partition(":")[0]
+                ident = run_config_mod.run_identity(cfg.run_config(setting, 0))
+                ident = {k: v for k, v in ident.items() if not k.endswith("_seed")}
+                if base is None:
+                    base = (setting, ident)
+                elif ident != base[1]:
+                    diff = sorted(k for k in set(ident) | set(base[1]) if ident.get(k) != base[1].get(k))
+                    fail(f"review.{block}.{label}[{i}]: setting {setting!r} differs from {base[0]!r} in "
+                         f"{', '.join(diff)}; a row pools runs of one experiment (only the seeds may differ)")
+    if "seeds_beta6" in review:
+        rows = (review.get("beta") or {})
+        entries = rows.get("6") or rows.get("6.0")
+        if not entries:
+            fail("review.beta: seeds_beta6 is set but there is no row '6' (the beta-6 settings)")
+        n = sum(len([x for x in e.partition(":")[2].split(",") if x]) or len(cfg.seeds(e.partition(":")[0]))
+                for e in entries)
+        if n != review["seeds_beta6"]:
+            fail(f"review.seeds_beta6: the beta-6 row pools {n} runs, not {review['seeds_beta6']}; give its "
+                 f"settings {review['seeds_beta6']} seeds in all")
 
 
 # --------------------------------------------------------------------------------- data check

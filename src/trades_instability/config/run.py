@@ -18,11 +18,12 @@ from typing import Any
 import yaml
 
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "synthetic")
-METHODS = ("trades", "modified")
+METHODS = ("trades", "modified", "pgd_at", "alp")  # core/methods.py: one row each
 VAL_SPLITS = ("test", "holdout")
 PRECISIONS = ("fp32", "bf16")
 BN_MODES = ("eval", "train")
-INIT_DISTS = ("normal", "uniform")
+INIT_DISTS = ("normal", "uniform", "eps_ball")
+FIX_MODES = ("triggered", "always")
 AWP_FORMS = ("official", "adr")
 # the model registry is models.ARCHITECTURES (name -> builder, source); its names are repeated here so that
 # validating a config does not import torch (core/models.py checks that both agree)
@@ -69,7 +70,9 @@ class AttackConfig:
     step_size: float = 2 / 255
     steps: int = 10
     init_std: float = 0.001  # TPGD starts at x + init_std * noise
-    init_dist: str = PRESET  # noise of the TPGD start: N(0, 1) (official TRADES) or U[0, 1) (ADR)
+    # noise of the TPGD start: N(0, 1) (official TRADES) or U[0, 1) (ADR), times init_std; or eps_ball: uniform in
+    # the eps-ball, PGD's start (Madry et al. 2018), init_std unused (the review's start variant)
+    init_dist: str = PRESET
     bn_mode: str = PRESET  # BatchNorm mode while the training adversary runs (official: eval, ADR: train)
 
 
@@ -95,11 +98,18 @@ class FixConfig:
     fosc_threshold: float = 0.1
     noise_std: float = 0.1
     noise_batches: int = 10
+    # triggered: Algorithm 1 (noise after an epoch whose validation FOSC exceeds the threshold); always: the same
+    # noise on the first noise_batches batches of every epoch (the review's always-on variant)
+    mode: str = "triggered"
 
 
 @dataclass
 class RunConfig:
     seed: int = 0
+    # the three sources of randomness (SEED_SOURCES), each defaulting to `seed` when null; seeds() resolves them
+    init_seed: int | None = None
+    data_seed: int | None = None
+    attack_seed: int | None = None
     # which code lineage the run follows; sets every key of CONVENTIONS[convention] that is not given (the
     # fields defaulting to PRESET), in __post_init__: the same whether built directly or from a mapping
     convention: str = "adr"
@@ -120,6 +130,9 @@ class RunConfig:
     # optimisation
     method: str = "trades"  # trades: TPGD inner max; modified: PGD on CE w.r.t. labels (Table 6)
     beta: float = 3.0
+    # ALP's logit-pairing weight lambda (method: alp): 0.5, train_lp_weight of the ALP command in
+    # tensorflow/models research/adversarial_logit_pairing/README.md (Kannan et al. 2018)
+    alp_lambda: float = 0.5
     epochs: int = 200
     batch_size: int = 256
     lr: float = 0.1
@@ -162,6 +175,31 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def seeds(self) -> dict[str, int]:
+        """The resolved seed of each source of randomness (SEED_SOURCES): a null key is `seed`."""
+        return {source: self.seed if getattr(self, f"{source}_seed") is None else getattr(self, f"{source}_seed")
+                for source in SEED_SOURCES}
+
+
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved run-config mapping with its three seed sources filled in and ``seed`` dropped: ``seed`` drives
+    nothing but their defaults, so two runs train the same model exactly when their identities are equal."""
+    out = dict(config)
+    seed = out.pop("seed")
+    for source in SEED_SOURCES:
+        if out.get(f"{source}_seed") is None:
+            out[f"{source}_seed"] = seed
+    return out
+
+
+# Which generator each seed key drives (train/loop.py builds them; run.json records this table with the values).
+SEED_SOURCES: dict[str, str] = {
+    "init": "torch's global generator while the model is built: the weight initialisation",
+    "data": "the CPU data generator: the shuffling of every epoch and the crop/flip augmentation",
+    "attack": "the device generator (seeded attack_seed + 1): the training attack's random starts and the fix's "
+              "noise; and the CPU generators of the validation PGD-10 starts (attack_seed * 100003 + epoch)",
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,6 +326,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         ("precision", cfg.precision, PRECISIONS), ("convention", cfg.convention, CONVENTION_NAMES),
         ("attack.init_dist", cfg.attack.init_dist, INIT_DISTS), ("awp.form", cfg.awp.form, AWP_FORMS),
         ("attack.bn_mode", cfg.attack.bn_mode, BN_MODES), ("arch", cfg.arch, ARCHS),
+        ("fix.mode", cfg.fix.mode, FIX_MODES),
     ]:
         _require(value in choices, key, f"must be one of {', '.join(choices)}, got {value!r}")
     # the official loop's repeated clean forward belongs to separate clean/adversarial forwards
@@ -296,7 +335,9 @@ def validate(cfg: RunConfig) -> RunConfig:
              "exists only with separate clean and adversarial forwards)")
     _require(bool(DEVICE_NAMES.match(cfg.device)), "device",
              f"must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
-    _require(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
+    for key, value in (("seed", cfg.seed), ("init_seed", cfg.init_seed), ("data_seed", cfg.data_seed),
+                       ("attack_seed", cfg.attack_seed)):
+        _require(value is None or value >= 0, key, f"must be >= 0, got {value}")
     _require(cfg.synthetic.seed >= 0, "synthetic.seed", f"must be >= 0, got {cfg.synthetic.seed}")
     for key, value in [  # counts
         ("epochs", cfg.epochs), ("batch_size", cfg.batch_size), ("width", cfg.width),
@@ -315,6 +356,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require_image_units(cfg.fix.noise_std, "fix.noise_std", allow_zero=True)
     _require(0 < cfg.lr <= 1, "lr", f"must be in (0, 1] (the paper uses 0.01-0.1), got {cfg.lr}")
     _require(cfg.beta >= 0, "beta", f"must be >= 0, got {cfg.beta}")
+    _require(cfg.alp_lambda >= 0, "alp_lambda", f"must be >= 0, got {cfg.alp_lambda}")
     _require(0 <= cfg.weight_decay < 1, "weight_decay", f"must be in [0, 1), got {cfg.weight_decay}")
     _require(0 <= cfg.momentum < 1, "momentum", f"must be in [0, 1), got {cfg.momentum}")
     _require(0 < cfg.lr_gamma <= 1, "lr_gamma", f"must be in (0, 1], got {cfg.lr_gamma}")

@@ -1,7 +1,8 @@
 """White-box L-inf attacks used for training and validation.
 
 * :func:`tpgd`  - TRADES' inner maximisation: maximise KL(p(x) || p(x_adv)), start at x + 0.001 N(0, 1)
-  (official trades.py) or x + 0.001 U[0, 1) (ADR's src/util/trades_attack.py).
+  (official trades.py) or x + 0.001 U[0, 1) (ADR's src/util/trades_attack.py), or (``init_dist="eps_ball"``,
+  the review's variant) uniformly in the eps-ball as PGD starts.
 * :func:`pgd`   - PGD on the cross-entropy w.r.t. the labels, uniform random start (validation PGD-10 and
   the inner maximisation of the "Modified" variant, Table 6).
 
@@ -69,6 +70,11 @@ def start_noise(x: torch.Tensor, generator: torch.Generator | None, dist: str = 
     return noise.to(x.device, non_blocking=True)
 
 
+def eps_ball_start(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+    """PGD's random start (Madry et al. 2018): x + U[-eps, eps]^d, clipped to the image range."""
+    return torch.clamp(x + (2 * start_noise(x, generator) - 1) * eps, 0.0, 1.0)
+
+
 def tpgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -91,7 +97,10 @@ def tpgd(
             with torch.no_grad():
                 logits_clean = model(x)
         p_clean = F.softmax(upcast(logits_clean.detach()), dim=1)
-        x_adv = x + init_std * start_noise(x, generator, init_dist)
+        if init_dist == "eps_ball":
+            x_adv = eps_ball_start(x, eps, generator)
+        else:
+            x_adv = x + init_std * start_noise(x, generator, init_dist)
         grads: list[torch.Tensor] = []
         for _ in range(steps):
             x_adv.requires_grad_(True)
@@ -122,7 +131,7 @@ def pgd(
     with bn_mode(model, mode):
         x_adv = x.clone()
         if random_start:
-            x_adv = torch.clamp(x + (2 * start_noise(x, generator) - 1) * eps, 0.0, 1.0)
+            x_adv = eps_ball_start(x, eps, generator)
         grads: list[torch.Tensor] = []
         for _ in range(steps):
             x_adv.requires_grad_(True)

@@ -4,6 +4,9 @@
   ``eps * ||g||_1 - <x_adv - x, g>`` per example, g the gradient of that example's own CE loss at x_adv.
 * :func:`sgcs` - Step-wise Gradient Cosine Similarity (eq. 3): mean over ordered pairs i != j of
   cos(sign(g_i), sign(g_j)) over the k steps of an attack, per example.
+* :func:`gradalign` - GradAlign's gradient alignment (Andriushchenko & Flammarion, NeurIPS 2020, eq. 6 without
+  the ``1 -``): per example cos(grad_x CE(x), grad_x CE(x + eta)), eta ~ U[-eps, eps]^d; the review's third
+  detector beside FOSC and SGCS (catastrophic overfitting shows as alignment falling towards 0).
 * :func:`grad_norm`, :func:`grad_cosine` - the batch-level metrics of Appendix G over parameter gradients.
 """
 
@@ -15,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trades_instability.core.attacks import start_noise
 from trades_instability.core.losses import upcast
 
 
@@ -55,6 +59,32 @@ def sgcs(step_grads: Sequence[torch.Tensor]) -> torch.Tensor:
         sq_norms = n2 if sq_norms is None else sq_norms + n2
     pair_sum = (total * total).sum(1) - sq_norms
     return (pair_sum / (k * (k - 1))).to(step_grads[0].dtype)
+
+
+def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The input gradient of each example's own CE loss (summed over the batch: no 1/B scaling)."""
+    x = x.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(upcast(model(x)), y, reduction="sum"), x)
+    return g
+
+
+# GradAlign's noise comes from a generator of its own, seeded this far from the seed of the PGD starts it sits
+# beside (validation and evaluation), so that adding it changed no PGD-10 start
+GRADALIGN_STREAM = 2**40
+
+
+def gradalign(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Per-example cos(grad_x CE(x), grad_x CE(x + eta)) with eta ~ U[-eps, eps]^d drawn from ``generator``
+    (tml-epfl/understanding-fast-adv-training: get_uniform_delta, get_input_grad; x + eta clipped to the image
+    range). An example whose gradient is exactly zero at either point has no direction and reads 0, as in
+    :func:`sgcs` (the official regulariser drops such examples from its mean instead; a shattered-gradient model
+    would then have no value at all). Use the model in eval mode."""
+    eta = (2 * start_noise(x, generator) - 1) * eps
+    g_x = input_grad(model, x, y).flatten(1).double()
+    g_eta = input_grad(model, torch.clamp(x.detach() + eta, 0.0, 1.0), y).flatten(1).double()
+    return F.cosine_similarity(g_x, g_eta, dim=1, eps=1e-300).to(x.dtype)
 
 
 def grad_norm(grads: Sequence[torch.Tensor | None]) -> float:

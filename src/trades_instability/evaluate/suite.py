@@ -67,7 +67,7 @@ ATTACK_KEYS: dict[str, str] = {"apgd-ce": "apgd_ce_acc", "apgd-t": "apgd_t_acc",
 
 NUMBER_KEYS: tuple[str, ...] = (
     "clean_acc", "pgd10_acc", "square_acc", "autoattack_acc", "apgd_ce_acc", "apgd_t_acc", "fab_t_acc",
-    "fosc", "sgcs", "gap_pgd_square", "gap_pgd_aa", "worst_case_acc",
+    "fosc", "sgcs", "gradalign", "gap_pgd_square", "gap_pgd_aa", "worst_case_acc",
 )
 
 
@@ -223,11 +223,13 @@ def pgd_eval(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float, steps: int,
     batch_size: int, seed: int,
 ) -> dict[str, torch.Tensor]:
-    """PGD-k (CE, random start) with per-example robust flags, FOSC and SGCS of the same examples.
+    """PGD-k (CE, random start) with per-example robust flags, FOSC and SGCS of the same examples, and GradAlign
+    at the clean inputs (its noise from a generator of its own, so the PGD starts do not depend on it).
 
-    Returns CPU tensors ``flags`` (bool), ``fosc``, ``sgcs`` and ``x_adv`` (the PGD examples)."""
+    Returns CPU tensors ``flags`` (bool), ``fosc``, ``sgcs``, ``gradalign`` and ``x_adv`` (the PGD examples)."""
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same starts on every device (attacks.start_noise)
-    flags, foscs, sgcss, advs = [], [], [], []
+    gen_align = torch.Generator().manual_seed(seed + metrics.GRADALIGN_STREAM)
+    flags, foscs, sgcss, aligns, advs = [], [], [], [], []
     for s in range(0, x.shape[0], batch_size):
         xb, yb = x[s : s + batch_size], y[s : s + batch_size]
         res = attacks.pgd(model, xb, yb, eps=eps, step_size=step_size, steps=steps, random_start=True,
@@ -239,9 +241,11 @@ def pgd_eval(
         (grad,) = torch.autograd.grad(F.cross_entropy(logits.float(), yb, reduction="sum"), x_adv)
         foscs.append(metrics.fosc_from_grad(xb, x_adv.detach(), grad, eps).detach().cpu())
         sgcss.append(metrics.sgcs(res.step_grads).cpu())
+        aligns.append(metrics.gradalign(model, xb, yb, eps, gen_align).detach().cpu())
         flags.append((logits.detach().argmax(1) == yb).cpu())
         advs.append(res.x_adv.cpu())
-    return {"flags": torch.cat(flags), "fosc": torch.cat(foscs), "sgcs": torch.cat(sgcss), "x_adv": torch.cat(advs)}
+    return {"flags": torch.cat(flags), "fosc": torch.cat(foscs), "sgcs": torch.cat(sgcss),
+            "gradalign": torch.cat(aligns), "x_adv": torch.cat(advs)}
 
 
 AA_AUTO_START = 4096  # first AutoAttack batch tried on a GPU when aa_batch_size is null
@@ -345,6 +349,7 @@ def evaluate_model(
                 every_attack.append(p["flags"])
                 res["fosc"] = float(p["fosc"].double().mean())
                 res["sgcs"] = float(p["sgcs"].double().mean())
+                res["gradalign"] = float(p["gradalign"].double().mean())
                 timings["pgd10"] = time.perf_counter() - t
             # pyautoattack's own check warnings, by flag name, from every AutoAttack call below
             aa_flag_log = stack.enter_context(autoattack_eval.collect_flags(log))

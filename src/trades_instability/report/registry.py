@@ -33,7 +33,7 @@ from trades_instability.config.run import ARCHS, CONVENTION_NAMES
 from trades_instability.rundir import layout
 
 # the kinds of artifact; `section` of a table / figure is "tables" / "figures", of the others their own name
-TABLE, FIGURE, COMPARISON, DETECTION, GRID = "table", "figure", "comparison", "detection", "grid"
+TABLE, FIGURE, COMPARISON, DETECTION, GRID, REVIEW = "table", "figure", "comparison", "detection", "grid", "review"
 
 # where an output lives: {tables_dir} or {figures_dir}
 TABLES_DIR, FIGURES_DIR = "tables", "figures"
@@ -231,10 +231,20 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("conventions", GRID, _TEX + _PDF_PNG, attacks=_GRID_ATTACKS, in_paper=False,
              builder="trades_instability.report.grids:render_grid_table", template="conventions.tex.j2",
              shared_templates=TABLE_TEMPLATES, grid_key="convention", grid_values=CONVENTION_NAMES),
+    # ---- the reviewers' questions answered by experiment (report/review.py; spec: config `review:`)
+    Artifact("review", REVIEW,
+             (Output("tex", TABLES_DIR, ".tex"), Output("csv", TABLES_DIR, ".csv", target=False)) + _PDF_PNG,
+             run_files=(layout.EPOCHS_CSV,), in_paper=False,
+             attacks=(Attack("pgd10", "the review's P(Unstable) is PGD-10 - Square >= threshold"),
+                      Attack("square", _UNSTABLE_RULE)),
+             builder="trades_instability.report.review:render_review", template="review.tex.j2"),
     Artifact("crossarch", GRID, _TEX + _PDF_PNG, attacks=_GRID_ATTACKS, in_paper=False,
              builder="trades_instability.report.grids:render_grid_table", template="crossarch.tex.j2",
              shared_templates=TABLE_TEMPLATES, grid_key="arch", grid_values=ARCHS),
 )
+
+# the review's blocks whose rows report AutoAttack (their settings must evaluate it; report/review.py)
+REVIEW_AUTOATTACK_BLOCKS = ("methods", "noise")
 
 REGISTRY: dict[str, Artifact] = {a.name: a for a in ARTIFACTS}
 
@@ -273,8 +283,8 @@ def configured(raw: Mapping[str, Any], kind: str) -> list[Artifact]:
         for n in section:
             get(n, kind)
         return [a for a in of_kind(kind) if a.name in section]
-    if kind == GRID:
-        return [a for a in of_kind(GRID) if raw.get(a.name)]
+    if kind in (GRID, REVIEW):
+        return [a for a in of_kind(kind) if raw.get(a.name)]
     return of_kind(kind)
 
 

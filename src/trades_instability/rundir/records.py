@@ -24,7 +24,7 @@ from trades_instability.rundir.checkpoint import CheckpointError
 
 EPOCH_COLUMNS = [
     "epoch", "lr", "train_loss", "train_ce", "train_kl", "train_clean_acc", "train_adv_acc",
-    "val_clean_acc", "val_pgd_acc", "val_fosc", "val_sgcs",
+    "val_clean_acc", "val_pgd_acc", "val_fosc", "val_sgcs", "val_gradalign",
     "w_grad_norm", "ce_norm", "kl_norm", "grad_cosine_similarity",
     "noise_batches", "fosc_over_threshold", "is_best", "epoch_time_s",
 ]

@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from trades_instability.config.run import RunConfig
+from trades_instability.config.run import SEED_SOURCES, RunConfig
 from trades_instability.core.awp import build_awp
 from trades_instability.core.memory_format import compile_options, use_channels_last
+from trades_instability.core.metrics import GRADALIGN_STREAM
 from trades_instability.core.models import build_model, input_normalization
 from trades_instability.data.augment import augment_batch
 from trades_instability.data.datasets import DataSplits, iterate_batches, load_splits
@@ -44,6 +45,7 @@ from trades_instability.runtime import (
     library_versions,
     resolve_device,
 )
+from trades_instability.train import algorithm1
 from trades_instability.train.checkpointing import Checkpoints, model_meta
 from trades_instability.train.errors import Diverged, Interrupted
 from trades_instability.train.optim import build_optimizer, lr_at
@@ -92,7 +94,8 @@ class Trainer:
         """Data on the device, model, optimiser, AWP, generators, a fresh state; the step and the
         checkpoints built on them. Nothing is written."""
         cfg, dev = self.cfg, self.device
-        torch.manual_seed(cfg.seed)
+        seeds = cfg.seeds()  # config/run.py SEED_SOURCES: which generator each source drives
+        torch.manual_seed(seeds["init"])
         self.splits = self._data or load_splits(cfg)
         self.train_set = self.splits.train.to(dev)
         self.val_set = self.splits.val.to(dev)
@@ -108,9 +111,9 @@ class Trainer:
                     if cfg.awp.enabled else None)
         # Data order and augmentation draw from a CPU generator (identical on CPU and GPU);
         # attack starts and the fix's noise from a generator on the device.
-        self.gen_data = torch.Generator().manual_seed(cfg.seed)
-        self.gen_dev = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
-        self.state = TrainState()
+        self.gen_data = torch.Generator().manual_seed(seeds["data"])
+        self.gen_dev = torch.Generator(device=dev).manual_seed(seeds["attack"] + 1)
+        self.state = TrainState(noise_left=algorithm1.initial_noise_budget(cfg.fix))
         self.batch_rows: list[dict[str, Any]] = []
         self.step = TradesStep(cfg, self.model, self.optimizer, self.gen_dev, forward_model=self.forward_model,
                                awp=self.awp, autocast=self.autocast)
@@ -189,7 +192,7 @@ class Trainer:
             self._write_logs()
         self.log(f"training {cfg.method} beta={cfg.beta} on {cfg.dataset} ({len(self.train_set)} train / "
                  f"{len(self.val_set)} val) for {cfg.epochs} epochs, batch {cfg.batch_size}, device {self.device}, "
-                 f"seed {cfg.seed}")
+                 f"seed {cfg.seed} (init/data/attack {'/'.join(str(v) for v in cfg.seeds().values())})")
         t_run = time.perf_counter()
         diverged = None
         with self.signals.installed():
@@ -216,6 +219,7 @@ class Trainer:
             "best_val_pgd_acc": s.best_pgd_acc if s.best_epoch else None,
             "diverged": diverged,
             "seed": cfg.seed,
+            "seed_sources": {k: {"seed": v, "drives": SEED_SOURCES[k]} for k, v in cfg.seeds().items()},
             "device": device_description(self.device),
             "versions": library_versions(),
             "timings": {
@@ -236,28 +240,25 @@ class Trainer:
         try:
             row = self.train_epoch(epoch)
             # a CPU generator: the validation PGD starts are the same on CPU and GPU (attacks.start_noise)
-            val_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            val = validate(self.forward_model, self.val_set, cfg, self.device, val_gen, self.autocast,
-                           self.signals.requested, channels_last=self.channels_last)
+            val_seed = cfg.seeds()["attack"] * 100_003 + epoch
+            val = validate(self.forward_model, self.val_set, cfg, self.device, torch.Generator().manual_seed(val_seed),
+                           self.autocast, self.signals.requested, channels_last=self.channels_last,
+                           gradalign_generator=torch.Generator().manual_seed(val_seed + GRADALIGN_STREAM))
         except (Interrupted, Diverged):
             del self.batch_rows[rows_before:]
             raise
         if not all(math.isfinite(v) for v in (val["fosc"], val["clean_acc"])):
             raise Diverged(epoch, s.step, -1, "validation output")
-        over = val["fosc"] > cfg.fix.fosc_threshold
-        # Algorithm 1: a checkpoint whose FOSC exceeds the threshold is never selected (only when the fix is on;
-        # vanilla TRADES selects by PGD-10 accuracy alone, as in the paper's Unstable runs).
-        eligible = not (cfg.fix.enabled and over)
-        is_best = eligible and val["pgd_acc"] > s.best_pgd_acc
-        if cfg.fix.enabled and over:
-            s.noise_left = cfg.fix.noise_batches
+        over, is_best, s.noise_left = algorithm1.decide(cfg.fix, fosc=val["fosc"], pgd_acc=val["pgd_acc"],
+                                                        best_pgd_acc=s.best_pgd_acc, noise_left=s.noise_left)
         s.epoch = epoch
         if is_best:
             s.best_pgd_acc, s.best_epoch = val["pgd_acc"], epoch
         dt = time.perf_counter() - t0
         s.train_time_s += dt
         row.update(val_clean_acc=val["clean_acc"], val_pgd_acc=val["pgd_acc"], val_fosc=val["fosc"],
-                   val_sgcs=val["sgcs"], fosc_over_threshold=over, is_best=is_best, epoch_time_s=dt)
+                   val_sgcs=val["sgcs"], val_gradalign=val["gradalign"], fosc_over_threshold=over, is_best=is_best,
+                   epoch_time_s=dt)
         s.epoch_rows.append(row)
         # last.pt first: everything after it (CSVs, best.pt, snapshot) is derived from it and is redone
         # on resume if a crash interrupts this sequence (Checkpoints.resume, RunFiles.reconcile_logs)
@@ -293,7 +294,7 @@ class Trainer:
             last_val = s.epoch_rows[-1]
             self.checkpoints.save_best(s.epoch, {
                 "clean_acc": last_val["val_clean_acc"], "pgd_acc": last_val["val_pgd_acc"],
-                "fosc": last_val["val_fosc"], "sgcs": last_val["val_sgcs"]})
+                "fosc": last_val["val_fosc"], "sgcs": last_val["val_sgcs"], "gradalign": last_val["val_gradalign"]})
             self.log("no epoch had validation FOSC under the threshold: best.pt is the final model")
             return "fallback_last_epoch"
         return "best_val_pgd_acc"
@@ -304,7 +305,7 @@ class Trainer:
             weights = load_checkpoint(last)["model"]
         else:  # diverged in epoch 1: the initial weights, rebuilt from the seed
             self.log("best.pt holds the initial weights (no epoch completed before the divergence)")
-            torch.manual_seed(self.cfg.seed)
+            torch.manual_seed(self.cfg.seeds()["init"])
             weights = self.build_model().state_dict()
         self.model.load_state_dict(weights)
         self.checkpoints.save_best(self.state.epoch, {})

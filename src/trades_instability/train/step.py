@@ -3,11 +3,13 @@
 Read top to bottom, :meth:`TradesStep.__call__` is the whole step:
 
 1. Algorithm 1, line 8: Gaussian noise on the batch while the fix's noise budget lasts;
-2. the inner maximisation: TPGD on the KL to the clean prediction (``method: trades``) or PGD on the
-   cross-entropy (``method: modified``), starts drawn from the device generator;
-3. AWP (when on this epoch): perturb the weights with the batch's TRADES loss;
-4. the TRADES loss, with the forwards of the run's convention (core/losses.py), inside AWP's context;
-5. backward: plainly, or (``log_batch_metrics``) as separate CE and KL gradients, whose norms are logged;
+2. the inner maximisation of the run's method (core/methods.py): TPGD on the KL to the clean prediction
+   (``trades``) or PGD on the cross-entropy (``modified``, ``pgd_at``, ``alp``), starts from the device generator;
+3. AWP (when on this epoch): perturb the weights with the batch's loss;
+4. the method's outer loss (TRADES, PGD-AT or ALP; core/losses.py), with the forwards of the run's convention,
+   inside AWP's context;
+5. backward: plainly, or (``log_batch_metrics``) as separate CE and pairing-term (TRADES: KL) gradients, whose
+   norms are logged;
 6. the optimiser step, with AWP's perturbation removed before (ADR) or after (official) it;
 7. with ``log_batch_metrics``, Appendix G's cosine between the full-loss gradients before and after it.
 
@@ -30,7 +32,8 @@ from torch import nn
 
 from trades_instability.config.run import RunConfig
 from trades_instability.core.attacks import pgd, tpgd
-from trades_instability.core.losses import TradesParts, trades_parts
+from trades_instability.core.losses import TradesParts
+from trades_instability.core.methods import method
 from trades_instability.core.metrics import grad_cosine, grad_norm
 from trades_instability.train.errors import Diverged
 from trades_instability.train.optim import lr_at
@@ -53,7 +56,7 @@ class StepCounters(Protocol):
 
 
 class TradesStep:
-    """One optimiser step of TRADES (or "Modified" TRADES, or TRADES-AWP) on one batch."""
+    """One optimiser step of the run's method (TRADES, "Modified" TRADES, PGD-AT or ALP; with AWP or not)."""
 
     FINITE_CHECK_EVERY = 25  # steps between two host-side finiteness checks (without log_batch_metrics)
 
@@ -76,6 +79,7 @@ class TradesStep:
         self.awp = awp  # core/awp.py: OfficialAWP | ADRAWP | None
         self.autocast = autocast
         self.params = list(model.parameters())
+        self.method = method(cfg.method)  # core/methods.py: the inner maximisation and the outer loss
 
     def start_epoch(self, epoch: int) -> EpochStats:
         """Set the epoch's learning rate and return fresh (device-side) epoch statistics."""
@@ -132,32 +136,34 @@ class TradesStep:
         return x + self.cfg.fix.noise_std * torch.randn(x.shape, generator=self.generator, device=x.device)
 
     def inner_max(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The adversarial examples of the batch: TPGD (the clean prediction computed once) or PGD."""
-        cfg, a = self.cfg, self.cfg.attack
-        if cfg.method == "trades":
+        """The adversarial examples of the batch, by the method's attack: TPGD (the clean prediction computed
+        once) or PGD from a uniform start in the eps-ball."""
+        a = self.cfg.attack
+        if self.method.attack == "tpgd":
             return tpgd(self.forward_model, x, eps=a.eps, step_size=a.step_size, steps=a.steps,
                         init_std=a.init_std, init_dist=a.init_dist, mode=a.bn_mode, generator=self.generator).x_adv
         return pgd(self.forward_model, x, y, eps=a.eps, step_size=a.step_size, steps=a.steps,
                    random_start=True, mode=a.bn_mode, generator=self.generator).x_adv
 
     def loss_fn(self, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> Callable[[nn.Module], TradesParts]:
-        """The TRADES loss of this batch for a given model, forwards as the convention makes them."""
-        cfg = self.cfg
-        return lambda model: trades_parts(model, x, x_adv, y, cfg.beta, joint_forward=cfg.joint_forward,
-                                          repeat_clean_forward=cfg.repeat_clean_forward)
+        """The method's outer loss of this batch for a given model, forwards as the convention makes them."""
+        cfg, outer = self.cfg, self.method.outer
+        return lambda model: outer(cfg, model, x, x_adv, y)
 
     def backward_with_metrics(self, parts: TradesParts, epoch: int, batch: int, step: int,
                               noised: bool) -> dict[str, Any]:
-        """The gradient as the sum of the CE and the beta-weighted KL gradients, left in ``.grad``; the
-        batch's row with the loss terms and both gradient norms. Checks the loss at once (the row
-        needs host values anyway)."""
+        """The gradient as the sum of the CE and the weighted pairing-term (TRADES: beta * KL) gradients, left in
+        ``.grad``; the batch's row with the loss terms and both gradient norms. Checks the loss at once (the row
+        needs host values anyway). PGD-AT has no pairing term: its gradient is zero."""
         if not torch.isfinite(parts.loss):
             raise Diverged(epoch, step, batch, "loss")
         row: dict[str, Any] = {"epoch": epoch, "batch": batch, "step": step,
                                "loss": parts.loss.item(), "ce": parts.ce.item(), "kl": parts.kl.item(),
                                "noised": noised}
-        g_ce = torch.autograd.grad(parts.ce, self.params, retain_graph=True)
-        g_kl = torch.autograd.grad(self.cfg.beta * parts.kl, self.params)
+        pair = parts.weight * parts.kl
+        g_ce = torch.autograd.grad(parts.ce, self.params, retain_graph=pair.requires_grad)
+        g_kl = (torch.autograd.grad(pair, self.params) if pair.requires_grad
+                else tuple(torch.zeros_like(p) for p in self.params))
         for p, a, c in zip(self.params, g_ce, g_kl, strict=True):
             p.grad = a + c
         row.update(ce_norm=grad_norm(g_ce), kl_norm=grad_norm(g_kl))

@@ -66,8 +66,9 @@ class WorkflowPaths:
         # read the settings of the paper's tables and figures only (detection: unless detection.settings
         # names others), so that `paper` never trains what only the conventions target needs
         self.grids = [a.name for a in registry.configured(pc.raw, registry.GRID)]  # conventions, crossarch
+        self.reviews = [a.name for a in registry.configured(pc.raw, registry.REVIEW)]  # the review target
         self.agg_targets = (self.tables + self.figures + list(registry.names(registry.COMPARISON))
-                            + list(registry.names(registry.DETECTION)) + self.grids)
+                            + list(registry.names(registry.DETECTION)) + self.grids + self.reviews)
 
     def artifact_names(self, kind: str) -> str:
         """Regex of every registered artifact name of ``kind`` (a rule's wildcard constraint, e.g. table1..7)."""
@@ -178,6 +179,8 @@ class WorkflowPaths:
             return self.pc.detection_settings()
         if art.kind == registry.GRID:
             return self.pc.grid_settings(target)
+        if art.kind == registry.REVIEW:
+            return self.pc.review_settings()
         if art.kind == registry.COMPARISON:
             return self.pc.paper_settings(tables_only=True)
         return self.pc.target_settings(art.section, target)
