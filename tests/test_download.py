@@ -284,7 +284,7 @@ def test_workflow_downloads_before_training_or_stops_when_off(tmp_path):
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["settings"] = {"a": {"overrides": {"dataset": "cifar100", "epochs": 1}, "seeds": [0, 1],
                              "suites": ["cheap"]}}
-    for k in ("tables", "figures", "conventions", "crossarch"):
+    for k in ("tables", "figures", "conventions", "crossarch", "review"):
         cfg.pop(k, None)
     conf = tmp_path / "c100.yaml"
     conf.write_text(yaml.safe_dump(cfg))

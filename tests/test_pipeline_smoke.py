@@ -247,7 +247,7 @@ def _two_gpu_trainings(tmp_path: Path, monkeypatch, *extra: str) -> tuple[str, i
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0, 1], "suites": ["cheap"]}}
     cfg["resources"]["train"]["gpu"] = 1
-    for k in ("tables", "figures", "conventions", "crossarch"):
+    for k in ("tables", "figures", "conventions", "crossarch", "review"):
         cfg.pop(k)
     conf = tmp_path / "gpu.yaml"
     conf.write_text(yaml.safe_dump(cfg))
@@ -292,7 +292,7 @@ def test_moving_the_data_or_the_clone_reruns_nothing(tmp_path: Path):
 
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0], "suites": ["cheap"]}}
-    for k in ("tables", "figures", "conventions", "crossarch"):
+    for k in ("tables", "figures", "conventions", "crossarch", "review"):
         cfg.pop(k, None)
     conf = tmp_path / "one.yaml"
     conf.write_text(yaml.safe_dump(cfg))

@@ -23,7 +23,7 @@ from trades_instability.workflow.paths import WorkflowPaths
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "tests" / "configs" / "smoke.yaml"
-TARGETS = ["paper", "conventions", "crossarch", "results/summary.csv"]
+TARGETS = ["paper", "conventions", "crossarch", "review", "results/summary.csv"]
 
 
 def test_every_artifacts_code_exists_and_is_an_input():
