@@ -261,11 +261,11 @@ def planted_rows(report: DetectionReport) -> list[str]:
     """LaTeX rows of the planted block: one per planted run."""
     rows = []
     for p in report.planted:
-        caught = {True: "yes", False: r"	extbf{no}", None: "--"}[p.unstable]
+        caught = {True: "yes", False: "no", None: "--"}[p.unstable]
         rows.append(" & ".join([
             f"{latex_escape(p.setting)}/{p.seed}" + (" (fix)" if p.fix else ""), latex_escape(p.plant), caught,
             _cell(p.gap, "+.4f"), _cell(p.peak_fosc) + (f" (ep. {p.peak_fosc_epoch})" if p.peak_fosc_epoch else ""),
-            "yes" if p.flagged else r"	extbf{no}", _cell(p.peak_sgcs, ".3f"), _cell(p.test_fosc), _cell(p.test_sgcs, ".3f"),
+            "yes" if p.flagged else "no", _cell(p.peak_sgcs, ".3f"), _cell(p.test_fosc), _cell(p.test_sgcs, ".3f"),
         ]))
     return rows
 
