@@ -227,7 +227,8 @@ def test_smoke_planted_control_runs_the_central_case_end_to_end(smoke):
     # its FOSC reads 0 (FOSC is blind to shattered gradients); the window run's FOSC over the threshold
     det = pd.read_csv(work / "tables" / "detection.csv")
     assert set(det["label"]) == {"Unstable", "Regular"}
-    assert det[det["planted"]].set_index("seed")["label"].to_dict() == {quantized: "Unstable", window: "Regular"}
+    labels = det[det["setting"] == "default"].set_index("seed")["label"].to_dict()
+    assert labels == {quantized: "Unstable", window: "Regular"}
     dtex = (work / "tables" / "detection.tex").read_text()
     assert "tab:detection-planted" in dtex
     assert re.search(rf"^default/{quantized} & quantize levels=8 & yes & \+0\.\d+ & 0\.0000 \(ep\. 1\) & no & "

@@ -196,8 +196,7 @@ def test_pipeline_plants_only_the_listed_seeds_and_fixed_alike():
     assert cfg.run_config("s_b1_bs64_lr0.1", 0)["plant_masking"]["kind"] == "none"
     assert cfg.plant_of("fixed", 1) == cfg.plant_of("default", 1) and cfg.plant_of("fixed", 0) == cfg.plant_of("default", 0)
     assert cfg.plant_of("modified", 0) is None
-    # unplanted: the run config's text is what it was before the key existed (no rerun of a finished sweep)
-    assert "plant_masking" not in cfg.run_config_yaml("modified", 0)
+    assert "PLANTED" not in cfg.run_config_yaml("modified", 0)
     text = cfg.run_config_yaml("default", 1)
     assert "PLANTED" in text and yaml.safe_load(text)["plant_masking"]["kind"] == "quantize"
 
@@ -301,4 +300,5 @@ def test_detection_planted_block_shows_what_fosc_reads_on_the_control(tmp_path):
     assert "tab:detection-planted" in tex and "default/2 & quantize levels=8 & yes & +0.4000 & 0.0000" in tex
     assert "FOSC and SGCS read 0" in tex
     runs = pd.read_csv(tmp_path / "d.csv")
-    assert runs.set_index("seed")["planted"].to_dict() == {0: False, 1: False, 2: True}
+    assert runs.set_index("seed")["label"].to_dict() == {0: "Regular", 1: "Regular", 2: "Unstable"}  # still counted
+    assert "planted (a positive control, see the planted block): default/2" in tex

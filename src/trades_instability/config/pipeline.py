@@ -179,8 +179,7 @@ class PipelineConfig:
     def run_config_yaml(self, setting: str, seed: int | str, *, with_data_root: bool = True) -> str:
         """The run config as deterministic YAML text (what the run_config rule writes; without
         ``data_root`` the rule appends that line itself). Block YAML with sorted keys; ``seed`` and
-        ``data_root`` are the last lines. An unplanted run's text has no ``plant_masking`` (its default):
-        the key's arrival does not rerun the finished runs of a sweep."""
+        ``data_root`` are the last lines; a planted run's text says so in its header."""
         cache = self.__dict__.setdefault("_yaml", {})
         plant = self.plant_of(setting, seed)
         key = (setting, json.dumps(plant, sort_keys=True))
@@ -188,8 +187,6 @@ class PipelineConfig:
             cfg = self.run_config(setting, seed)
             cfg.pop("seed")
             cfg.pop("data_root")
-            if plant is None:
-                cfg.pop("plant_masking")
             cache[key] = yaml.safe_dump(cfg, sort_keys=True, default_flow_style=False)
         header = (f"# resolved run config of setting '{setting}', seed {seed}: written by the workflow (rule\n"
                   "# run_config) from the pipeline config; edit that, not this file\n")
@@ -495,6 +492,8 @@ def _check_plants(cfg: PipelineConfig, fail) -> None:
         if not spec or k1 not in spec or k2 not in spec:
             continue
         a, b = spec[k1], spec[k2]
+        if a not in settings or b not in settings:  # named and refused by the target checks
+            continue
         for x in sorted(set(cfg.seeds(a)) & set(cfg.seeds(b))):
             pa, pb = cfg.plant_of(a, x), cfg.plant_of(b, x)
             if pa != pb:

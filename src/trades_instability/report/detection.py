@@ -320,19 +320,17 @@ def table_rows(report: DetectionReport) -> list[list[str]]:
 def runs_frame(report: DetectionReport) -> pd.DataFrame:
     """One row per run: label, peak FOSC, first epoch over the calibrated / configured threshold."""
     t_cal = report.pooled.threshold
-    planted = {(p.setting, p.seed) for p in report.planted}
     recs = []
     for t in report.traces:
         recs.append({
             "setting": t.setting, "seed": t.seed, "label": "Unstable" if t.unstable else "Regular",
-            "planted": (t.setting, t.seed) in planted,
             "best_epoch": t.best_epoch, "peak_val_fosc": round(t.peak, 6), "peak_epoch": t.peak_epoch,
             "calibrated_threshold": None if t_cal is None else round(t_cal, 6),
             "first_epoch_over_calibrated": None if t_cal is None else t.first_over(t_cal),
             "configured_threshold": t.fosc_threshold,
             "first_epoch_over_configured": t.first_over(t.fosc_threshold),
         })
-    cols = ["setting", "seed", "label", "planted", "best_epoch", "peak_val_fosc", "peak_epoch", "calibrated_threshold",
+    cols = ["setting", "seed", "label", "best_epoch", "peak_val_fosc", "peak_epoch", "calibrated_threshold",
             "first_epoch_over_calibrated", "configured_threshold", "first_epoch_over_configured"]
     return pd.DataFrame(recs, columns=cols, dtype=object)  # object: epochs stay integers beside empty cells
 
