@@ -259,6 +259,10 @@ def test_planted_runs_never_enter_the_comparison_with_the_paper():
 
     t3 = build_table("table3", specs["table3"], df, selection)  # the pipeline's own table shows the control
     assert t3.find("Unstable", "PGD-10").value == pytest.approx(0.50) and t3.find("Fixed", "PGD-10").value is not None
+    assert any("not a finding" in n and "default seed 2 (quantize levels=8)" in n and "fixed seed 2" in n
+               for n in t3.notes), t3.notes  # said under the table, never hidden
+    t1 = build_table("table1", specs["table1"], df, selection)
+    assert t1.panels[0].row_headers["Unstable"] == "Unstable (seed 2, planted)"
     frame = comparison.comparison_frame(df, selection, specs)
     assert not frame["seeds"].astype(str).str.contains("2").any(), frame[["table", "row", "column", "seeds"]]
     unstable = frame[(frame["table"] == "table3") & (frame["row"] == "Unstable")]
