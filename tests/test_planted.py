@@ -261,6 +261,10 @@ def test_planted_runs_never_enter_the_comparison_with_the_paper():
     assert t3.find("Unstable", "PGD-10").value == pytest.approx(0.50) and t3.find("Fixed", "PGD-10").value is not None
     assert any("not a finding" in n and "default seed 2 (quantize levels=8)" in n and "fixed seed 2" in n
                for n in t3.notes), t3.notes  # said under the table, never hidden
+    from trades_instability.report.figures import planted_note
+
+    assert planted_note(df, ["default"]) == "planted gradient masking (a positive control, not a finding): default seed 2"
+    assert planted_note(df[df["seed"] != 2], ["default"]) is None
     t1 = build_table("table1", specs["table1"], df, selection)
     assert t1.panels[0].row_headers["Unstable"] == "Unstable (seed 2, planted)"
     frame = comparison.comparison_frame(df, selection, specs)
