@@ -23,7 +23,7 @@ the very FOSC signal evaluated here and turns would-be Unstable runs Regular. A 
 
 Planted runs (a setting's ``plant_masking``: masking known to be there, core/masking.py) get a block of their
 own (:func:`planted_runs`), the Fixed run of a planted seed included: was each caught by the Unstable rule,
-and what peak validation FOSC and SGCS (and the test evaluation's FOSC, SGCS) read on it. On shattered
+and what the validation FOSC (its peak) and SGCS (its range) and the test evaluation's FOSC and SGCS read on it. On shattered
 gradients (``quantize``) every input gradient is zero, so FOSC and SGCS read 0: a FOSC detector, and the
 fix that listens to it, are blind to that masking; the block shows it rather than hiding it.
 """
@@ -218,7 +218,8 @@ class PlantedRun:
     gap: float | None  # PGD-10 - Square of its evaluated checkpoint
     peak_fosc: float | None  # peak per-epoch validation FOSC
     peak_fosc_epoch: int | None
-    peak_sgcs: float | None  # peak per-epoch validation SGCS
+    min_sgcs: float | None  # lowest and highest per-epoch validation SGCS (masking by random draws lowers it)
+    peak_sgcs: float | None
     test_fosc: float | None  # FOSC and SGCS of the evaluation's PGD-10 on the test examples
     test_sgcs: float | None
     fosc_threshold: float
@@ -248,7 +249,7 @@ def planted_runs(summary, run_dirs: Mapping[tuple[str, int], str | os.PathLike],
             r["setting"], int(r["seed"]), str(r.get("plant") or "planted"),
             str(r.get("fix", "")).strip().lower() in ("true", "1"), r["unstable"], _num(r.get("gap_pgd_square")),
             float(fosc.max()) if have else None, int(e["epoch"][fosc.idxmax()]) if have else None,
-            float(sgcs.max()) if sgcs is not None and sgcs.notna().any() else None,
+            *((float(sgcs.min()), float(sgcs.max())) if sgcs is not None and sgcs.notna().any() else (None, None)),
             _num(r.get("fosc")), _num(r.get("sgcs")), DEFAULT_FOSC_THRESHOLD if thr is None else thr))
     return out
 
@@ -265,7 +266,8 @@ def planted_rows(report: DetectionReport) -> list[str]:
         rows.append(" & ".join([
             f"{latex_escape(p.setting)}/{p.seed}" + (" (fix)" if p.fix else ""), latex_escape(p.plant), caught,
             _cell(p.gap, "+.4f"), _cell(p.peak_fosc) + (f" (ep. {p.peak_fosc_epoch})" if p.peak_fosc_epoch else ""),
-            "yes" if p.flagged else "no", _cell(p.peak_sgcs, ".3f"), _cell(p.test_fosc), _cell(p.test_sgcs, ".3f"),
+            "yes" if p.flagged else "no", f"{_cell(p.min_sgcs, '.3f')}--{_cell(p.peak_sgcs, '.3f')}",
+            _cell(p.test_fosc), _cell(p.test_sgcs, ".3f"),
         ]))
     return rows
 
