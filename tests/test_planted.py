@@ -145,7 +145,7 @@ def test_planted_run_trains_records_and_evaluates_as_planted(planted_run, capsys
     assert doc["fosc"] == 0.0 and doc["sgcs"] == 0.0  # PGD-10 only gets its random start
     # summary.csv: the planted column and what was planted
     (run / "eval_tiny.json").write_text(ev.read_text())
-    summary, selection = agg.aggregate([{"setting": "default", "seed": 0, "run_dir": str(run), "suites": ["tiny"]}],
+    _summary, selection = agg.aggregate([{"setting": "default", "seed": 0, "run_dir": str(run), "suites": ["tiny"]}],
                                        out_csv=out / "summary.csv", out_json=out / "selection.json")
     back = agg.load_summary(out / "summary.csv")
     assert back["planted"].tolist() == [True] and back["plant"].tolist() == ["quantize levels=8"]
@@ -162,7 +162,8 @@ def test_unplanted_checkpoint_says_so(tmp_path, tiny_run_config, capsys):
     assert not isinstance(model, masking.PlantedModel)
     (tmp_path / "s.yaml").write_text("tiny: {attacks: [clean], n_examples: 4, batch_size: 4}\n")
     assert eval_cli.main(["--checkpoint", str(tmp_path / "run" / "checkpoints" / "best.pt"), "--suite", "tiny",
-                          "--suites", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "e.json"), "--device", "cpu"]) == 0
+                          "--suites", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "e.json"),
+                          "--device", "cpu"]) == 0
     assert "PLANTED" not in capsys.readouterr().out and json.loads((tmp_path / "e.json").read_text())["planted"] is None
 
 
@@ -275,7 +276,7 @@ def test_planted_runs_never_enter_the_comparison_with_the_paper():
     assert fixed["reproduced"].isna().all()
     regular = frame[(frame["table"] == "table1") & (frame["row"] == "Regular")]
     assert regular["seeds"].astype(str).isin(["0", "1"]).all() and regular["reproduced"].notna().any()
-    kept, sel, left = comparison.without_planted(df, selection)
+    _kept, sel, left = comparison.without_planted(df, selection)
     assert left == ["default/2", "fixed/2"] and sel["groups"]["default"]["unstable"] == []
     assert sel["groups"]["default"]["representative"]["regular"] in (0, 1)
 

@@ -23,7 +23,8 @@ the very FOSC signal evaluated here and turns would-be Unstable runs Regular. A 
 
 Planted runs (a setting's ``plant_masking``: masking known to be there, core/masking.py) get a block of their
 own (:func:`planted_runs`), the Fixed run of a planted seed included: was each caught by the Unstable rule,
-and what the validation FOSC (its peak) and SGCS (its range) and the test evaluation's FOSC and SGCS read on it. On shattered
+and what the validation FOSC (its peak) and SGCS (its range) and the test evaluation's FOSC and SGCS read on it.
+On shattered
 gradients (``quantize``) every input gradient is zero, so FOSC and SGCS read 0: a FOSC detector, and the
 fix that listens to it, are blind to that masking; the block shows it rather than hiding it.
 """
@@ -290,7 +291,8 @@ def build_detection(summary, selection, run_dirs, settings: list[str]) -> Detect
     groups = [analyse(POOLED, traces)]
     groups += [analyse(s, [t for t in traces if t.setting == s]) for s in settings]
     planted = planted_runs(summary, run_dirs, settings)
-    among = [f"{t.setting}/{t.seed}" for t in traces if any((p.setting, p.seed) == (t.setting, t.seed) for p in planted)]
+    keys = {(p.setting, p.seed) for p in planted}
+    among = [f"{t.setting}/{t.seed}" for t in traces if (t.setting, t.seed) in keys]
     if among:  # they are classified runs like any other; said so, never hidden
         notes.append(f"planted (a positive control, see the planted block): {', '.join(among)}")
     return DetectionReport(list(settings), traces, groups, notes, planted)
