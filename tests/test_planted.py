@@ -195,7 +195,7 @@ def test_pipeline_plants_only_the_listed_seeds_and_fixed_alike():
                                                             "noise_std": 0.0, "epochs": []}
     assert cfg.run_config("default", 0)["plant_masking"]["epochs"] == [2, 3]
     assert cfg.run_config("s_b1_bs64_lr0.1", 0)["plant_masking"]["kind"] == "none"
-    assert cfg.plant_of("fixed", 1) == cfg.plant_of("default", 1) and cfg.plant_of("fixed", 0) == cfg.plant_of("default", 0)
+    assert all(cfg.plant_of("fixed", x) == cfg.plant_of("default", x) for x in (0, 1))
     assert cfg.plant_of("modified", 0) is None
     assert "PLANTED" not in cfg.run_config_yaml("modified", 0)
     text = cfg.run_config_yaml("default", 1)
@@ -203,7 +203,8 @@ def test_pipeline_plants_only_the_listed_seeds_and_fixed_alike():
 
 
 @pytest.mark.parametrize("change, fragment", [
-    (lambda c: c["settings"]["default"]["plant_masking"][0].update(levels=1), "settings.default.plant_masking[0].levels"),
+    (lambda c: c["settings"]["default"]["plant_masking"][0].update(levels=1),
+     "settings.default.plant_masking[0].levels"),
     (lambda c: c["settings"]["default"]["plant_masking"][0].update(kind="blur"), "settings.default.plant_masking"),
     (lambda c: c["settings"]["default"]["plant_masking"][0].update(seeds=[5]),
      "settings.default.plant_masking[0].seeds: seed 5 is not a seed of setting 'default'"),
@@ -264,7 +265,8 @@ def test_planted_runs_never_enter_the_comparison_with_the_paper():
                for n in t3.notes), t3.notes  # said under the table, never hidden
     from trades_instability.report.figures import planted_note
 
-    assert planted_note(df, ["default"]) == "planted gradient masking (a positive control, not a finding): default seed 2"
+    assert planted_note(df, ["default"]) == \
+        "planted gradient masking (a positive control, not a finding): default seed 2"
     assert planted_note(df[df["seed"] != 2], ["default"]) is None
     t1 = build_table("table1", specs["table1"], df, selection)
     assert t1.panels[0].row_headers["Unstable"] == "Unstable (seed 2, planted)"
