@@ -17,6 +17,10 @@ of tables and figures read it. A *run* is one (setting, seed) pair; its resolved
    and figure (and that they produce what the table/figure reads), and, only when asked
    (``check_data=True``), that the datasets are on disk.
 
+A setting's ``plant_masking:`` (a positive control, README "Planted control") puts gradient masking on the
+seeds it lists: those runs get ``plant_masking`` in their run config (:meth:`PipelineConfig.plant_of`), the
+others none; ``{same_as: <setting>}`` plants a setting's shared seeds as another does (the Fixed setting).
+
 The data check is separate on purpose: ``snakemake -n`` must work on a machine without the datasets;
 the Snakefile runs :func:`check_data_available` in its ``onstart`` hook (real runs only, before any job
 starts) for the settings the scheduled jobs need. With the top-level ``download: true`` (the default) a

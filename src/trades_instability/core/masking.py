@@ -23,7 +23,8 @@ it stands after the run's last epoch (:func:`for_checkpoint`): always on without
 that ends before the last epoch (the planted self-healing run: masked in the middle of training, a plain
 network at the end). The network's weights and state dict are
 never touched: a planted checkpoint holds the same tensors as any other, and its ``model_meta`` says
-how it was planted (:func:`meta`).
+how it was planted (:func:`meta`). One forward is not wrapped: the proxy model of ``awp.form: official``
+(core/awp.py, a copy of the network) computes its weight perturbation on unmasked inputs.
 """
 
 from __future__ import annotations
