@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -180,11 +181,91 @@ def test_smoke_summary_and_selection(smoke):
     assert (run / "checkpoints" / "last.pt").read_bytes() == (run / "state" / "checkpoints" / "last.pt").read_bytes()
     # best and last epoch both evaluated: the eval JSON's "last", summary.csv's last_* columns
     ev = json.loads((run / "eval_full.json").read_text())
-    assert ev["last"]["epoch"] == 2 and ev["last"]["pgd10_acc"] is not None
+    epochs = cfg["settings"]["default"]["overrides"]["epochs"]
+    assert ev["last"]["epoch"] == epochs and ev["last"]["pgd10_acc"] is not None
     row = df[(df["setting"] == "default") & (df["seed"] == 0)].iloc[0]
-    assert row["last_epoch"] == 2 and row["last_pgd10_acc"] == ev["last"]["pgd10_acc"]
+    assert row["last_epoch"] == epochs and row["last_pgd10_acc"] == ev["last"]["pgd10_acc"]
     assert df["last_pgd10_acc"].notna().all() and df["last_unstable"].map(lambda v: v in (True, False)).all()
     assert set(df["arch"]) == {"resnet18", "preact-resnet18", "wrn-34-10"}
+
+
+def _row_cells(tex: str, label: str) -> list[str]:
+    """The cells of the body row whose label starts with ``label`` (first tabular)."""
+    body = tex.split("\\midrule")[-1].split("\\bottomrule")[0]
+    line = next(ln for ln in body.splitlines() if ln.split("&")[0].strip().startswith(label))
+    return [c.strip(" \\") for c in line.split("&")[1:]]
+
+
+def _none_panels(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts if t.get_text().startswith("none:")]
+
+
+def test_smoke_planted_control_runs_the_central_case_end_to_end(smoke):
+    """The planted control (README "Planted control"): from the real runs of the smoke config, seed 1 of
+    default (behind an 8-level quantiser) is Unstable and caught, its Fixed run was trained planted alike,
+    seed 0 (random translations in epochs 2-3) self-heals; every Unstable, Fixed and self-healing cell and
+    panel is drawn, and the comparison with the paper leaves the planted runs out."""
+    import json
+
+    from trades_instability.aggregate import load_summary
+    from trades_instability.report import figures, registry
+    from trades_instability.report.cells import load_selection
+
+    work = smoke[0]
+    cfg = yaml.safe_load(SMOKE.read_text())
+    plants = {s: e["kind"] for e in cfg["settings"]["default"]["plant_masking"] for s in e["seeds"]}
+    quantized = next(s for s, k in plants.items() if k == "quantize")
+    window = next(s for s, k in plants.items() if k == "stochastic")
+    sel = json.loads((work / "results" / "selection.json").read_text())
+    g = sel["groups"]["default"]
+    assert g["unstable"] == [quantized] and g["planted"] == sorted(plants), g
+    assert window in g["regular"] and g["self_healing"] == [window] and g["representative"]["self_healing"] == window
+    df = load_summary(work / "results" / "summary.csv")
+    runs = df.set_index(["setting", "seed"])
+    assert runs.loc[("default", quantized), "planted"] is True and runs.loc[("default", quantized), "fosc"] == 0
+    fixed = runs.loc[("fixed", quantized)]
+    assert fixed["planted"] is True and fixed["plant"] == runs.loc[("default", quantized), "plant"]
+    assert fixed["status"] == "complete" and fixed["fix"] is True
+    assert not runs.loc[("modified", 0), "planted"]
+    # the run's own evaluation says it is planted
+    ev = json.loads((work / "results/runs/default" / f"seed{quantized}" / "eval_full.json").read_text())
+    assert ev["planted"]["kind"] == "quantize" and ev["planted"]["active"] is True and ev["unstable"] is True
+    # Tables 1, 3, 6: Unstable rows (and Table 3's Fixed row) hold numbers, from the planted seed
+    tex = {t: (work / "tables" / f"{t}.tex").read_text() for t in ("table1", "table3", "table6")}
+    assert f"Unstable (seed {quantized}" in tex["table1"]
+    for t, rows in {"table1": ["Regular", "Unstable"], "table3": ["Regular", "Unstable", "Fixed"],
+                    "table6": ["Regular", "Unstable", "Modified"]}.items():
+        for label in rows:
+            cells = _row_cells(tex[t], label)
+            assert cells and not any(c.startswith("--") for c in cells), (t, label, cells)
+    # Figures 1, 2, 4, 5, 6: no "none:" panel (drawn again here from the same inputs, to read the panels)
+    summary, selection = load_summary(work / "results" / "summary.csv"), load_selection(work / "results/selection.json")
+    run_dirs = {(p.parent.parent.name, int(p.parent.name.removeprefix("seed"))): p.parent
+                for p in (work / "results" / "runs").glob("*/seed*/epochs.csv")}
+    figures.pyplot()
+    for name in ("figure1", "figure2", "figure4", "figure5", "figure6"):
+        fig = registry.get(name, registry.FIGURE).build()(cfg["figures"][name], summary, selection, run_dirs)
+        try:
+            assert _none_panels(fig) == [], (name, _none_panels(fig))
+        finally:
+            figures.plt.close(fig)
+    # detection: both classes, and the planted block: the quantised run caught by the Unstable rule while
+    # its FOSC reads 0 (FOSC is blind to shattered gradients); the window run's FOSC over the threshold
+    det = pd.read_csv(work / "tables" / "detection.csv")
+    assert set(det["label"]) == {"Unstable", "Regular"}
+    labels = det[det["setting"] == "default"].set_index("seed")["label"].to_dict()
+    assert labels == {quantized: "Unstable", window: "Regular"}
+    dtex = (work / "tables" / "detection.tex").read_text()
+    assert "tab:detection-planted" in dtex
+    assert re.search(rf"^default/{quantized} & quantize levels=8 & yes & \+0\.\d+ & 0\.0000 \(ep\. 1\) & no & "
+                     r"0\.000--0\.000 & 0\.0000 & 0\.000", dtex, re.M), dtex
+    assert re.search(rf"^default/{window} & stochastic .* & no & .* & yes & ", dtex, re.M), dtex
+    # the comparison with the paper: planted runs out of every cell, and said so
+    comp = (work / "tables" / "comparison.tex").read_text()
+    assert "% Planted runs (a positive control) left out of every cell: default/0, default/1, fixed/0, fixed/1" in comp
+    cmp = pd.read_csv(work / "tables" / "comparison.csv")
+    t13 = cmp[cmp["table"].isin(["table1", "table3", "table6"]) & cmp["row"].isin(["Regular", "Unstable", "Fixed"])]
+    assert t13["reproduced"].isna().all() and (t13["n_runs"] == 0).all()  # default has no unplanted run here
 
 
 def test_smoke_rerun_is_a_no_op_and_report(smoke):

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from trades_instability.config.run import PLANT_KINDS, PLANT_NONE
 from trades_instability.core.verdict import DEFAULT_UNSTABLE_THRESHOLD as DEFAULT_THRESHOLD
 from trades_instability.core.verdict import is_unstable
 from trades_instability.rundir import layout
@@ -33,9 +34,10 @@ SUMMARY_COLUMNS = (
     "status", "best_epoch",
     *EVAL_NUMBERS, "gap_pgd_square", "gap_pgd_aa", "unstable",
     "max_val_fosc", "noise_batches_total", "run_dir",
+    "planted",  # a planted run (plant_masking: a positive control); the comparison with the paper leaves it out
     # extras
     "epochs", "epochs_completed", "best_val_pgd_acc", "fosc_threshold", "self_healing",
-    "worst_case_acc", "n_examples", "suites", "eval_status", "convention", "aa_flags", "arch",
+    "worst_case_acc", "n_examples", "suites", "eval_status", "convention", "aa_flags", "arch", "plant",
     # the last-epoch checkpoint (eval JSON "last"); the columns above are the best checkpoint's
     "last_epoch", *(f"last_{k}" for k in EVAL_NUMBERS), "last_gap_pgd_square", "last_gap_pgd_aa", "last_unstable",
 )
@@ -54,6 +56,9 @@ RULES = {
                     "threshold again in a later epoch (runs with the fix enabled are healed by the fix and "
                     "never listed here).",
     "representative_self_healing": "The self-healing seed with the highest peak validation FOSC (ties: smallest seed).",
+    "planted": "Planted runs (a setting's plant_masking: gradient masking put there on purpose, a positive "
+               "control; README 'Planted control') are classified by the same rules and listed under 'planted' "
+               "too; the comparison with the paper leaves them out of every cell.",
     "eval_merge": "When a setting has several suites, their JSONs are merged in the order of the setting's "
                   "suites: a later suite's non-null number replaces an earlier one.",
 }
@@ -143,6 +148,8 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
     aa_flags = autoattack_flags([doc for _suite, doc in evals])
     lpgd, lsq, laa = _num(last["pgd10_acc"]), _num(last["square_acc"]), _num(last["autoattack_acc"])
     fix = cfg.get("fix") or {}
+    plant = cfg.get("plant_masking") or {}
+    planted = plant.get("kind", PLANT_NONE) != PLANT_NONE
     fosc_thr = _num(fix.get("fosc_threshold"))
     if "val_fosc" in epochs.columns and len(epochs):
         fosc_series = pd.to_numeric(epochs["val_fosc"], errors="coerce")
@@ -165,6 +172,7 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
         "lr_milestones": json.dumps(list(cfg.get("lr_milestones") or [])),
         "awp": bool((cfg.get("awp") or {}).get("enabled", False)),
         "fix": bool(fix.get("enabled", False)),
+        "planted": planted,
         "status": info.get("status"),
         "best_epoch": info.get("best_epoch"),
         **{k: merged[k] for k in EVAL_NUMBERS},
@@ -186,6 +194,7 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
         "convention": cfg.get("convention"),
         "aa_flags": aa_flags,
         "arch": cfg.get("arch"),
+        "plant": plant_description(plant) if planted else None,
         "last_epoch": last["epoch"],
         **{f"last_{k}": last[k] for k in EVAL_NUMBERS},
         "last_gap_pgd_square": (lpgd - lsq) if lpgd is not None and lsq is not None else None,
@@ -193,6 +202,15 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
         "last_unstable": classify(lpgd, lsq, threshold),
     }
     return row, peak
+
+
+def plant_description(plant: Mapping[str, Any]) -> str:
+    """``quantize levels=8``, ``stochastic shift=2 noise_std=0 epochs=2-3``: a run config's planted masking in
+    one cell (the keys its kind reads, config/run.py PLANT_KINDS)."""
+    kind = plant["kind"]
+    parts = [kind] + [f"{k}={plant.get(k):g}" for k in PLANT_KINDS[kind]]
+    window = plant.get("epochs") or []
+    return " ".join(parts + ([f"epochs={window[0]}-{window[1]}"] if window else []))
 
 
 def autoattack_flags(docs: Iterable[Mapping[str, Any]]) -> str | None:
@@ -220,6 +238,13 @@ def _pick(df: pd.DataFrame, by: str, largest: bool) -> int | None:
     return int(d.iloc[0]["seed"])
 
 
+def _planted_mask(rows: pd.DataFrame) -> pd.Series:
+    """The planted runs among ``rows`` (False where summary.csv has no planted column: older summaries)."""
+    if "planted" not in rows.columns:
+        return pd.Series(False, index=rows.index)
+    return rows["planted"].map(lambda v: v is True or str(v).strip().lower() == "true")
+
+
 def select(summary: pd.DataFrame, peaks: Mapping[tuple[str, int], float | None],
            threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
     """selection.json content from the summary rows (and each run's self-healing FOSC peak)."""
@@ -245,6 +270,7 @@ def select(summary: pd.DataFrame, peaks: Mapping[tuple[str, int], float | None],
             "diverged": sorted(int(s) for s in diverged["seed"]),
             "self_healing": sorted(int(s) for s in heal["seed"]),
             "unclassified": sorted(int(s) for s in unclassified["seed"]),
+            "planted": sorted(int(s) for s in rows["seed"][_planted_mask(rows)]),
             "representative": {
                 "regular": _pick(regular, "gap_pgd_square", largest=False),
                 "unstable": _pick(unstable, "gap_pgd_square", largest=True),
@@ -312,7 +338,7 @@ def load_summary(path: str | os.PathLike) -> pd.DataFrame:
             return {"true": True, "false": False}.get(v.strip().lower())
         return None
 
-    for c in ("unstable", "self_healing", "awp", "fix", "last_unstable"):
+    for c in ("unstable", "self_healing", "awp", "fix", "planted", "last_unstable"):
         if c in df.columns:
             df[c] = df[c].map(b).astype(object)
     return df

@@ -17,6 +17,10 @@ of tables and figures read it. A *run* is one (setting, seed) pair; its resolved
    and figure (and that they produce what the table/figure reads), and, only when asked
    (``check_data=True``), that the datasets are on disk.
 
+A setting's ``plant_masking:`` (a positive control, README "Planted control") puts gradient masking on the
+seeds it lists: those runs get ``plant_masking`` in their run config (:meth:`PipelineConfig.plant_of`), the
+others none; ``{same_as: <setting>}`` plants a setting's shared seeds as another does (the Fixed setting).
+
 The data check is separate on purpose: ``snakemake -n`` must work on a machine without the datasets;
 the Snakefile runs :func:`check_data_available` in its ``onstart`` hook (real runs only, before any job
 starts) for the settings the scheduled jobs need. With the top-level ``download: true`` (the default) a
@@ -52,7 +56,12 @@ FORBIDDEN_RUN_KEYS = {
     "data_root": "set the top-level 'data_root' instead",
     "download": "set the top-level 'download' instead: jobs never download, the workflow's download rule "
                 "fetches and verifies the data before any job needs it",
+    "plant_masking": "a planted control applies to chosen seeds: use the setting's 'plant_masking:' key "
+                     "({kind: ..., seeds: [...]}, README 'Planted control')",
 }
+# Targets that compare a run with the run of the SAME seed in another setting (Table 3's Fixed row, Figure 6):
+# (first setting key, second setting key). A planted seed must be planted alike in both settings.
+SEED_PAIRED = {("tables", "table3"): ("regular_unstable", "fixed"), ("figures", "figure6"): ("unstable", "fixed")}
 
 
 class PipelineConfigError(ValueError):
@@ -131,28 +140,64 @@ class PipelineConfig:
     def run_dir(self, setting: str, seed: int | str) -> str:
         return layout.run_dir(self.results_dir, setting, seed)
 
+    # -- planted control (core/masking.py; README "Planted control") ---------------------------
+    def plant_entries(self, setting: str) -> list[dict[str, Any]]:
+        """The setting's ``plant_masking:`` entries (each with its ``seeds``), ``same_as`` followed (restricted
+        to this setting's seeds); [] when it plants nothing."""
+        spec = self.settings[setting].get("plant_masking")
+        if not spec:
+            return []
+        if isinstance(spec, dict) and "same_as" in spec:
+            mine = set(self.seeds(setting))
+            out = []
+            for e in self.plant_entries(spec["same_as"]):
+                seeds = [x for x in e["seeds"] if x in mine]
+                if seeds:
+                    out.append({**e, "seeds": seeds})
+            return out
+        return [dict(e) for e in (spec if isinstance(spec, list) else [spec])]
+
+    def plant_of(self, setting: str, seed: int | str) -> dict[str, Any] | None:
+        """The run-config ``plant_masking`` mapping of one run (None: the run is not planted)."""
+        for e in self.plant_entries(setting):
+            if int(seed) in e["seeds"]:
+                return {k: v for k, v in e.items() if k != "seeds"}
+        return None
+
+    def planted_seeds(self, setting: str) -> list[int]:
+        return sorted(x for e in self.plant_entries(setting) for x in e["seeds"])
+
     def run_config(self, setting: str, seed: int | str) -> dict[str, Any]:
         """The fully resolved run config (every RunConfig key) of one run, as a plain dict."""
         cache = self.__dict__.setdefault("_resolved", {})
-        if setting not in cache:
-            cache[setting] = run_config_mod.from_dict(self._merged(setting)).to_dict()
-        out = copy.deepcopy(cache[setting])
+        plant = self.plant_of(setting, seed)
+        key = (setting, json.dumps(plant, sort_keys=True))
+        if key not in cache:
+            merged = self._merged(setting)
+            if plant is not None:
+                merged = deep_merge(merged, {"plant_masking": plant})
+            cache[key] = run_config_mod.from_dict(merged).to_dict()
+        out = copy.deepcopy(cache[key])
         out["seed"] = int(seed)
         return out
 
     def run_config_yaml(self, setting: str, seed: int | str, *, with_data_root: bool = True) -> str:
         """The run config as deterministic YAML text (what the run_config rule writes; without
         ``data_root`` the rule appends that line itself). Block YAML with sorted keys; ``seed`` and
-        ``data_root`` are the last lines."""
+        ``data_root`` are the last lines; a planted run's text says so in its header."""
         cache = self.__dict__.setdefault("_yaml", {})
-        if setting not in cache:
-            cfg = self.run_config(setting, 0)
+        plant = self.plant_of(setting, seed)
+        key = (setting, json.dumps(plant, sort_keys=True))
+        if key not in cache:
+            cfg = self.run_config(setting, seed)
             cfg.pop("seed")
             cfg.pop("data_root")
-            cache[setting] = yaml.safe_dump(cfg, sort_keys=True, default_flow_style=False)
+            cache[key] = yaml.safe_dump(cfg, sort_keys=True, default_flow_style=False)
         header = (f"# resolved run config of setting '{setting}', seed {seed}: written by the workflow (rule\n"
                   "# run_config) from the pipeline config; edit that, not this file\n")
-        text = header + cache[setting] + f"seed: {int(seed)}\n"
+        if plant is not None:
+            header += "# PLANTED gradient masking (a positive control, not a finding; README 'Planted control')\n"
+        text = header + cache[key] + f"seed: {int(seed)}\n"
         if with_data_root:
             text += "data_root: " + json.dumps(self.data_root) + "\n"
         return text
@@ -366,6 +411,8 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
                 fail(f"defaults.{key} (as merged into {where}): {detail}")
             fail(f"{where}.overrides.{key}: {detail}")
 
+    _check_plants(cfg, fail)
+
     # no run trained twice: two runs with the same identity (resolved config, seed sources filled in) would
     # train the same model. A setting may extend another with more seeds (review: beta 6) or vary one seed
     # source of it (review: seed sources) as long as no run coincides.
@@ -402,6 +449,63 @@ def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) ->
     if check_data:
         check_data_available(cfg, fail=fail)
     return cfg
+
+
+def _check_plants(cfg: PipelineConfig, fail) -> None:
+    """Each setting's ``plant_masking:`` (its shape is in the schema): seeds of the setting, each seed planted
+    once, only the keys its kind reads, values the run config accepts; ``same_as`` names a setting that plants
+    explicitly; and a seed compared with itself across settings (SEED_PAIRED) is planted alike in both."""
+    kinds = run_config_mod.PLANT_KINDS
+    settings = cfg.raw["settings"]
+    for name, st in settings.items():
+        spec = st.get("plant_masking")
+        if not spec:
+            continue
+        where = f"settings.{name}.plant_masking"
+        if isinstance(spec, dict) and "same_as" in spec:
+            other = spec["same_as"]
+            if other not in settings or other == name:
+                fail(f"{where}.same_as: {other!r} is not another setting; allowed: "
+                     f"{', '.join(s for s in settings if s != name)}")
+            o = settings[other].get("plant_masking")
+            if not o or (isinstance(o, dict) and "same_as" in o):
+                fail(f"{where}.same_as: setting {other!r} plants nothing itself (same_as must name a setting "
+                     f"with its own plant_masking entries)")
+            continue
+        entries = spec if isinstance(spec, list) else [spec]
+        mine, taken = cfg.seeds(name), {}
+        for i, e in enumerate(entries):
+            at = f"{where}[{i}]" if isinstance(spec, list) else where
+            for k in e:
+                if k not in ("kind", "seeds", "epochs") and k not in kinds[e["kind"]]:
+                    fail(f"{at}.{k}: kind {e['kind']!r} does not read it (it reads: "
+                         f"{', '.join(kinds[e['kind']]) or 'nothing'}, epochs, seeds)")
+            for x in e["seeds"]:
+                if x not in mine:
+                    fail(f"{at}.seeds: seed {x} is not a seed of setting {name!r} ({mine})")
+                if x in taken:
+                    fail(f"{at}.seeds: seed {x} is already planted by {taken[x]}")
+                taken[x] = at
+            plant = {k: v for k, v in e.items() if k != "seeds"}
+            try:
+                run_config_mod.from_dict(deep_merge(cfg._merged(name), {"plant_masking": plant}))
+            except ConfigError as err:
+                key, detail = split_config_error(str(err))
+                fail(f"{at}.{key.removeprefix('plant_masking.')}: {detail}" if key and key.startswith("plant_masking")
+                     else f"{at}: {detail}")
+    for (section, target), (k1, k2) in SEED_PAIRED.items():
+        spec = (cfg.raw.get(section) or {}).get(target)
+        if not spec or k1 not in spec or k2 not in spec:
+            continue
+        a, b = spec[k1], spec[k2]
+        if a not in settings or b not in settings:  # named and refused by the target checks
+            continue
+        for x in sorted(set(cfg.seeds(a)) & set(cfg.seeds(b))):
+            pa, pb = cfg.plant_of(a, x), cfg.plant_of(b, x)
+            if pa != pb:
+                fail(f"settings.{b}.plant_masking: seed {x} is planted as {pa} in {a!r} but as {pb} in {b!r}; "
+                     f"{section}.{target} compares the two runs of that seed, so plant them alike "
+                     f"(plant_masking: {{same_as: {a}}})")
 
 
 def _check_target_needs(cfg: PipelineConfig, fail) -> None:

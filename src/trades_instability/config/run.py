@@ -28,6 +28,11 @@ AWP_FORMS = ("official", "adr")
 # the model registry is models.ARCHITECTURES (name -> builder, source); its names are repeated here so that
 # validating a config does not import torch (core/models.py checks that both agree)
 ARCHS = ("resnet18", "preact-resnet18", "wrn-34-10")
+# planted gradient masking (a positive control): kind -> the PlantMaskingConfig keys it reads. The registry is
+# core/masking.KINDS (source, transform, what the detectors read); repeated here so that validating a config does
+# not import torch (core/masking.py checks that both agree)
+PLANT_KINDS = {"quantize": ("levels",), "stochastic": ("shift", "noise_std")}
+PLANT_NONE = "none"
 
 
 class ConfigError(ValueError):
@@ -104,6 +109,19 @@ class FixConfig:
 
 
 @dataclass
+class PlantMaskingConfig:
+    """Planted gradient masking (core/masking.py; README "Planted control"): ``kind: none`` trains normally.
+    In a pipeline config it is set per seed by a setting's ``plant_masking:`` (config/pipeline.py), never in
+    ``overrides:``."""
+
+    kind: str = PLANT_NONE  # none | quantize | stochastic (PLANT_KINDS)
+    levels: int = 8  # quantize: grey levels per channel
+    shift: int = 2  # stochastic: largest random translation, pixels
+    noise_std: float = 0.0  # stochastic: std of the Gaussian noise added at every forward, image units
+    epochs: list[int] = field(default_factory=list)  # [a, b]: on in epochs a..b only; []: every epoch
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     # the three sources of randomness (SEED_SOURCES), each defaulting to `seed` when null; seeds() resolves them
@@ -149,6 +167,7 @@ class RunConfig:
     repeat_clean_forward: bool = PRESET  # official TRADES' third train-mode forward (clean again): BN stats only
     awp: AWPConfig = field(default_factory=AWPConfig)
     fix: FixConfig = field(default_factory=FixConfig)
+    plant_masking: PlantMaskingConfig = field(default_factory=PlantMaskingConfig)  # a positive control
     # instrumentation
     log_batch_metrics: bool = False  # CE_norm, KL_norm, grad_cosine_similarity per step (batches.csv)
     snapshot_epochs: list[int] = field(default_factory=list)
@@ -327,6 +346,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         ("attack.init_dist", cfg.attack.init_dist, INIT_DISTS), ("awp.form", cfg.awp.form, AWP_FORMS),
         ("attack.bn_mode", cfg.attack.bn_mode, BN_MODES), ("arch", cfg.arch, ARCHS),
         ("fix.mode", cfg.fix.mode, FIX_MODES),
+        ("plant_masking.kind", cfg.plant_masking.kind, (PLANT_NONE, *PLANT_KINDS)),
     ]:
         _require(value in choices, key, f"must be one of {', '.join(choices)}, got {value!r}")
     # the official loop's repeated clean forward belongs to separate clean/adversarial forwards
@@ -373,7 +393,20 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(cfg.fix.fosc_threshold > 0, "fix.fosc_threshold", f"must be > 0, got {cfg.fix.fosc_threshold}")
     _require(cfg.fix.noise_batches > 0, "fix.noise_batches",
              f"must be > 0 (batches noised after a high-FOSC epoch), got {cfg.fix.noise_batches}")
+    _validate_plant(cfg.plant_masking, cfg.epochs)
     return cfg
+
+
+def _validate_plant(p: PlantMaskingConfig, epochs: int) -> None:
+    _require(p.levels >= 2, "plant_masking.levels", f"must be >= 2 (grey levels per channel), got {p.levels}")
+    _require(p.shift >= 0, "plant_masking.shift", f"must be >= 0 (pixels), got {p.shift}")
+    _require_image_units(p.noise_std, "plant_masking.noise_std", allow_zero=True)
+    if p.epochs:
+        _require(len(p.epochs) == 2 and 1 <= p.epochs[0] <= p.epochs[1] <= epochs, "plant_masking.epochs",
+                 f"must be [] (every epoch) or [a, b] with 1 <= a <= b <= epochs ({epochs}), got {p.epochs}")
+    if p.kind == "stochastic":
+        _require(p.shift > 0 or p.noise_std > 0, "plant_masking.shift",
+                 "or plant_masking.noise_std must be > 0 (kind stochastic with neither draws nothing)")
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:

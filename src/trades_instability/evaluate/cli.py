@@ -228,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     except evaluation.AABatchOutOfMemory as e:  # pinned batch too large for the free GPU memory
         print(f"trades-eval: error: {e}", file=sys.stderr)
         return 1
+    if doc.get("planted"):  # a positive control: never to be read as a finding
+        p = doc["planted"]
+        print(f"trades-eval: PLANTED gradient masking: {p['description']} ({p['source']}); evaluated "
+              f"{'behind it' if p['active'] else 'without it (its window ended before the last epoch)'}; "
+              f"a positive control, not a finding")
     for label, d in (("", doc), (" last", doc.get("last"))):
         if d is None:
             continue

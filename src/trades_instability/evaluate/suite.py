@@ -460,6 +460,9 @@ def evaluate_checkpoint(
         save_landscape(landscape_out, land, lc)
         landscape_path = str(landscape_out)
     wall = time.perf_counter() - t0
+    planted = planted_report(ckpt)
+    if last_doc is not None and planted is not None:
+        last_doc["planted"] = planted_report(last[1])
     doc = {
         **{k: res[k] for k in NUMBER_KEYS},
         "unstable": res["unstable"],
@@ -493,6 +496,9 @@ def evaluate_checkpoint(
         "wall_time_s": wall,
         "examples_per_s": (n / wall) if wall > 0 else None,
         "timings_s": res["timings_s"],
+        # planted gradient masking (core/masking.py): how, whether the attacked model was behind it, what the
+        # detectors read on that kind; null for every model that was not planted
+        "planted": planted,
         **({"last": last_doc} if last_doc is not None else {}),
         **(extra or {}),
     }
@@ -500,6 +506,17 @@ def evaluate_checkpoint(
         doc[key] = _finite_or_none(doc[key])
     write_json(out, doc)
     return doc
+
+
+def planted_report(ckpt: dict) -> dict[str, Any] | None:
+    """The evaluation JSON's ``planted`` entry of a checkpoint (core/masking.report); None when not planted."""
+    planted = (ckpt.get("model_meta") or {}).get("planted")
+    if not planted:
+        return None
+    from trades_instability.core import masking
+
+    cfg = ckpt.get("config") or {}
+    return masking.report(planted, int(cfg.get("epochs", ckpt.get("epoch") or 1)))
 
 
 def _finite_or_none(v: Any) -> Any:
@@ -510,5 +527,5 @@ __all__ = [
     "PAPER_COLUMNS", "ATTACK_KEYS", "ATTACK_NAMES", "NUMBER_KEYS", "SuiteConfig", "SuiteError", "builtin_suites",
     "load_suites", "suite_from_dict", "get_suite", "fp32_precision", "resolve_device", "classify", "clean_flags",
     "pgd_eval", "AABatchOutOfMemory", "aa_call", "aa_start_batch", "evaluate_model", "evaluate_checkpoint",
-    "LandscapeConfig",
+    "LandscapeConfig", "planted_report",
 ]

@@ -24,6 +24,33 @@ COMPARISON_COLUMNS = ["table", "panel", "row", "column", "kind", "paper", "paper
                       "ci_low", "ci_high", "test", "p_value", "verdict", "verdict_note"]
 
 
+def without_planted(summary: pd.DataFrame, selection: dict) -> tuple[pd.DataFrame, dict, list[str]]:
+    """The summary and selection the comparison reads: planted runs (summary.csv ``planted``; a positive
+    control, README "Planted control") left out, and every group of selection.json chosen again by the same
+    rules (aggregate.select) from the runs that remain, so no paper cell holds a planted run, not even as
+    a representative or through the Fixed row's seed. Also returns ``setting/seed`` of the runs left out."""
+    from trades_instability import aggregate
+    from trades_instability.report.cells import to_bool
+
+    if "planted" not in summary.columns:
+        return summary, selection, []
+    planted = summary["planted"].map(lambda v: to_bool(v) is True)
+    if not planted.any():
+        return summary, selection, []
+    kept = summary[~planted].copy()
+    for c in ("fix", "self_healing"):
+        if c in kept.columns:
+            kept[c] = kept[c].map(to_bool).astype(object)
+    # a self-healing run's peak is its max validation FOSC (aggregate.self_healing_peak)
+    peaks = {(r["setting"], int(r["seed"])): as_number(r.get("max_val_fosc"))
+             for _, r in kept.iterrows() if r.get("self_healing") is True}
+    threshold = selection.get("threshold", aggregate.DEFAULT_THRESHOLD)
+    chosen = aggregate.select(kept, peaks, threshold) if not kept.empty else {"groups": {}}
+    out = {**selection, "groups": chosen["groups"]}
+    left = [f"{r['setting']}/{int(r['seed'])}" for _, r in summary[planted].iterrows()]
+    return kept, out, left
+
+
 def comparison_frame(summary, selection, specs: Mapping) -> pd.DataFrame:
     """One row per published cell of Tables 1-7 with the reproduced value beside it.
 
@@ -31,8 +58,7 @@ def comparison_frame(summary, selection, specs: Mapping) -> pd.DataFrame:
     ``difference`` = reproduced - paper (empty when either is missing); ``ci_low``/``ci_high`` the 95%
     interval of ours, ``test``/``p_value``/``verdict``/``verdict_note`` the test against the paper's cell
     (:mod:`trades_instability.report.comparison_stats`)."""
-    summary = load_summary(summary)
-    selection = load_selection(selection)
+    summary, selection, _left = without_planted(load_summary(summary), load_selection(selection))
     records = []
     for table in TABLES:
         spec = (specs or {}).get(table)
@@ -117,6 +143,11 @@ def render_comparison(summary, selection, specs: Mapping, out_tex: str | os.Path
     verdicts, as LaTeX and CSV."""
     df = comparison_frame(summary, selection, specs)
     lines = verdict_summary(df)
+    left = without_planted(load_summary(summary), load_selection(selection))[2]
+    if left:  # said once, in the header comments (README "Planted control")
+        lines_shown = lines + [f"Planted runs (a positive control) left out of every cell: {', '.join(left)}"]
+    else:
+        lines_shown = lines
     blocks = []
     for i, table in enumerate(TABLES):
         sub = df[df["table"] == table]
@@ -141,7 +172,7 @@ def render_comparison(summary, selection, specs: Mapping, out_tex: str | os.Path
                        "summary": lines[i], "notes": [(lt, latex_escape(n)) for n, lt in letters.items()]})
     env = template_env(template_dir)
     tex = env.get_template("comparison.tex.j2").render(blocks=blocks, overall=lines[-1], alpha=CS.ALPHA,
-                                                      lines=lines)
+                                                      lines=lines_shown)
     write_text(out_tex, tex)
     rounded = df.copy()
     for col in ("paper", "paper_std", "reproduced", "reproduced_std", "difference", "ci_low", "ci_high"):

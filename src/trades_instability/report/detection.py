@@ -20,6 +20,13 @@ pooled runs of the configured settings and for each setting on its own:
 Runs are left out (and named) when diverged, unclassified, or trained with the fix on: the fix reacts to
 the very FOSC signal evaluated here and turns would-be Unstable runs Regular. A group with fewer than
 ``MIN_RUNS`` runs of either label gets "not enough runs" instead of numbers.
+
+Planted runs (a setting's ``plant_masking``: masking known to be there, core/masking.py) get a block of their
+own (:func:`planted_runs`), the Fixed run of a planted seed included: was each caught by the Unstable rule,
+and what the validation FOSC (its peak) and SGCS (its range) and the test evaluation's FOSC and SGCS read on it.
+On shattered
+gradients (``quantize``) every input gradient is zero, so FOSC and SGCS read 0: a FOSC detector, and the
+fix that listens to it, are blind to that masking; the block shows it rather than hiding it.
 """
 
 from __future__ import annotations
@@ -202,11 +209,78 @@ def load_traces(summary, selection, run_dirs: Mapping[tuple[str, int], str | os.
 
 
 @dataclass
+class PlantedRun:
+    """A planted run (a positive control, README "Planted control"): was it caught, what did the detectors read."""
+
+    setting: str
+    seed: int
+    plant: str
+    fix: bool
+    unstable: bool | None  # the Unstable rule's call on it (True: caught)
+    gap: float | None  # PGD-10 - Square of its evaluated checkpoint
+    peak_fosc: float | None  # peak per-epoch validation FOSC
+    peak_fosc_epoch: int | None
+    min_sgcs: float | None  # lowest and highest per-epoch validation SGCS (masking by random draws lowers it)
+    peak_sgcs: float | None
+    test_fosc: float | None  # FOSC and SGCS of the evaluation's PGD-10 on the test examples
+    test_sgcs: float | None
+    fosc_threshold: float
+
+    @property
+    def flagged(self) -> bool:
+        """Whether its configured FOSC threshold fired in any epoch (what the fix would react to)."""
+        return self.peak_fosc is not None and self.peak_fosc > self.fosc_threshold
+
+
+def planted_runs(summary, run_dirs: Mapping[tuple[str, int], str | os.PathLike],
+                 settings: list[str]) -> list[PlantedRun]:
+    """The planted runs of ``settings`` (with the fix too: the Fixed run of a planted seed), in summary order."""
+    summary = load_summary(summary)
+    if "planted" not in summary.columns:
+        return []
+    out = []
+    for _, r in summary[summary["setting"].isin(settings)].iterrows():
+        if str(r.get("planted", "")).strip().lower() not in ("true", "1"):
+            continue
+        e = read_epochs(run_dirs.get((r["setting"], int(r["seed"]))))
+        fosc = pd.to_numeric(e["val_fosc"], errors="coerce") if e is not None and "val_fosc" in e else None
+        sgcs = pd.to_numeric(e["val_sgcs"], errors="coerce") if e is not None and "val_sgcs" in e else None
+        have = fosc is not None and fosc.notna().any()
+        thr = _num(r.get("fosc_threshold"))
+        out.append(PlantedRun(
+            r["setting"], int(r["seed"]), str(r.get("plant") or "planted"),
+            str(r.get("fix", "")).strip().lower() in ("true", "1"), r["unstable"], _num(r.get("gap_pgd_square")),
+            float(fosc.max()) if have else None, int(e["epoch"][fosc.idxmax()]) if have else None,
+            *((float(sgcs.min()), float(sgcs.max())) if sgcs is not None and sgcs.notna().any() else (None, None)),
+            _num(r.get("fosc")), _num(r.get("sgcs")), DEFAULT_FOSC_THRESHOLD if thr is None else thr))
+    return out
+
+
+def _cell(v: float | None, fmt: str = ".4f") -> str:
+    return "--" if v is None else format(v, fmt)
+
+
+def planted_rows(report: DetectionReport) -> list[str]:
+    """LaTeX rows of the planted block: one per planted run."""
+    rows = []
+    for p in report.planted:
+        caught = {True: "yes", False: "no", None: "--"}[p.unstable]
+        rows.append(" & ".join([
+            f"{latex_escape(p.setting)}/{p.seed}" + (" (fix)" if p.fix else ""), latex_escape(p.plant), caught,
+            _cell(p.gap, "+.4f"), _cell(p.peak_fosc) + (f" (ep. {p.peak_fosc_epoch})" if p.peak_fosc_epoch else ""),
+            "yes" if p.flagged else "no", f"{_cell(p.min_sgcs, '.3f')}--{_cell(p.peak_sgcs, '.3f')}",
+            _cell(p.test_fosc), _cell(p.test_sgcs, ".3f"),
+        ]))
+    return rows
+
+
+@dataclass
 class DetectionReport:
     settings: list[str]
     traces: list[RunTrace]
     groups: list[GroupResult]  # pooled first, then one per setting
     notes: list[str]
+    planted: list[PlantedRun] = field(default_factory=list)  # the positive control's runs, if any
 
     @property
     def pooled(self) -> GroupResult:
@@ -217,7 +291,12 @@ def build_detection(summary, selection, run_dirs, settings: list[str]) -> Detect
     traces, notes = load_traces(summary, selection, run_dirs, settings)
     groups = [analyse(POOLED, traces)]
     groups += [analyse(s, [t for t in traces if t.setting == s]) for s in settings]
-    return DetectionReport(list(settings), traces, groups, notes)
+    planted = planted_runs(summary, run_dirs, settings)
+    keys = {(p.setting, p.seed) for p in planted}
+    among = [f"{t.setting}/{t.seed}" for t in traces if (t.setting, t.seed) in keys]
+    if among:  # they are classified runs like any other; said so, never hidden
+        notes.append(f"planted (a positive control, see the planted block): {', '.join(among)}")
+    return DetectionReport(list(settings), traces, groups, notes, planted)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -320,6 +399,7 @@ def render_detection(summary, selection, run_dirs, settings: list[str], out_tex:
     report = build_detection(summary, selection, run_dirs, settings)
     tex = template_env(template_dir).get_template(registry.REGISTRY["detection"].template).render(
         rows=table_rows(report), notes=[latex_escape(n) for n in report.notes], min_runs=MIN_RUNS,
+        planted=planted_rows(report),
         settings=", ".join(latex_escape(s) for s in settings), level=int(LEVEL * 100), n_resamples=N_RESAMPLES)
     write_text(out_tex, tex)
     write_text(out_csv, runs_frame(report).to_csv(index=False))

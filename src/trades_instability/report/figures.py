@@ -371,6 +371,19 @@ def draw_figure7(spec, summary, selection, run_dirs):
                              "Learning-rate scheduling: FOSC, SGCS and PGD-10 validation accuracy")
 
 
+def planted_note(summary: pd.DataFrame, settings: list[str]) -> str | None:
+    """One line naming the planted runs (a positive control) of ``settings``; None when there are none."""
+    from trades_instability.report.cells import to_bool
+
+    if "planted" not in summary.columns:
+        return None
+    rows = summary[summary["setting"].isin(settings) & summary["planted"].map(to_bool).eq(True)]
+    if rows.empty:
+        return None
+    runs = ", ".join(f"{s} seed {int(seed)}" for s, seed in zip(rows["setting"], rows["seed"], strict=True))
+    return f"planted gradient masking (a positive control, not a finding): {runs}"
+
+
 def run_dirs_from_paths(paths) -> dict[tuple[str, int], Path]:
     """``{(setting, seed): run_dir}`` from per-run file paths ``.../runs/{setting}/seed{seed}/<file>``."""
     from trades_instability.rundir.layout import RunDir
@@ -397,7 +410,7 @@ def render_figure(name: str, spec: Mapping, summary, selection, run_dirs: RunDir
     """Draw figure ``name`` and write ``out_pdf`` plus ``<stem>.png`` beside it; returns both paths."""
     art = registry.get(name, registry.FIGURE)
     spec = dict(spec or {})
-    art.spec_settings(spec)  # validates the keys
+    settings = art.spec_settings(spec)  # validates the keys
     summary = load_summary(summary)  # validated even where a figure does not need it
     selection = load_selection(selection)
     run_dirs = {(str(k[0]), int(k[1])): Path(v) for k, v in (run_dirs or {}).items()}
@@ -405,6 +418,9 @@ def render_figure(name: str, spec: Mapping, summary, selection, run_dirs: RunDir
     axes_style, context = plot_style()
     with axes_style, context:
         fig = art.build()(spec, summary, selection, run_dirs)
+        note = planted_note(summary, settings)
+        if note:  # a planted run may be drawn: say so under the figure (README "Planted control")
+            fig.text(0.5, -0.01, note, ha="center", va="top", fontsize=8, wrap=True)
         try:
             return save_figure(fig, out_pdf)
         finally:

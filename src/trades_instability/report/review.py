@@ -105,9 +105,15 @@ def _rows_of(summary: pd.DataFrame, entries: list[str]) -> pd.DataFrame:
 
 
 def prob_row(summary: pd.DataFrame, selection: dict, label: str, settings: list[str]) -> ProbRow:
+    """One row: the pooled runs' P(Unstable) and means. Planted runs are controls, never findings: left out
+    (and named), as the comparison with the paper leaves them out."""
     rows = _rows_of(summary, settings)
+    planted = rows["planted"].map(is_planted) if "planted" in rows.columns else pd.Series(False, index=rows.index)
+    left_out = [f"{s}/{int(seed)}" for s, seed in zip(rows["setting"][planted], rows["seed"][planted], strict=True)]
+    rows = rows[~planted]
     cell = prob_cell(rows, selection, what=", ".join(settings))
-    row = ProbRow(label, settings, note=cell.note or "")
+    notes = [n for n in (cell.note, f"planted runs left out: {', '.join(left_out)}" if left_out else "") if n]
+    row = ProbRow(label, settings, note="; ".join(notes))
     if cell.k is not None and cell.n:
         row.k, row.n = cell.k, cell.n
         row.low, row.high = comparison_stats.proportion_interval(cell.k, cell.n)

@@ -51,6 +51,7 @@ from trades_instability.report.cells import (
     representative_seed,
     run_metric,
     runs_of,
+    to_bool,
 )
 from trades_instability.report.latex import default_template_dir, latex_escape, render_model, seed_list, write_text
 from trades_instability.report.paper_results import format_key, key_label
@@ -89,8 +90,9 @@ def build_single_run(name, spec, summary, selection) -> TableModel:
     for label in rows:
         seed = representative_seed(selection, setting, label.lower())
         info["seeds"][label] = seed
-        headers[label] = label if seed is None else f"{label} (seed {seed})"
         run = runs[runs["seed"] == seed] if seed is not None else runs.iloc[0:0]
+        planted = "planted" in run.columns and not run.empty and to_bool(run.iloc[0]["planted"]) is True
+        headers[label] = label if seed is None else f"{label} (seed {seed}{', planted' if planted else ''})"
         for col in TABLE1_COLUMNS:
             if seed is None:
                 cells[(label, col)] = none_cell(f"no {label} run in {setting}")
@@ -265,6 +267,21 @@ def build_prob_meanstd(name, spec, summary, selection) -> TableModel:
     return TableModel(name, [panel], notes=notes, info={"settings": settings})
 
 
+def planted_note(summary: pd.DataFrame, spec: Mapping) -> str | None:
+    """The note naming the planted runs (a positive control, README "Planted control") among the settings a
+    table reads; None when it reads none. The comparison with the paper builds its tables without them."""
+    from trades_instability.config.pipeline import _settings_in_spec
+
+    if "planted" not in summary.columns:
+        return None
+    rows = summary[summary["setting"].isin(_settings_in_spec(spec)) & summary["planted"].map(to_bool).eq(True)]
+    if rows.empty:
+        return None
+    runs = "; ".join(f"{s} seed {int(r['seed'])} ({r.get('plant') or 'planted'})" for s, r in
+                     zip(rows["setting"], (r for _, r in rows.iterrows()), strict=True))
+    return f"Planted gradient masking, a positive control and not a finding (README: Planted control): {runs}"
+
+
 def build_table(name: str, spec: Mapping, summary: pd.DataFrame | str | os.PathLike,
                 selection: Mapping | str | os.PathLike) -> TableModel:
     """Compute table ``name`` (``table1`` .. ``table7``) from the config spec, summary and selection, with the
@@ -278,6 +295,9 @@ def build_table(name: str, spec: Mapping, summary: pd.DataFrame | str | os.PathL
     summary = load_summary(summary)
     selection = load_selection(selection)
     model = art.build()(name, spec, summary, selection, **art.options)
+    note = planted_note(summary, spec)
+    if note:
+        model.notes.append(note)
     model.info["ddof"] = int(spec.get("ddof", 1)) if isinstance(spec, Mapping) else 1
     model.info["threshold"] = selection.get("threshold")
     return model.finalise()

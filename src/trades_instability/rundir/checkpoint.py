@@ -60,7 +60,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild the model stored in a checkpoint; returns ``(model, checkpoint_dict)`` in eval mode.
+    """Rebuild the model stored in a checkpoint; returns ``(model, checkpoint_dict)`` in eval mode (a
+    planted checkpoint's model behind its masking, :class:`~trades_instability.core.masking.PlantedModel`).
 
     A checkpoint whose weights do not fit the architecture it declares raises CheckpointError."""
     from trades_instability.core.models import build_model
@@ -78,4 +79,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
         raise CheckpointError(
             f"checkpoint {path} does not match the architecture it declares ({meta}): {str(e).splitlines()[0]}"
         ) from None
+    # a planted checkpoint (core/masking.py) is evaluated behind its masking as the finished run has it (on, or
+    # off after a window). "planted" is absent in older checkpoints and None in unplanted ones.
+    if meta.get("planted"):
+        from trades_instability.core import masking
+
+        cfg = ckpt.get("config") or {}
+        model = masking.for_checkpoint(model, meta["planted"], int(cfg.get("epochs", ckpt.get("epoch") or 1)),
+                                       int(cfg.get("seed", 0)))
     return model.to(device).eval(), ckpt

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from trades_instability.config.run import RunConfig
+from trades_instability.core import masking
 from trades_instability.core.models import input_normalization
 from trades_instability.data.datasets import DataSplits
 from trades_instability.rundir import layout
@@ -29,7 +30,8 @@ def model_meta(cfg: RunConfig, splits: DataSplits) -> dict[str, Any]:
     """What rebuilds the model of a checkpoint (evaluation reads it)."""
     return {"arch": cfg.arch, "width": cfg.width, "num_classes": splits.num_classes,
             "image_size": splits.image_size, "convention": cfg.convention,
-            "normalize": input_normalization(cfg.dataset, cfg.normalize_input)}
+            "normalize": input_normalization(cfg.dataset, cfg.normalize_input),
+            "planted": masking.meta(cfg.plant_masking)}  # how the model was planted (None: it was not)
 
 
 class Checkpoints:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from trades_instability.config.run import SEED_SOURCES, RunConfig
+from trades_instability.core import masking
 from trades_instability.core.awp import build_awp
 from trades_instability.core.memory_format import compile_options, use_channels_last
 from trades_instability.core.metrics import GRADALIGN_STREAM
@@ -106,6 +107,9 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model: nn.Module = (torch.compile(self.model, options=compile_options(self.model, dev))
                                          if cfg.compile else self.model)
+        # a planted run (a positive control, core/masking.py): every forward goes through the masking wrapper;
+        # self.model (the weights, the state dict) is untouched
+        self.forward_model = masking.plant(self.forward_model, cfg.plant_masking, cfg.seed)
         self.optimizer = build_optimizer(cfg, self.model)
         self.awp = (build_awp(cfg.awp.form, self.model, cfg.awp.gamma, cfg.awp.proxy_lr, self.forward_model)
                     if cfg.awp.enabled else None)
@@ -237,6 +241,7 @@ class Trainer:
         cfg, s = self.cfg, self.state
         t0 = time.perf_counter()
         rows_before = len(self.batch_rows)
+        masking.set_epoch(self.forward_model, epoch)  # a planted window: masking on in its epochs only
         try:
             row = self.train_epoch(epoch)
             # a CPU generator: the validation PGD starts are the same on CPU and GPU (attacks.start_noise)
