@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="also time the project's step with torch.compile (RunConfig.compile); compile time is "
                         "spent in the warm-up steps, so give --warmup >= 2")
+    p.add_argument("--compile-precision", choices=("all", "fp32", "bf16"), default="all",
+                   help="with --compile: the precisions timed compiled (default all of the timed ones; gpu-check "
+                        "times fp32 only, to spend the compile time once)")
     p.add_argument("--no-bf16", action="store_true", help="skip the project's bf16 rows")
     p.add_argument("--ref-workers", type=int, default=1, help="DataLoader workers of the reference (official: 1)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -308,6 +311,8 @@ def _build_variants(args: argparse.Namespace, device: torch.device, cfg32, split
         for precision in precisions:
             if precision == "fp32" and not compiled:
                 continue  # fast32, above
+            if compiled and args.compile_precision not in ("all", precision):
+                continue
             variants.append(Variant("project (Trainer step)" + (" +compile" if compiled else ""), precision,
                                     project(precision, compiled).step, args.batch_size,
                                     flop_dtype=torch.bfloat16 if precision == "bf16" else torch.float32))
