@@ -110,7 +110,8 @@ def training(variant: str) -> Callable[[Path, torch.device], dict[str, Any]]:
         require(tuple(model(torch.rand(2, 3, 16, 16)).shape) == (2, 4), f"{variant}: wrong output shape on the CPU")
         last = rows[-1]
         return {"epochs": len(rows), "train_loss": float(last["train_loss"]), "val_pgd_acc": float(last["val_pgd_acc"]),
-                "summary": f"{len(rows)} epochs, loss {float(last['train_loss']):.3f}, finite; best.pt loads on the CPU"}
+                "summary": f"{len(rows)} epochs, loss {float(last['train_loss']):.3f}, finite; "
+                           "best.pt loads on the CPU"}
 
     check.__name__ = f"training_{variant}"
     return check
@@ -278,7 +279,8 @@ def autoattack_through_eval_cli(out: Path, device: torch.device) -> dict[str, An
             f"(pinned {doc['aa_batch_pinned']}, halvings {doc['aa_batch_halvings']}), expected {AA_PINNED_BATCH}")
     require(doc["autoattack_acc"] is not None and doc["autoattack_acc"] <= doc["pgd10_acc"] + 1e-9,
             f"AutoAttack {doc['autoattack_acc']} above PGD-10 {doc['pgd10_acc']}")
-    return {"autoattack_acc": doc["autoattack_acc"], "pgd10_acc": doc["pgd10_acc"], "eval_line": said.getvalue().strip(),
+    return {"autoattack_acc": doc["autoattack_acc"], "pgd10_acc": doc["pgd10_acc"],
+            "eval_line": said.getvalue().strip(),
             "version": doc["autoattack_version"], "aa_batch_size": doc["aa_batch_size"],
             "summary": f"pyautoattack {doc['autoattack_version']} at pinned batch {AA_PINNED_BATCH}: "
                        f"AA {doc['autoattack_acc']:.3f} <= PGD-10 {doc['pgd10_acc']:.3f}"}

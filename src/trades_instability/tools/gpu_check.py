@@ -32,7 +32,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import warnings
@@ -44,10 +43,10 @@ from typing import Any, Callable
 # before torch touches the GPU (README "Determinism"; it only bounds cuBLAS's workspace size).
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-import torch  # noqa: E402
+import torch
 
-import trades_instability  # noqa: E402
-from trades_instability.tools import device_checks  # noqa: E402
+import trades_instability
+from trades_instability.tools import device_checks
 
 # NVIDIA, "CUDA Compatibility", Minor Version Compatibility, Table 1: the oldest driver branch that runs any
 # toolkit of a CUDA major release.
@@ -122,7 +121,7 @@ SCALES: dict[str, Scale] = {
 # ------------------------------------------------------------------------------------------ a: environment
 def _run(cmd: list[str]) -> str | None:
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return p.stdout if p.returncode == 0 else None
@@ -137,7 +136,8 @@ def nvidia_smi_gpus() -> list[dict[str, Any]] | None:
                    ("index", "name", "driver_version", "memory.total")):
         out = _run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"])
         if out is not None:
-            rows = [dict(zip(fields, (c.strip() for c in line.split(",")))) for line in out.splitlines() if line.strip()]
+            rows = [dict(zip(fields, (c.strip() for c in line.split(","))))
+                    for line in out.splitlines() if line.strip()]
             return [{"index": r["index"], "name": r["name"], "driver": r["driver_version"],
                      "memory_mib": r["memory.total"], "compute_cap": r.get("compute_cap")} for r in rows]
     return []
@@ -148,8 +148,8 @@ def driver_major(driver: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
-_LOCK_CUDA = re.compile(r"^nvidia-cuda-runtime(?:-cu(\d+))?==(\d+)\.", re.M)
-_LOCK_TORCH = re.compile(r"^torch==([^\s\\]+)", re.M)
+_LOCK_CUDA = re.compile(r"^nvidia-cuda-runtime(?:-cu(\d+))?==(\d+)\.", re.MULTILINE)
+_LOCK_TORCH = re.compile(r"^torch==([^\s\\]+)", re.MULTILINE)
 
 
 def repo_locks() -> list[dict[str, Any]]:
@@ -189,7 +189,8 @@ def _cuda_available() -> bool:
 def no_gpu_line() -> str:
     """Why there is no usable GPU, in one line, with what to do."""
     gpus = nvidia_smi_gpus()
-    built = f"torch {torch.__version__}" + (f" (CUDA {torch.version.cuda})" if torch.version.cuda else " (CPU-only build)")
+    built = f"torch {torch.__version__}" + (f" (CUDA {torch.version.cuda})" if torch.version.cuda
+                                            else " (CPU-only build)")
     if not gpus:
         seen = "nvidia-smi not found" if gpus is None else "nvidia-smi lists no GPU"
         return (f"gpu-check: no usable GPU here ({built}: torch.cuda.is_available() is False; {seen}); run it on a "
@@ -212,21 +213,33 @@ def no_gpu_line() -> str:
                f"{min(lk['min_driver'] for lk in locks if lk['min_driver'])}")
     else:
         fix = "install a torch built for a CUDA this driver supports"
-    return f"gpu-check: nvidia-smi shows {g['name']} with driver {g['driver']}, but {built} cannot use it ({why}); {fix}"
+    return (f"gpu-check: nvidia-smi shows {g['name']} with driver {g['driver']}, but {built} cannot use it "
+            f"({why}); {fix}")
+
+
+def cudnn_version() -> str | None:
+    """torch.backends.cudnn.version() as major.minor.patch: cuDNN 9 encodes it as 10000 major + 100 minor + patch
+    (92400 is 9.24.0), cuDNN 8 and older as 1000 major + 100 minor + patch (8906 is 8.9.6)."""
+    v = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    if v is None:
+        return None
+    return f"{v // 10000}.{v // 100 % 100}.{v % 100}" if v >= 90000 else f"{v // 1000}.{v // 100 % 10}.{v % 100}"
 
 
 def environment(device: torch.device) -> dict[str, Any]:
     from trades_instability.runtime import device_description, library_versions
 
     locks = repo_locks()
-    env: dict[str, Any] = {"versions": library_versions(), "torch": torch.__version__, "cuda_runtime": torch.version.cuda,
-                           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+    env: dict[str, Any] = {"versions": library_versions(), "torch": torch.__version__,
+                           "cuda_runtime": torch.version.cuda,
+                           "cudnn": cudnn_version(),
                            "device": device_description(device), "locks": locks,
                            "installed_lock": installed_lock(locks)}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         gpus = nvidia_smi_gpus() or []
-        smi = gpus[device.index or 0] if len(gpus) > (device.index or 0) else {}
+        # one driver per node; nvidia-smi numbers GPUs ignoring CUDA_VISIBLE_DEVICES, so torch's index is no key
+        smi = gpus[0] if gpus else {}
         major = driver_major(smi.get("driver"))
         want = matching_lock(major, locks)
         env.update(gpu=props.name, memory_gib=props.total_memory / 2**30, capability=f"{props.major}.{props.minor}",
@@ -242,9 +255,11 @@ def _environment_line(env: dict[str, Any]) -> str:
     if env["gpu"] is None:
         return (f"{env['device']}; torch {env['torch']}; no GPU (--tiny); installed lock "
                 f"{env['installed_lock'] or 'none of envs/'}")
-    return (f"{env['gpu']} ({env['memory_gib']:.0f} GiB, sm {env['capability']}, bf16 {'yes' if env['bf16'] else 'no'}), "
+    bf16 = "yes" if env["bf16"] else "no"
+    return (f"{env['gpu']} ({env['memory_gib']:.0f} GiB, sm {env['capability']}, bf16 {bf16}), "
             f"driver {env['driver']}; torch {env['torch']}, CUDA {env['cuda_runtime']}, cuDNN {env['cudnn']}; "
-            f"lock for this driver: {env['matching_lock'] or '?'}, installed: {env['installed_lock'] or 'none of envs/'}")
+            f"lock for this driver: {env['matching_lock'] or '?'}, "
+            f"installed: {env['installed_lock'] or 'none of envs/'}")
 
 
 # ------------------------------------------------------------------------------------------ c: speed
@@ -256,9 +271,8 @@ def speed(scale: Scale, out: Path) -> dict[str, Any]:
     argv = [*scale.bench_args, "--json", str(out / "bench.json")]
     if scale.bench_compile:
         argv += ["--compile", "--compile-precision", "fp32"]
-    with open(out / "bench.log", "w") as log, contextlib.redirect_stdout(log), \
-            tempfile.TemporaryDirectory(prefix="gpu-check-bench-") as tmp:
-        rc = bench._main(argv, tmp)
+    with open(out / "bench.log", "w") as log, contextlib.redirect_stdout(log):
+        rc = bench.main(argv)
     device_checks.require(rc == 0, f"bench exited {rc} (see {out / 'bench.log'})")
     doc = json.loads((out / "bench.json").read_text())
     rows = [{"row": _bench_row_name(r), **{k: r.get(k) for k in (
@@ -306,7 +320,8 @@ def short_run(scale: Scale, out: Path, device: torch.device) -> dict[str, Any]:
     epoch_s = [float(r["epoch_time_s"]) for r in rows]
     return {"train_images": n_img, "epochs": len(rows), "seconds_uninterrupted": t_full, "seconds_resumed": t_resumed,
             "epoch_time_s": epoch_s, "val_pgd_acc": [float(r["val_pgd_acc"]) for r in rows],
-            "summary": f"2 epochs of {n_img} images in {t_full:.1f} s (epochs {', '.join(f'{s:.1f}' for s in epoch_s)} s); "
+            "summary": f"2 epochs of {n_img} images in {t_full:.1f} s "
+                       f"(epochs {', '.join(f'{s:.1f}' for s in epoch_s)} s); "
                        f"{same['summary']}"}
 
 
@@ -322,7 +337,8 @@ def short_eval(scale: Scale, out: Path, device: torch.device) -> dict[str, Any]:
     suite = evaluation.suite_from_dict("gpu-check", {**scale.eval_suite, "n_examples": scale.eval_n})
     t = time.perf_counter()
     doc = evaluation.evaluate_checkpoint(model, ckpt, splits.test.images, splits.test.labels, suite,
-                                         suite_name="gpu-check", checkpoint_path=out / "run" / "checkpoints" / "best.pt",
+                                         suite_name="gpu-check",
+                                         checkpoint_path=out / "run" / "checkpoints" / "best.pt",
                                          out=out / "eval.json", device=device, num_classes=splits.num_classes,
                                          landscape_out=out / "landscape.npz")
     wall = time.perf_counter() - t
@@ -473,6 +489,12 @@ class Runner:
 def run_all(args: argparse.Namespace, out: Path, device: torch.device, scale: Scale) -> list[StepResult]:
     max_s = None if args.max_minutes is None else 60 * args.max_minutes
     runner = Runner(out, max_s)
+    checks = sum((c.est_cuda_s if device.type == "cuda" else c.est_cpu_s) for c in device_checks.CHECKS
+                 if c.in_command and (device.type == "cuda" or not c.cuda_only))
+    est = {"a": scale.est["environment"], "b": checks, "c": scale.est["bench"],
+           "d": scale.est["short_run"] + scale.est["short_eval"], "e": scale.est["sharing"]}
+    print(f"estimates: {', '.join(f'{k} ~{v:.0f} s' for k, v in est.items())}; ~{sum(est.values()) / 60:.1f} min in all"
+          + (f" (--max-minutes {args.max_minutes:g})" if args.max_minutes is not None else ""))
     env_r = runner.run("a", "environment", "environment", scale.est["environment"], lambda: _with_line(
         environment(device), _environment_line), correctness=False)
     total_gib = env_r.data.get("memory_gib")
@@ -494,7 +516,8 @@ def run_all(args: argparse.Namespace, out: Path, device: torch.device, scale: Sc
         runner.run("d", "short_eval", "short run's evaluation", scale.est["short_eval"],
                    lambda: short_eval(scale, out / "short_run", device), correctness=True)
     else:
-        runner.not_applicable("d", "short_eval", "short run's evaluation", f"no checkpoint: the short run {run_r.status}",
+        runner.not_applicable("d", "short_eval", "short run's evaluation",
+                              f"no checkpoint: the short run {run_r.status}",
                               correctness=True)
     runner.run("e", "sharing", "sharing the GPU", scale.est["sharing"],
                lambda: sharing(scale, out / "sharing", device, total_gib), correctness=False)
@@ -524,9 +547,14 @@ def write_report(out: Path, results: list[StepResult], meta: dict[str, Any]) -> 
     atomic_write_text(out / "report.md", render_markdown(results, meta, ok))
 
 
-def render_markdown(results: list[StepResult], meta: dict[str, Any], ok: bool) -> str:
-    from trades_instability.tools.bench import render_table
+def render_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, cells padded to their column's width."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
 
+
+def render_markdown(results: list[StepResult], meta: dict[str, Any], ok: bool) -> str:
     by = {r.name: r for r in results}
     env = by["environment"].data
     lines = [f"# gpu-check: {'PASSED' if ok else 'NOT PASSED'}", "",
@@ -540,10 +568,11 @@ def render_markdown(results: list[StepResult], meta: dict[str, Any], ok: bool) -
         [r.step, r.title, r.status, f"{r.seconds:.1f}", r.line.replace("|", "/")] for r in results]), ""]
     sp = by.get("speed")
     if sp and sp.status == "passed":
-        rows = []
+        rows, notes = [], []
         for r in sp.data["rows"]:
             if "not_run" in r:
-                rows.append([r["row"], "-", "-", "-", "-", "-", f"not run: {r['not_run']}"])
+                rows.append([r["row"], *["-"] * 6])
+                notes.append(f"{r['row']}: not run: {r['not_run']}")
                 continue
             rows.append([r["row"], _f(r["images_per_s"], ".1f"), _f(r["ms_per_step"], ".1f"),
                          _f(r["ratio_to_reference"], ".2f"), _f(r["peak_mem_gib"], ".2f"),
@@ -553,7 +582,7 @@ def render_markdown(results: list[StepResult], meta: dict[str, Any], ok: bool) -
                   f"{sp.data['forward_gflops_per_image']:.4f} GFLOP/image; peak GEMM "
                   + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in sp.data["peak_gemm_tflops"].items()), "",
                   render_table(["row", "img/s", "ms/step", "x ref", "peak mem GiB", "% FLOP floor",
-                                "50k-img epoch s"], [row[:7] for row in rows]), ""]
+                                "50k-img epoch s"], rows), "", *(f"{n}\n" for n in notes)]
     sh = by.get("sharing")
     if sh and sh.status == "passed":
         lines += ["## e. Sharing the GPU", "", render_table(["K jobs", "aggregate img/s", "peak GiB per job"], [
@@ -601,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gpu-check: {e}", file=sys.stderr)
             return 2
         if device.type != "cuda":
-            print(f"gpu-check: --device {args.device} is not a CUDA device (use --tiny for the CPU run)", file=sys.stderr)
+            print(f"gpu-check: --device {args.device} is not a CUDA device (use --tiny for the CPU run)",
+                  file=sys.stderr)
             return 2
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
@@ -619,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu-check ({scale.name}) on {device_description(device)}; torch {torch.__version__}; writing {out}")
     t = time.perf_counter()
     results = run_all(args, out, device, scale)
-    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "device": device_description(device),
+    meta = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "device": device_description(device),
             "scale": scale.name, "cuda": device.type == "cuda", "command": command, "wall_s": time.perf_counter() - t,
             "max_minutes": args.max_minutes}
     write_report(out, results, meta)

@@ -1,11 +1,11 @@
 """The concurrent training processes of gpu-check's "sharing the GPU" step (``python -m
 trades_instability.tools.gpu_share ...``, started by :mod:`trades_instability.tools.gpu_check`).
 
-Each process builds the bench's training step (the Trainer's own, :class:`~trades_instability.tools.bench.ProjectStepper`),
-warms it up (cuDNN autotuning, allocator) and writes ``DIR/ready<i>``. Then, for each K of ``--ks``: when its
-index is below K it waits for ``DIR/go<K>``, times ``--steps`` steps and writes ``DIR/job<i>-k<K>.json``
-(images/s, peak memory); the others wait idle. So max(K) processes start once and every K times the same
-interval with exactly K of them working."""
+Each process builds the bench's training step (the Trainer's own,
+:class:`~trades_instability.tools.bench.ProjectStepper`), warms it up (cuDNN autotuning, allocator) and writes
+``DIR/ready<i>``. Then, for each K of ``--ks``: when its index is below K it waits for ``DIR/go<K>``, times
+``--steps`` steps and writes ``DIR/job<i>-k<K>.json`` (images/s, peak memory); the others wait idle. So max(K)
+processes start once and every K times the same interval with exactly K of them working."""
 
 from __future__ import annotations
 
