@@ -171,3 +171,23 @@ def _share(k: int, agg: float, peak: float = 3.0) -> dict:
 def test_jobs_per_gpu_recommendation(aggs, total, want):
     results = [_share(k, a) for k, a in zip((1, 2, 4), aggs)]
     assert gpu_check.recommend_jobs_per_gpu(results, total)["jobs_per_gpu"] == want
+
+
+def test_bench_compile_precision_builds_only_the_compiled_rows_asked_for(tmp_path):
+    """gpu-check's speed rows: reference, project fp32 and bf16, and compile in fp32 only (one compile to pay).
+    Building the variants does not compile yet (torch.compile is lazy), so this runs in seconds on a CPU."""
+    from trades_instability.tools import bench
+
+    def rows(*flags: str) -> list[tuple[str, str]]:
+        args, device, _ = bench._prepare(bench.build_parser().parse_args(["--tiny", "--threads", "1", *flags]))
+        n = bench._train_size(args)
+        cfg32 = bench._run_config(args, device, "fp32", n)
+        _, variants = bench._build_variants(args, device, cfg32, bench._load_splits(cfg32), n, str(tmp_path))
+        return [(v.name, v.precision) for v in variants]
+
+    base = [("reference (official TRADES loop)", "fp32"), ("project (Trainer step)", "fp32"),
+            ("project (Trainer step)", "bf16")]
+    assert rows() == base
+    assert rows("--compile", "--compile-precision", "fp32") == [*base, ("project (Trainer step) +compile", "fp32")]
+    assert rows("--compile") == [*base, ("project (Trainer step) +compile", "fp32"),
+                                 ("project (Trainer step) +compile", "bf16")]

@@ -407,35 +407,38 @@ class Check:
     what: str
     cuda_only: bool = False  # meaningless without CUDA: gpu-check --tiny records it as not applicable
     in_command: bool = True  # run by gpu-check (False: tests only; the bench's compile row covers it there)
-    # seconds on an H100/H200 (CUDA start-up is paid once, before; toy runs of 1-3 epochs at width 2 take
-    # ~1 s each there, cudnn autotuning included) and on one of this project's 2 CPU cores (measured, --tiny)
+    # seconds on an H100/H200 (CUDA start-up is paid once, in gpu-check's environment step) and on one of this
+    # project's 2 CPU cores (--tiny, measured: 1-8 s per toy run). A toy run on the GPU (width 2, 3 steps an epoch
+    # of 10 attack steps each, PGD validation of 32) is kernel-launch bound: ~60 layers x (forward + backward) x 11
+    # passes ~ 1,500 launches a step, ~0.05 s, so 1-3 epochs take well under a second; cuDNN autotuning of each new
+    # shape adds ~1 s the first time. Not measured: no GPU has run this yet.
     est_cuda_s: float = 5.0
     est_cpu_s: float = 5.0
 
 
 CHECKS: tuple[Check, ...] = (
-    *(Check(f"training_{v}", training(v), f"training, {v}", est_cuda_s=4, est_cpu_s=4 if v != "awp" else 6)
+    *(Check(f"training_{v}", training(v), f"training, {v}", est_cuda_s=3, est_cpu_s=4 if v != "awp" else 6)
       for v in TRAINING_VARIANTS),
-    Check("resume", resume_after_interruption, "resume after an interruption", est_cuda_s=5, est_cpu_s=5),
+    Check("resume", resume_after_interruption, "resume after an interruption", est_cuda_s=4, est_cpu_s=5),
     Check("deterministic_resume", deterministic_resume_equals_uninterrupted,
-          "deterministic resume == uninterrupted", est_cuda_s=8, est_cpu_s=8),
-    Check("evaluation_agreement", evaluation_agrees_with_cpu, "evaluation agrees with the CPU", est_cuda_s=8,
+          "deterministic resume == uninterrupted", est_cuda_s=6, est_cpu_s=8),
+    Check("evaluation_agreement", evaluation_agrees_with_cpu, "evaluation agrees with the CPU", est_cuda_s=6,
           est_cpu_s=8),
     Check("autoattack", autoattack_through_eval_cli, "AutoAttack via trades-eval at the pinned batch",
-          est_cuda_s=10, est_cpu_s=12),
+          est_cuda_s=8, est_cpu_s=12),
     # width 64 at batch 256 on 512 images: 2 training steps (~30 TFLOP) + PGD-10 validation of 512 (~12 TFLOP)
     # + a 5-iteration AutoAttack of 500: seconds of compute, plus cuDNN autotuning
-    Check("peak_memory", peak_memory(), "peak memory within the README's per-job figures", est_cuda_s=20,
+    Check("peak_memory", peak_memory(), "peak memory within the README's per-job figures", est_cuda_s=15,
           est_cpu_s=15),
     Check("to_float", to_float_bit_identical, "uint8 -> float bit-identical", cuda_only=True, est_cuda_s=1),
     Check("attack_start", attack_start_same_on_device, "attack starts identical to the CPU's", cuda_only=True,
           est_cuda_s=1),
     Check("augment_copy", augment_one_pinned_copy, "augmentation: one pinned copy per batch", cuda_only=True,
-          est_cuda_s=3),
+          est_cuda_s=2),
     Check("cudnn_benchmark", cudnn_benchmark_during_training, "cudnn.benchmark while training", cuda_only=True,
-          est_cuda_s=4),
+          est_cuda_s=3),
     Check("cpu_resume_refused", cpu_resume_of_a_cuda_run_is_one_line, "a CUDA run resumed on the CPU: one line",
-          cuda_only=True, est_cuda_s=3),
+          cuda_only=True, est_cuda_s=2),
     Check("compile_awp", compile_with_awp, "compile: true with AWP", cuda_only=True, in_command=False,
           est_cuda_s=90),
 )

@@ -79,29 +79,32 @@ SCALES: dict[str, Scale] = {
         # a project step is 27 forwards x 1.11 GFLOP x 256 = 7.7 TFLOP (~0.1 s at TF32 rates), the reference's 39;
         # 4 rows x (2 warm-up + 2 x 5 timed + 1 counted) steps ~ 10 s; torch.compile of the training step and the
         # attack's graphs (inductor, cold cache) ~ 60-90 s; peak-GEMM probes seconds
-        bench_args=("--device", "cuda", "--width", "64", "--batch-size", "256", "--num-classes", "100",
+        bench_args=("--width", "64", "--batch-size", "256", "--num-classes", "100",
                     "--warmup", "2", "--steps", "5", "--rounds", "2", "--no-eval"),
         bench_compile=True,
         # 12,800 images at batch 256: 50 steps/epoch; 4 epochs in all (uninterrupted 2, stopped 1 + resumed 1),
-        # deterministic fp32 with batch metrics (~1.5 x 1.3 the plain step): ~200 x 0.2 s = 40 s, plus 4 PGD-10
-        # validations of 1,000 (12 TFLOP each, ~1 s)
+        # deterministic fp32 with batch metrics (~1.5 x 1.3 the plain step, ~0.08 s at the README's 15 s target
+        # for a 195-step epoch): ~200 x 0.16 s = 32 s, plus 4 PGD-10 validations of 1,000 (12 TFLOP each, ~1 s)
         run={"dataset": "synthetic", "synthetic": {"num_classes": 100, "train_size": 12_800, "test_size": 1_000,
                                                    "image_size": 32, "seed": 0},
              "width": 64, "batch_size": 256, "val_batch_size": 500, "epochs": 2, "log_batch_metrics": True,
              "deterministic": True, "device": "cuda"},
         eval_n=1_000,
         # standard budget (5000 Square queries, 100 APGD/FAB iterations, 9 targets), fp32 without TF32 (~60 TFLOP/s
-        # on H100/H200 CUDA cores): at 30 % robust, Square alone 0.3 x 1000 x 5000 x 1.11 GFLOP = 1.7 PFLOP
-        # (~50 s) and the ensemble ~4 PFLOP (~2 min); fewer robust points finish sooner
+        # peak on H100/H200 CUDA cores, ~30 achieved). Only still-robust points are attacked: at 10 % robust
+        # (2 epochs), Square alone 0.1 x 1000 x 5000 x 1.11 GFLOP = 0.55 PFLOP (~20 s) and the ensemble (APGD-CE on
+        # the clean-correct, APGD-T and FAB-T 9 targets x 100 iterations on the robust, Square) ~1.3 PFLOP (~45 s);
+        # at 30 % robust about three times that, and --max-minutes would skip what no longer fits
         eval_suite={"attacks": ["clean", "pgd10", "square", "autoattack"], "batch_size": 500, "aa_batch_size": 500},
         # each process: start-up (~5 s: import, CUDA context) + 3 warm-up + 10 timed steps (~0.1 s each x K)
-        share={"device": "cuda", "width": 64, "batch_size": 256, "num_classes": 100, "image_size": 32,
+        share={"width": 64, "batch_size": 256, "num_classes": 100, "image_size": 32,
                "warmup": 3, "steps": 10},
-        est={"environment": 10, "bench": 100, "short_run": 50, "short_eval": 120, "sharing": 45},
+        # in all ~5.8 min with the checks' ~63 s (device_checks.CHECKS)
+        est={"environment": 10, "bench": 100, "short_run": 40, "short_eval": 90, "sharing": 45},
     ),
     "tiny": Scale(
         name="tiny",
-        bench_args=("--tiny", "--device", "cpu", "--threads", "1", "--no-eval"),
+        bench_args=("--tiny", "--threads", "1", "--no-eval"),
         bench_compile=False,  # inductor's C++ build of even the width-4 step took > 2 min on 2 cores
         run={"dataset": "synthetic", "synthetic": {"num_classes": 10, "train_size": 128, "test_size": 64,
                                                    "image_size": 16, "seed": 0},
@@ -110,7 +113,7 @@ SCALES: dict[str, Scale] = {
         eval_n=64,
         eval_suite={"attacks": ["clean", "pgd10", "square", "autoattack"], "batch_size": 64, "aa_batch_size": 64,
                     "apgd_iters": 5, "fab_iters": 5, "n_target_classes": 2, "square_queries": 50},
-        share={"device": "cpu", "width": 4, "batch_size": 16, "num_classes": 10, "image_size": 16, "warmup": 1,
+        share={"width": 4, "batch_size": 16, "num_classes": 10, "image_size": 16, "warmup": 1,
                "steps": 2, "threads": 1},
         memory=device_checks.TOY_MEMORY,
         est={"environment": 1, "bench": 30, "short_run": 20, "short_eval": 6, "sharing": 30},
@@ -263,12 +266,12 @@ def _environment_line(env: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ c: speed
-def speed(scale: Scale, out: Path) -> dict[str, Any]:
+def speed(scale: Scale, out: Path, device: torch.device) -> dict[str, Any]:
     """The bench's training table (reference, fp32, bf16, compile fp32) in this process; its own printout goes
     to ``out/bench.log``."""
     from trades_instability.tools import bench
 
-    argv = [*scale.bench_args, "--json", str(out / "bench.json")]
+    argv = [*scale.bench_args, "--device", str(device), "--json", str(out / "bench.json")]
     if scale.bench_compile:
         argv += ["--compile", "--compile-precision", "fp32"]
     with open(out / "bench.log", "w") as log, contextlib.redirect_stdout(log):
@@ -371,7 +374,7 @@ def sharing(scale: Scale, out: Path, device: torch.device, total_gib: float | No
     for i in range(n):
         cmd = [sys.executable, "-m", "trades_instability.tools.gpu_share", "--dir", str(out), "--index", str(i),
                "--ks", ",".join(map(str, ks))]
-        for key, v in scale.share.items():
+        for key, v in {**scale.share, "device": str(device)}.items():
             cmd += [f"--{key.replace('_', '-')}", str(v)]
         with open(out / f"job{i}.log", "w") as log:
             procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -509,7 +512,7 @@ def run_all(args: argparse.Namespace, out: Path, device: torch.device, scale: Sc
         d.mkdir(parents=True, exist_ok=True)
         runner.run("b", c.name, c.what, c.est_cuda_s if device.type == "cuda" else c.est_cpu_s,
                    lambda fn=fn, d=d: fn(d, device), correctness=True)
-    runner.run("c", "speed", "speed, side by side", scale.est["bench"], lambda: speed(scale, out), correctness=False)
+    runner.run("c", "speed", "speed, side by side", scale.est["bench"], lambda: speed(scale, out, device), correctness=False)
     run_r = runner.run("d", "short_run", "short run + resume", scale.est["short_run"],
                        lambda: short_run(scale, out / "short_run", device), correctness=True)
     if run_r.status == "passed":
