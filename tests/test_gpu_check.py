@@ -27,6 +27,7 @@ def _gpu_check(*args: str, env: dict[str, str] | None = None, timeout: float = 9
                           text=True, env=env or _env(), timeout=timeout, check=False)
 
 
+@pytest.mark.slow  # an end-to-end run: ~2 minutes on 2 cores (README, "Checking a GPU node")
 def test_tiny_gpu_check_runs_every_step_and_writes_the_report(tmp_path):
     out = tmp_path / "gc"
     t = time.monotonic()

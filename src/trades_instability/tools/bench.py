@@ -60,7 +60,7 @@ from trades_instability.tools.flops import (FLOOR_FWD_PER_IMAGE, counted_flops, 
 from trades_instability.tools.reference_trades import ReferenceTrainer, official_loader
 from trades_instability.data.datasets import to_float
 from trades_instability.core.memory_format import use_channels_last
-from trades_instability.runtime import device_description, resolve_device
+from trades_instability.runtime import device_description, execution_mode, resolve_device
 
 CIFAR_TRAIN_SIZE = 50_000
 
@@ -228,13 +228,16 @@ def _main(argv: list[str] | None, tmp: str) -> int:
         print(f"trades-bench: {e}", file=sys.stderr)
         return 2
 
-    fast32, variants = _build_variants(args, device, cfg32, splits, train_size, tmp)
-    fwd = forward_flops(fast32.trainer.model, args.image_size, device, fast32.trainer.channels_last)
-    _print_header(args, device, command, argv, cfg32, splits, fwd)
-    n_gemm = 4096 if device.type == "cuda" else (256 if args.tiny else 1024)
-    peaks = _measured_work(args, device, fast32, variants, fwd, n_gemm)
-    _time_rounds(args, device, variants, peaks, n_gemm)
-    train_json = _print_training(args, variants, peaks, n_gemm, fwd)
+    # the backend flags of a training run (cudnn.benchmark on CUDA), restored after: the Trainer sets them in run()
+    # only, and the bench steps it without run()
+    with execution_mode(device, deterministic=False, log=print):
+        fast32, variants = _build_variants(args, device, cfg32, splits, train_size, tmp)
+        fwd = forward_flops(fast32.trainer.model, args.image_size, device, fast32.trainer.channels_last)
+        _print_header(args, device, command, argv, cfg32, splits, fwd)
+        n_gemm = 4096 if device.type == "cuda" else (256 if args.tiny else 1024)
+        peaks = _measured_work(args, device, fast32, variants, fwd, n_gemm)
+        _time_rounds(args, device, variants, peaks, n_gemm)
+        train_json = _print_training(args, variants, peaks, n_gemm, fwd)
     out.update(args={k: v for k, v in vars(args).items()}, forward_gflops_per_image=fwd / 1e9,
                peak_gemm_tflops={("fp32" if d == torch.float32 else "bf16"): p / 1e12 for d, p in peaks.items()},
                train=train_json)
@@ -302,7 +305,7 @@ def _build_variants(args: argparse.Namespace, device: torch.device, cfg32, split
         return ProjectStepper(Trainer(cfg, f"{tmp}/{precision}{'-compiled' if compiled else ''}", device=str(device),
                                       log=lambda m: None, progress=False, data=splits))
 
-    fast32 = project("fp32")  # sets cudnn.benchmark on CUDA, as in training (the reference gets it too)
+    fast32 = project("fp32")  # _main holds cudnn.benchmark on for CUDA, as in training (the reference gets it too)
     ref = _reference_trainer(args, device, cfg32, splits, fast32.trainer.model)
     variants = [Variant("reference (official TRADES loop)", "fp32", ref.step, args.batch_size),
                 Variant("project (Trainer step)", "fp32", fast32.step, args.batch_size)]

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from trades_instability.config.run import from_dict
-    from trades_instability.runtime import resolve_device
+    from trades_instability.runtime import execution_mode, resolve_device
     from trades_instability.tools.bench import ProjectStepper
     from trades_instability.tools.flops import sync
     from trades_instability.train.loop import Trainer
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                                                            "test_size": 16, "image_size": args.image_size},
                      "width": args.width, "batch_size": args.batch_size, "epochs": 1, "precision": args.precision,
                      "device": str(device)})
-    with tempfile.TemporaryDirectory(prefix="gpu-share-") as tmp:
+    # a training run's backend flags (cudnn.benchmark on CUDA): the Trainer sets them in run(), not when stepped
+    with tempfile.TemporaryDirectory(prefix="gpu-share-") as tmp, execution_mode(device, deterministic=False):
         stepper = ProjectStepper(Trainer(cfg, tmp, device=str(device), log=lambda m: None, progress=False))
         for _ in range(args.warmup):
             stepper.step()
