@@ -30,8 +30,19 @@ def _gpu_check(*args: str, env: dict[str, str] | None = None, timeout: float = 9
 @pytest.mark.slow  # an end-to-end run: ~2 minutes on 2 cores (README, "Checking a GPU node")
 def test_tiny_gpu_check_runs_every_step_and_writes_the_report(tmp_path):
     out = tmp_path / "gc"
+    # only the library's runtime dependencies: Snakemake and jsonschema (workflow-only) cannot be imported here,
+    # in this process or in the sharing step's children (they inherit PYTHONPATH)
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('snakemake', 'jsonschema'):\n"
+        "            raise ImportError(f'{name} is not a runtime dependency of gpu-check')\n"
+        "sys.meta_path.insert(0, _Block())\n")
     t = time.monotonic()
-    p = _gpu_check("--tiny", "--out", str(out))
+    p = _gpu_check("--tiny", "--out", str(out), env=_env(PYTHONPATH=f"{blocker}{os.pathsep}{ROOT / 'src'}"))
     wall = time.monotonic() - t
     print(p.stdout, p.stderr, f"wall {wall:.0f} s", sep="\n")  # the run's own lines, for the log
     assert p.returncode == 0, p.stdout + p.stderr

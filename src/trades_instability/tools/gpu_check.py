@@ -268,28 +268,43 @@ def _environment_line(env: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------ c: speed
 def speed(scale: Scale, out: Path, device: torch.device) -> dict[str, Any]:
     """The bench's training table (reference, fp32, bf16, compile fp32) in this process; its own printout goes
-    to ``out/bench.log``."""
-    from trades_instability.tools import bench
-
+    to ``out/bench.log``. Should the compiled row break the bench, the other rows are timed again without it and
+    the compile row says why (it is the least proven part of a new node's stack)."""
     argv = [*scale.bench_args, "--device", str(device), "--json", str(out / "bench.json")]
+    compile_problem = None
     if scale.bench_compile:
-        argv += ["--compile", "--compile-precision", "fp32"]
-    with open(out / "bench.log", "w") as log, contextlib.redirect_stdout(log):
-        rc = bench.main(argv)
-    device_checks.require(rc == 0, f"bench exited {rc} (see {out / 'bench.log'})")
-    doc = json.loads((out / "bench.json").read_text())
+        try:
+            doc = _bench(argv + ["--compile", "--compile-precision", "fp32"], out)
+            argv += ["--compile", "--compile-precision", "fp32"]
+        except Exception as e:  # noqa: BLE001 - reported in the row, the other rows still measured
+            compile_problem = f"FAILED: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+    if not scale.bench_compile or compile_problem:
+        doc = _bench(argv, out)
     rows = [{"row": _bench_row_name(r), **{k: r.get(k) for k in (
         "images_per_s", "ms_per_step", "ratio_to_reference", "peak_mem_gib", "floor_fraction", "epoch_50k_s")}}
         for r in doc["train"]]
     if not scale.bench_compile:
         rows.append({"row": "compile: true (fp32)", "not_run": "torch.compile's C++ build takes minutes on 2 CPU "
                      "cores; timed on a GPU only"})
+    elif compile_problem:
+        rows.append({"row": "compile: true (fp32)", "not_run": compile_problem})
     by = {r["row"]: r for r in rows}
     fp32 = by.get("project fp32", {})
     summary = ", ".join(f"{r['row']} {r['images_per_s']:.0f} img/s" for r in rows if "images_per_s" in r)
     return {"rows": rows, "bench_args": argv, "forward_gflops_per_image": doc["forward_gflops_per_image"],
-            "peak_gemm_tflops": doc["peak_gemm_tflops"],
-            "summary": f"{summary}; 50k-image epoch {fp32.get('epoch_50k_s', float('nan')):.1f} s in fp32"}
+            "peak_gemm_tflops": doc["peak_gemm_tflops"], "compile_problem": compile_problem,
+            "summary": f"{summary}; 50k-image epoch {fp32.get('epoch_50k_s', float('nan')):.1f} s in fp32"
+                       + (f"; compile {compile_problem}" if compile_problem else "")}
+
+
+def _bench(argv: list[str], out: Path) -> dict[str, Any]:
+    """``bench.main(argv)`` with its printout appended to ``out/bench.log``; returns its JSON."""
+    from trades_instability.tools import bench
+
+    with open(out / "bench.log", "a") as log, contextlib.redirect_stdout(log):
+        rc = bench.main(argv)
+    device_checks.require(rc == 0, f"bench exited {rc} (see {out / 'bench.log'})")
+    return json.loads((out / "bench.json").read_text())
 
 
 def _bench_row_name(rec: dict[str, Any]) -> str:
@@ -496,7 +511,8 @@ def run_all(args: argparse.Namespace, out: Path, device: torch.device, scale: Sc
                  if c.in_command and (device.type == "cuda" or not c.cuda_only))
     est = {"a": scale.est["environment"], "b": checks, "c": scale.est["bench"],
            "d": scale.est["short_run"] + scale.est["short_eval"], "e": scale.est["sharing"]}
-    print(f"estimates: {', '.join(f'{k} ~{v:.0f} s' for k, v in est.items())}; ~{sum(est.values()) / 60:.1f} min in all"
+    print(f"estimates: {', '.join(f'{k} ~{v:.0f} s' for k, v in est.items())}; "
+          f"~{sum(est.values()) / 60:.1f} min in all"
           + (f" (--max-minutes {args.max_minutes:g})" if args.max_minutes is not None else ""))
     env_r = runner.run("a", "environment", "environment", scale.est["environment"], lambda: _with_line(
         environment(device), _environment_line), correctness=False)
@@ -512,7 +528,8 @@ def run_all(args: argparse.Namespace, out: Path, device: torch.device, scale: Sc
         d.mkdir(parents=True, exist_ok=True)
         runner.run("b", c.name, c.what, c.est_cuda_s if device.type == "cuda" else c.est_cpu_s,
                    lambda fn=fn, d=d: fn(d, device), correctness=True)
-    runner.run("c", "speed", "speed, side by side", scale.est["bench"], lambda: speed(scale, out, device), correctness=False)
+    runner.run("c", "speed", "speed, side by side", scale.est["bench"], lambda: speed(scale, out, device),
+               correctness=False)
     run_r = runner.run("d", "short_run", "short run + resume", scale.est["short_run"],
                        lambda: short_run(scale, out / "short_run", device), correctness=True)
     if run_r.status == "passed":
