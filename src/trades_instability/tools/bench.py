@@ -57,7 +57,7 @@ from torch import nn
 
 from trades_instability.core.memory_format import use_channels_last
 from trades_instability.data.datasets import to_float
-from trades_instability.runtime import device_description, resolve_device
+from trades_instability.runtime import device_description, execution_mode, resolve_device
 from trades_instability.tools import precision_check
 from trades_instability.tools.flops import (
     FLOOR_FWD_PER_IMAGE,
@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="also time the project's step with torch.compile (RunConfig.compile); compile time is "
                         "spent in the warm-up steps, so give --warmup >= 2")
+    p.add_argument("--compile-precision", choices=("all", "fp32", "bf16"), default="all",
+                   help="with --compile: the precisions timed compiled (default all of the timed ones; gpu-check "
+                        "times fp32 only, to spend the compile time once)")
     p.add_argument("--no-bf16", action="store_true", help="skip the project's bf16 rows")
     p.add_argument("--ref-workers", type=int, default=1, help="DataLoader workers of the reference (official: 1)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -237,13 +240,16 @@ def _main(argv: list[str] | None, tmp: str) -> int:
         print(f"trades-bench: {e}", file=sys.stderr)
         return 2
 
-    fast32, variants = _build_variants(args, device, cfg32, splits, train_size, tmp)
-    fwd = forward_flops(fast32.trainer.model, args.image_size, device, fast32.trainer.channels_last)
-    _print_header(args, device, command, argv, cfg32, splits, fwd)
-    n_gemm = 4096 if device.type == "cuda" else (256 if args.tiny else 1024)
-    peaks = _measured_work(args, device, fast32, variants, fwd, n_gemm)
-    _time_rounds(args, device, variants, peaks, n_gemm)
-    train_json = _print_training(args, variants, peaks, n_gemm, fwd)
+    # the backend flags of a training run (cudnn.benchmark on CUDA), restored after: the Trainer sets them in run()
+    # only, and the bench steps it without run()
+    with execution_mode(device, deterministic=False, log=print):
+        fast32, variants = _build_variants(args, device, cfg32, splits, train_size, tmp)
+        fwd = forward_flops(fast32.trainer.model, args.image_size, device, fast32.trainer.channels_last)
+        _print_header(args, device, command, argv, cfg32, splits, fwd)
+        n_gemm = 4096 if device.type == "cuda" else (256 if args.tiny else 1024)
+        peaks = _measured_work(args, device, fast32, variants, fwd, n_gemm)
+        _time_rounds(args, device, variants, peaks, n_gemm)
+        train_json = _print_training(args, variants, peaks, n_gemm, fwd)
     out.update(args={k: v for k, v in vars(args).items()}, forward_gflops_per_image=fwd / 1e9,
                peak_gemm_tflops={("fp32" if d == torch.float32 else "bf16"): p / 1e12 for d, p in peaks.items()},
                train=train_json)
@@ -311,7 +317,7 @@ def _build_variants(args: argparse.Namespace, device: torch.device, cfg32, split
         return ProjectStepper(Trainer(cfg, f"{tmp}/{precision}{'-compiled' if compiled else ''}", device=str(device),
                                       log=lambda m: None, progress=False, data=splits))
 
-    fast32 = project("fp32")  # sets cudnn.benchmark on CUDA, as in training (the reference gets it too)
+    fast32 = project("fp32")  # _main holds cudnn.benchmark on for CUDA, as in training (the reference gets it too)
     ref = _reference_trainer(args, device, cfg32, splits, fast32.trainer.model)
     variants = [Variant("reference (official TRADES loop)", "fp32", ref.step, args.batch_size),
                 Variant("project (Trainer step)", "fp32", fast32.step, args.batch_size)]
@@ -320,6 +326,8 @@ def _build_variants(args: argparse.Namespace, device: torch.device, cfg32, split
         for precision in precisions:
             if precision == "fp32" and not compiled:
                 continue  # fast32, above
+            if compiled and args.compile_precision not in ("all", precision):
+                continue
             variants.append(Variant("project (Trainer step)" + (" +compile" if compiled else ""), precision,
                                     project(precision, compiled).step, args.batch_size,
                                     flop_dtype=torch.bfloat16 if precision == "bf16" else torch.float32))
