@@ -17,8 +17,8 @@ import pandas as pd
 
 EPOCH_COLUMNS = [
     "epoch", "lr", "train_loss", "train_ce", "train_kl", "train_clean_acc", "train_adv_acc", "val_clean_acc",
-    "val_pgd_acc", "val_fosc", "val_sgcs", "w_grad_norm", "ce_norm", "kl_norm", "grad_cosine_similarity",
-    "noise_batches", "fosc_over_threshold", "is_best", "epoch_time_s",
+    "val_pgd_acc", "val_fosc", "val_sgcs", "val_gradalign", "w_grad_norm", "ce_norm", "kl_norm",
+    "grad_cosine_similarity", "noise_batches", "fosc_over_threshold", "is_best", "epoch_time_s",
 ]
 BATCH_COLUMNS = ["epoch", "batch", "step", "loss", "ce", "kl", "w_grad_norm", "ce_norm", "kl_norm",
                  "grad_cosine_similarity", "noised"]
@@ -111,7 +111,8 @@ def _epochs(seed: int, unstable: bool, n: int = 12, rise: int = 6, fix: bool = F
         "epoch": e, "lr": 0.1, "train_loss": 2.0 - 0.05 * e, "train_ce": 1.5, "train_kl": 0.5,
         "train_clean_acc": clean, "train_adv_acc": adv, "val_clean_acc": clean - 0.05,
         "val_pgd_acc": 0.2 + 0.005 * e + 0.02 * (fosc > 0.1), "val_fosc": fosc,
-        "val_sgcs": 0.8 - 2 * (fosc - 0.01), "w_grad_norm": 3 + 5 * (fosc > 0.1) + rng.random(n),
+        "val_sgcs": 0.8 - 2 * (fosc - 0.01), "val_gradalign": 0.9 - 3 * (fosc - 0.01),
+        "w_grad_norm": 3 + 5 * (fosc > 0.1) + rng.random(n),
         "ce_norm": 1.0, "kl_norm": 2.0, "grad_cosine_similarity": 0.5, "noise_batches": 0,
         "fosc_over_threshold": fosc > 0.1, "is_best": False, "epoch_time_s": 10.0,
     })

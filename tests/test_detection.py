@@ -85,7 +85,13 @@ def test_render_from_fake_results(tmp_path):
     by_name = {g.name: g for g in rep.groups}
     assert by_name["fixed"].n_unstable == by_name["fixed"].n_regular == 0 and not by_name["fixed"].enough
     assert not by_name["b1_bs128"].enough  # 2 Unstable, 1 Regular
-    assert sum(D.NOT_ENOUGH in r for r in text.splitlines() if r.endswith("\\\\")) == 2
+    first, rest = text.split("tab:detection}", 1)
+    others = rest.split("tab:detection-others")[0]
+    assert sum(D.NOT_ENOUGH in r for r in first.splitlines() if r.endswith("\\\\")) == 2
+    # SGCS and GradAlign beside FOSC on the same groups: the fake Unstable runs' GradAlign falls with their FOSC
+    assert pooled.others["GradAlign"][:2] == (8, 1.0) and pooled.others["SGCS"] is not None
+    assert by_name["b1_bs128"].others["GradAlign"] is None and "Lowest validation GradAlign" in others
+    assert sum(D.NOT_ENOUGH in r for r in others.splitlines() if r.endswith("\\\\")) == 2
     assert r"\begin{tabular}" in text and "<<" not in text
     runs = pd.read_csv(csv)
     assert len(runs) == 8 and set(runs["label"]) == {"Regular", "Unstable"}

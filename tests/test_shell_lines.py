@@ -46,7 +46,7 @@ def test_job_environment_is_written_once():
 
 
 def test_scripts_share_one_helper():
-    assert len(SCRIPTS) == 6
+    assert len(SCRIPTS) == 7  # aggregate, render_{table,figure,comparison,detection,grid,review}
     for script in SCRIPTS:
         text = script.read_text()
         assert "from script_job import job" in text and "with job(smk, " in text, script.name

@@ -50,6 +50,15 @@ LEVEL = 0.95
 N_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 POOLED = "all"
+# Every per-epoch detector: epochs.csv column, the run's score (its most extreme epoch) and the direction that
+# signals masking. FOSC (eq. 2) is the calibrated one; SGCS (eq. 3) and GradAlign (Andriushchenko & Flammarion
+# 2020, core/metrics.py) are evaluated beside it by AUC alone (the review's Q3; report/review.py reads this too).
+DETECTORS = {
+    "FOSC": ("val_fosc", "max", "high"),
+    "SGCS": ("val_sgcs", "max", "high"),
+    "GradAlign": ("val_gradalign", "min", "low"),
+}
+OTHER_DETECTORS = ("SGCS", "GradAlign")
 
 
 @dataclass
@@ -63,6 +72,8 @@ class RunTrace:
     fosc_threshold: float
     epochs: np.ndarray
     fosc: np.ndarray
+    # the run's score of each other detector (DETECTORS), oriented so that higher means "masking"; None: not logged
+    others: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def peak(self) -> float:
@@ -102,6 +113,8 @@ class GroupResult:
     configured_early: int | None = None
     configured_regular_flagged: int | None = None
     configured_thresholds: list[float] = field(default_factory=list)
+    # the other detectors: name -> (n with a score, AUC, interval low, high, p); None when not enough runs
+    others: dict[str, tuple[int, float, float, float, float] | None] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -155,6 +168,11 @@ def analyse(name: str, traces: list[RunTrace]) -> GroupResult:
     # the configured threshold needs no calibration: its counts are shown whatever the group size
     res.configured_early = sum(t.flagged_early(t.fosc_threshold) for t in uns)
     res.configured_regular_flagged = sum(t.first_over(t.fosc_threshold) is not None for t in reg)
+    for name in OTHER_DETECTORS:  # SGCS and GradAlign: AUC alone, each with its own count of scored runs
+        p = [t.others.get(name) for t in uns if t.others.get(name) is not None]
+        q = [t.others.get(name) for t in reg if t.others.get(name) is not None]
+        res.others[name] = ((len(p) + len(q), roc_auc(p, q), *auc_interval(p, q), auc_p_value(p, q))
+                            if min(len(p), len(q)) >= MIN_RUNS else None)
     if not res.enough:
         return res
     pos, neg = [t.peak for t in uns], [t.peak for t in reg]
@@ -165,6 +183,19 @@ def analyse(name: str, traces: list[RunTrace]) -> GroupResult:
     res.unstable_early = sum(t.flagged_early(res.threshold) for t in uns)
     res.regular_flagged = sum(t.peak > res.threshold for t in reg)
     return res
+
+
+def detector_score(epochs: pd.DataFrame | None, name: str) -> float | None:
+    """A run's score of detector ``name`` (DETECTORS) from its epochs.csv, oriented so that higher means
+    "masking" (GradAlign's lowest value enters negated); None when the column is missing or empty."""
+    col, how, direction = DETECTORS[name]
+    if epochs is None or col not in epochs.columns:
+        return None
+    vals = pd.to_numeric(epochs[col], errors="coerce").dropna()
+    if vals.empty:
+        return None
+    v = float(getattr(vals, how)())
+    return v if direction == "high" else -v
 
 
 # --------------------------------------------------------------------------- inputs
@@ -203,7 +234,8 @@ def load_traces(summary, selection, run_dirs: Mapping[tuple[str, int], str | os.
             best = _num(r.get("best_epoch"))
             traces.append(RunTrace(setting, seed, bool(r["unstable"]), None if best is None else int(best),
                                    DEFAULT_FOSC_THRESHOLD if thr is None else thr,
-                                   e["epoch"].to_numpy(int), pd.to_numeric(e["val_fosc"]).to_numpy(float)))
+                                   e["epoch"].to_numpy(int), pd.to_numeric(e["val_fosc"]).to_numpy(float),
+                                   {name: detector_score(e, name) for name in OTHER_DETECTORS}))
     notes = [f"left out ({why}): {', '.join(runs)}" for why, runs in left_out.items()]
     return traces, notes
 
@@ -222,6 +254,7 @@ class PlantedRun:
     peak_fosc_epoch: int | None
     min_sgcs: float | None  # lowest and highest per-epoch validation SGCS (masking by random draws lowers it)
     peak_sgcs: float | None
+    min_gradalign: float | None  # lowest per-epoch validation GradAlign (zero gradients read 0)
     test_fosc: float | None  # FOSC and SGCS of the evaluation's PGD-10 on the test examples
     test_sgcs: float | None
     fosc_threshold: float
@@ -252,6 +285,7 @@ def planted_runs(summary, run_dirs: Mapping[tuple[str, int], str | os.PathLike],
             str(r.get("fix", "")).strip().lower() in ("true", "1"), r["unstable"], _num(r.get("gap_pgd_square")),
             float(fosc.max()) if have else None, int(e["epoch"][fosc.idxmax()]) if have else None,
             *((float(sgcs.min()), float(sgcs.max())) if sgcs is not None and sgcs.notna().any() else (None, None)),
+            None if (g := detector_score(e, "GradAlign")) is None else -g,
             _num(r.get("fosc")), _num(r.get("sgcs")), DEFAULT_FOSC_THRESHOLD if thr is None else thr))
     return out
 
@@ -269,6 +303,7 @@ def planted_rows(report: DetectionReport) -> list[str]:
             f"{latex_escape(p.setting)}/{p.seed}" + (" (fix)" if p.fix else ""), latex_escape(p.plant), caught,
             _cell(p.gap, "+.4f"), _cell(p.peak_fosc) + (f" (ep. {p.peak_fosc_epoch})" if p.peak_fosc_epoch else ""),
             "yes" if p.flagged else "no", f"{_cell(p.min_sgcs, '.3f')}--{_cell(p.peak_sgcs, '.3f')}",
+            _cell(p.min_gradalign, ".3f"),
             _cell(p.test_fosc), _cell(p.test_sgcs, ".3f"),
         ]))
     return rows
@@ -319,6 +354,20 @@ def table_rows(report: DetectionReport) -> list[list[str]]:
             continue
         rows.append(f"{head} & {g.auc:.2f} [{g.auc_low:.2f}, {g.auc_high:.2f}] & {g.auc_p:.2g} & {g.threshold:.4g} & "
                     f"{_frac(g.unstable_early, g.n_unstable)} & {_frac(g.regular_flagged, g.n_regular)} & {cfg}")
+    return rows
+
+
+def other_rows(report: DetectionReport) -> list[str]:
+    """LaTeX rows of the other detectors (SGCS, GradAlign): one per group, AUC [interval] and p of each."""
+    rows = []
+    for g in report.groups:
+        label = r"\textit{all settings}" if g.name == POOLED else latex_escape(g.name)
+        cells = []
+        for name in OTHER_DETECTORS:
+            o = g.others.get(name)
+            cells += ([f"{o[1]:.2f} [{o[2]:.2f}, {o[3]:.2f}]", f"{o[4]:.2g}"] if o else
+                      [f"\\multicolumn{{2}}{{c}}{{{NOT_ENOUGH}}}"])
+        rows.append(" & ".join([label, str(g.n_unstable), str(g.n_regular), *cells]))
     return rows
 
 
@@ -399,7 +448,7 @@ def render_detection(summary, selection, run_dirs, settings: list[str], out_tex:
     report = build_detection(summary, selection, run_dirs, settings)
     tex = template_env(template_dir).get_template(registry.REGISTRY["detection"].template).render(
         rows=table_rows(report), notes=[latex_escape(n) for n in report.notes], min_runs=MIN_RUNS,
-        planted=planted_rows(report),
+        planted=planted_rows(report), others=other_rows(report),
         settings=", ".join(latex_escape(s) for s in settings), level=int(LEVEL * 100), n_resamples=N_RESAMPLES)
     write_text(out_tex, tex)
     write_text(out_csv, runs_frame(report).to_csv(index=False))

@@ -49,12 +49,7 @@ PROB_BLOCKS = {  # block key -> the question it answers (table and figure titles
 MEAN_COLUMNS = ("Clean", "AutoAttack", "Gap")  # cells.METRIC_COLUMNS names (Gap: PGD-10 - AutoAttack)
 DETECTOR_TITLE = "Q3. FOSC, SGCS and GradAlign as detectors (catastrophic overfitting's alignment)"
 PLANTED_TITLE = "Control: planted gradient masking"
-# per-epoch column, the run's score (how extreme a run got), and the direction that signals masking
-DETECTORS = {
-    "FOSC": ("val_fosc", "max", "high"),
-    "SGCS": ("val_sgcs", "max", "high"),
-    "GradAlign": ("val_gradalign", "min", "low"),
-}
+DETECTORS = detection.DETECTORS  # the per-epoch detectors, one definition (report/detection.py)
 
 
 def zero_of_n_upper_bound(n: int, level: float = LEVEL) -> float:
