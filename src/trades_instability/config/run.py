@@ -123,6 +123,8 @@ class RunConfig:
     snapshot_epochs: list[int] = field(default_factory=list)
     val_batch_size: int = 512
     val_random_start: bool = True  # per-epoch validation PGD-10 starts uniformly in the eps-ball
+    # TensorBoard event files of every epoch (and batch) in <out>/tensorboard/ (train/tensorboard_log.py)
+    tensorboard: bool = True
     # execution
     precision: str = "fp32"  # bf16 autocast for training and validation attacks
     channels_last: bool = True  # NHWC where the backend allows it (memory_format.use_channels_last)
@@ -134,6 +136,11 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Keys that change what a run writes beside its results, never what it trains: a resume with another value
+# continues the same run (checkpointing._check_config, rundir/state.prepare_state ignore them).
+OUTPUT_ONLY_KEYS = ("tensorboard",)
 
 
 # ----------------------------------------------------------------------------------------------

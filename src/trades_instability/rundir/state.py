@@ -28,10 +28,17 @@ class RunStateError(RuntimeError):
 
 
 def _same_yaml(a: str, b: str) -> bool:
+    """The same run config, up to the keys that change only what a run writes beside its results."""
+    from trades_instability.config.run import OUTPUT_ONLY_KEYS
+
     try:
-        return yaml.safe_load(a) == yaml.safe_load(b)
+        da, db = yaml.safe_load(a), yaml.safe_load(b)
     except yaml.YAMLError:
         return False
+    if not (isinstance(da, dict) and isinstance(db, dict)):
+        return da == db
+    return ({k: v for k, v in da.items() if k not in OUTPUT_ONLY_KEYS}
+            == {k: v for k, v in db.items() if k not in OUTPUT_ONLY_KEYS})
 
 
 def _refuse_if_locked(state: Path) -> None:

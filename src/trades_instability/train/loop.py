@@ -42,6 +42,7 @@ from trades_instability.train.optim import build_optimizer, lr_at
 from trades_instability.train.signals import StopSignals
 from trades_instability.train.state import TrainState
 from trades_instability.train.step import EpochStats, TradesStep, precision_autocast
+from trades_instability.train.tensorboard_log import NoBoard, open_board
 from trades_instability.train.validation import validate
 
 
@@ -78,6 +79,7 @@ class Trainer:
         self.stop_after_epoch = stop_after_epoch  # tests: simulate an interruption after this epoch
         self.lock: RunLock | None = None  # held while run() runs
         self.signals = StopSignals()
+        self.board = NoBoard()  # TensorBoard event files (train/tensorboard_log.py), opened at the resumed state
 
     # -- set-up --------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -184,6 +186,7 @@ class Trainer:
                  f"seed {cfg.seed}")
         t_run = time.perf_counter()
         diverged = None
+        self.board = open_board(cfg, self.out, s, self.batch_rows)
         with self.signals.installed():
             try:
                 while s.epoch < cfg.epochs:
@@ -199,6 +202,8 @@ class Trainer:
                 if on_diverge == "fail":
                     raise
                 diverged = {"epoch": e.epoch, "step": e.step, "batch": e.batch, "message": str(e)}
+            finally:
+                self.board.close()
         selection = self._final_selection(diverged)
         info = {
             "status": "diverged" if diverged else "complete",
@@ -251,6 +256,7 @@ class Trainer:
         row.update(val_clean_acc=val["clean_acc"], val_pgd_acc=val["pgd_acc"], val_fosc=val["fosc"],
                    val_sgcs=val["sgcs"], fosc_over_threshold=over, is_best=is_best, epoch_time_s=dt)
         s.epoch_rows.append(row)
+        self.board.epoch(row, self.batch_rows[rows_before:])  # before last.pt: a resume purges what it lacks
         # last.pt first: everything after it (CSVs, best.pt, snapshot) is derived from it and is redone
         # on resume if a crash interrupts this sequence (Checkpoints.resume, RunFiles.reconcile_logs)
         self.checkpoints.save_last(s, self.batch_rows, val)
