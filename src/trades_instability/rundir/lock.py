@@ -90,10 +90,26 @@ def slurm_job_state(job_id: str) -> str | None:
     return r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
 
 
+def slurm_job_states() -> dict[str, str] | None:
+    """SLURM's state of every job it lists ({job id: state}) in one squeue call (the status command asks
+    about many runs at once); None when SLURM cannot be asked."""
+    if not shutil.which("squeue"):
+        return None
+    try:
+        r = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0:
+        return None
+    return dict(line.split(None, 1) for line in r.stdout.splitlines() if len(line.split()) == 2)
+
+
 def _me() -> dict[str, Any]:
     pid = os.getpid()
+    # CUDA_VISIBLE_DEVICES: which GPU of the host the run uses (set per job by SLURM or workflow/gpu_slots)
     return {"host": socket.gethostname(), "pid": pid, "pid_start": _proc_start_time(pid),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID") or None, "token": uuid.uuid4().hex,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "started": time.time(), "heartbeat": time.time()}
 
 
@@ -103,8 +119,10 @@ def describe(holder: dict[str, Any]) -> str:
     return f"pid {holder.get('pid')} on host {holder.get('host')}{job}, last heartbeat {age:.0f} s ago"
 
 
-def stale_reason(holder: dict[str, Any], *, now: float | None = None) -> str | None:
-    """Why the lock of ``holder`` may be taken over, or None while its holder may still be running."""
+def stale_reason(holder: dict[str, Any], *, now: float | None = None,
+                 job_state: Callable[[str], str | None] | None = None) -> str | None:
+    """Why the lock of ``holder`` may be taken over, or None while its holder may still be running.
+    ``job_state`` answers as :func:`slurm_job_state` does (default: that)."""
     now = time.time() if now is None else now
     if holder.get("host") == socket.gethostname():
         pid = int(holder.get("pid", -1))
@@ -116,7 +134,7 @@ def stale_reason(holder: dict[str, Any], *, now: float | None = None) -> str | N
         return None
     job = holder.get("slurm_job_id")
     if job:
-        state = slurm_job_state(job)
+        state = (job_state or slurm_job_state)(job)
         if state == "" or state in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
                                     "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"):
             return f"SLURM job {job} has ended ({state or 'no longer listed by squeue'})"

@@ -15,6 +15,7 @@ SIGTERM/SIGINT stop the run at the next batch boundary; the last completed epoch
 from __future__ import annotations
 
 import math
+import socket
 import sys
 import time
 from pathlib import Path
@@ -214,6 +215,7 @@ class Trainer:
             "diverged": diverged,
             "seed": cfg.seed,
             "device": device_description(self.device),
+            "host": socket.gethostname(),  # with device: where the run trained (the status command shows both)
             "versions": library_versions(),
             "timings": {
                 "train_time_s": s.train_time_s,
