@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from trades_instability.rundir import layout
+
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "synthetic")
 METHODS = ("trades", "modified")
 VAL_SPLITS = ("test", "holdout")
@@ -138,9 +140,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# Keys that change what a run writes beside its results, never what it trains: a resume with another value
-# continues the same run (checkpointing._check_config, rundir/state.prepare_state ignore them).
-OUTPUT_ONLY_KEYS = ("tensorboard",)
+OUTPUT_ONLY_KEYS = layout.OUTPUT_ONLY_KEYS  # keys a resume may change (tensorboard): stated in rundir/layout.py
 
 
 # ----------------------------------------------------------------------------------------------

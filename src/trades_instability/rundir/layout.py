@@ -39,6 +39,9 @@ LAST_PT = f"{CHECKPOINTS}/{LAST}"
 LANDSCAPE_NPZ = "landscape.npz"
 LANDSCAPE_JSON = "landscape.json"
 TENSORBOARD = "tensorboard"  # in state/: the trainer's event files, tensorboard/{epoch,batch}/ (config tensorboard)
+# run-config keys that change only what a run writes beside its results (the event files), never what it
+# trains: a resume with another value continues the same run (train/checkpointing.py, rundir/state.py)
+OUTPUT_ONLY_KEYS = ("tensorboard",)
 # what `publish` exposes from state/ at the run directory's contract paths (run.json is placed last)
 PUBLISHED = (RUN_JSON, EPOCHS_CSV, BATCHES_CSV, BEST_PT, LAST_PT)
 

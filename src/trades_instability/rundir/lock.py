@@ -37,6 +37,10 @@ HEARTBEAT_S = float(os.environ.get("TRADES_LOCK_HEARTBEAT_S", "30"))
 STALE_AFTER_S = float(os.environ.get("TRADES_LOCK_STALE_AFTER_S", "600"))
 
 
+# how often a job waiting for a live holder (wait_while_held) looks at the lock again
+POLL_S = float(os.environ.get("TRADES_LOCK_POLL_S", "10"))
+
+
 class RunLocked(RuntimeError):
     """Another live process holds the run directory; the message names it and what to do."""
 
@@ -146,13 +150,58 @@ def stale_reason(holder: dict[str, Any], *, now: float | None = None,
     return None
 
 
+def read_holder(path: Path) -> dict[str, Any] | None:
+    """The holder recorded in the lock file ``path``; None when there is none; a lock being written or
+    unreadable is judged by the file's age (as :meth:`RunLock.acquire` does)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        try:
+            return {"heartbeat": path.stat().st_mtime, "host": "?", "pid": "?"}
+        except FileNotFoundError:
+            return None
+    return data if isinstance(data, dict) else {"heartbeat": path.stat().st_mtime, "host": "?", "pid": "?"}
+
+
+def wait_while_held(run_dir: str | os.PathLike, log: Callable[[str], None] = print, *, poll_s: float | None = None,
+                    report_every_s: float = 600.0, name: str = LOCK_NAME) -> dict[str, Any] | None:
+    """Block while a live process holds ``run_dir``'s lock (a job left running by a killed Snakemake, say):
+    return the holder waited for once the lock is free or stale (None: nobody held it). The wait follows the
+    holder's heartbeat: it ends with :class:`RunLocked` when the heartbeat has not moved for ``STALE_AFTER_S``
+    while its process still runs (hung), so a job never waits on a writer that makes no progress."""
+    path = Path(run_dir) / name
+    poll_s = POLL_S if poll_s is None else poll_s
+    waited: dict[str, Any] | None = None
+    reported = 0.0
+    while True:
+        holder = read_holder(path)
+        if holder is None or stale_reason(holder) is not None:
+            return waited
+        age = time.time() - float(holder.get("heartbeat", 0))
+        if age > STALE_AFTER_S:
+            raise RunLocked(
+                f"run directory {run_dir} is held by {describe(holder)}, whose heartbeat stopped while its process "
+                f"still runs (hung?); stop it (kill the pid / scancel the SLURM job), then rerun")
+        if waited is None or holder.get("token") != waited.get("token"):
+            log(f"waiting for {describe(holder)}, which holds {path} (a job left running, e.g. by a killed "
+                f"Snakemake): its finished result will be adopted; if it dies, this job resumes the run")
+            reported = time.time()
+        elif time.time() - reported >= report_every_s:
+            log(f"still waiting for {describe(holder)}")
+            reported = time.time()
+        waited = holder
+        time.sleep(poll_s)
+
+
 class RunLock:
     """The lease on one run directory. ``acquire`` before touching the folder, ``release`` at the end
     (also a context manager). A heartbeat thread keeps the lease fresh while training runs."""
 
-    def __init__(self, run_dir: str | os.PathLike, log: Callable[[str], None] = print):
+    def __init__(self, run_dir: str | os.PathLike, log: Callable[[str], None] = print, name: str = LOCK_NAME):
         self.dir = Path(run_dir)
-        self.path = self.dir / LOCK_NAME
+        self.path = self.dir / name  # another name: a lock on one file of the folder (evaluate/cli.py)
         self.log = log
         self.me: dict[str, Any] | None = None
         self._stop = threading.Event()
@@ -178,14 +227,16 @@ class RunLock:
             json.dump(self.me, fh)
         return True
 
-    def acquire(self) -> None:
-        """Take the lock or raise :class:`RunLocked`; an OSError (folder not writable) names the file."""
+    def acquire(self, wait: bool = False) -> dict[str, Any] | None:
+        """Take the lock or raise :class:`RunLocked`; an OSError (folder not writable) names the file.
+        ``wait``: first wait for a live holder to end (:func:`wait_while_held`); returns that holder."""
+        waited = wait_while_held(self.dir, self.log, name=self.path.name) if wait else None
         self.me = _me()
         for _ in range(3):
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
                 if self._create():
-                    return
+                    return waited
             except OSError as e:  # read-only, a file in the way, ...: the first write of the run, named
                 raise type(e)(e.errno, f"cannot write the run directory --out ({e.strerror})", str(self.path)) from None
             holder = self._read()
@@ -223,7 +274,7 @@ class RunLock:
                 self.lost = f"the lock {self.path} was taken over by {describe(self._read() or {})}"
                 return
             self.me["heartbeat"] = time.time()
-            tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(self.me))
             os.replace(tmp, self.path)
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from trades_instability.config.run import RunConfig
+from trades_instability.config.run import OUTPUT_ONLY_KEYS, RunConfig
 from trades_instability.core.awp import build_awp
 from trades_instability.core.memory_format import compile_options, use_channels_last
 from trades_instability.core.models import build_model, input_normalization
@@ -34,6 +34,7 @@ from trades_instability.rundir.atomic_io import write_json
 from trades_instability.rundir.checkpoint import load_checkpoint
 from trades_instability.rundir import layout
 from trades_instability.rundir.lock import RunLock, RunLocked
+from trades_instability.rundir.state import finished_result
 from trades_instability.rundir.records import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles  # noqa: F401 (columns re-exported)
 from trades_instability.runtime import (DeviceUnavailable, compile_watch, cpu_fallback_problem, device_description, execution_mode,
                       library_versions, resolve_device)
@@ -62,6 +63,7 @@ class Trainer:
         progress: bool | None = None,
         data: DataSplits | None = None,
         stop_after_epoch: int | None = None,
+        wait_for_holder: bool = False,
     ):
         self.cfg = cfg
         self.out = Path(out_dir)
@@ -78,6 +80,7 @@ class Trainer:
         self.progress = progress
         self._data = data
         self.stop_after_epoch = stop_after_epoch  # tests: simulate an interruption after this epoch
+        self.wait_for_holder = wait_for_holder  # a live holder of the lock: wait for it (rundir/lock.py), not refuse
         self.lock: RunLock | None = None  # held while run() runs
         self.signals = StopSignals()
         self.board = NoBoard()  # TensorBoard event files (train/tensorboard_log.py), opened at the resumed state
@@ -162,9 +165,14 @@ class Trainer:
         # the lock comes first: nothing in the folder is read or written by two processes, and an
         # unwritable --out fails here, before the data is loaded
         self.lock = RunLock(self.out, log=self.log)
-        self.lock.acquire()
+        self.lock.acquire(wait=self.wait_for_holder)
         try:
             self.files.remove_orphan_temporaries()
+            done = finished_result(self.out, self.cfg.to_dict(), OUTPUT_ONLY_KEYS)
+            if done is not None:  # e.g. finished by a job a killed Snakemake left running: never redone
+                self.log(f"{self.out / layout.RUN_JSON} records this run as finished ({done['status']}): "
+                         "adopting it as it is")
+                return done
             self.files.refuse_results_without_state()
             self.lock.start_heartbeat()
             # backend flags (cudnn.benchmark, deterministic algorithms) hold for this run only

@@ -77,19 +77,17 @@ class RunBoard:
 
     def __init__(self, out: str | Path, config: dict[str, Any], epoch: int, step: int,
                  epoch_rows: list[dict[str, Any]], batch_rows: list[dict[str, Any]]):
-        # imported here, not at the top: it pulls in the tensorboard package (seconds)
-        from torch.utils.tensorboard import SummaryWriter
-
         root = board_dir(out)
-        epoch_dir, batch_dir = root / EPOCH_DIR, root / BATCH_DIR
-        backfill_epochs, backfill_batches = not _has_events(epoch_dir), not _has_events(batch_dir)
         # a fresh run purges from step 0, so the config text of an attempt killed before epoch 1 goes too
-        self.epochs = SummaryWriter(str(epoch_dir), purge_step=epoch + 1 if epoch else 0, flush_secs=FLUSH_S)
-        self.batches = SummaryWriter(str(batch_dir), purge_step=step + 1, flush_secs=FLUSH_S)
+        self._opening = {EPOCH_DIR: (root / EPOCH_DIR, epoch + 1 if epoch else 0),
+                         BATCH_DIR: (root / BATCH_DIR, step + 1)}
+        self._writers: dict[str, Any] = {}
+        backfill_epochs = not _has_events(root / EPOCH_DIR)
+        backfill_batches = not _has_events(root / BATCH_DIR)
         if backfill_epochs or not epoch:
             text = yaml.safe_dump(config, sort_keys=True, default_flow_style=False)
             # markdown: four-space indent keeps the YAML a code block in TensorBoard's text tab
-            self.epochs.add_text("config", "".join(f"    {line}\n" for line in text.splitlines()), 0)
+            self._writer(EPOCH_DIR).add_text("config", "".join(f"    {line}\n" for line in text.splitlines()), 0)
         if backfill_epochs:
             for r in epoch_rows:
                 self._epoch_points(r)
@@ -97,22 +95,33 @@ class RunBoard:
             self._batch_points(batch_rows)
         self._flush()
 
+    def _writer(self, kind: str):
+        """The writer of ``kind``, opened at its first point: a resumed attempt that completes no epoch (it
+        diverges, or is stopped at once) leaves the event files as they were."""
+        if kind not in self._writers:
+            # imported here, not at the top: it pulls in the tensorboard package (seconds)
+            from torch.utils.tensorboard import SummaryWriter
+
+            folder, purge = self._opening[kind]
+            self._writers[kind] = SummaryWriter(str(folder), purge_step=purge, flush_secs=FLUSH_S)
+        return self._writers[kind]
+
     def _epoch_points(self, row: dict[str, Any]) -> None:
         for c in EPOCH_SCALARS:
             v = _value(row.get(c))
             if v is not None:
-                self.epochs.add_scalar(epoch_tag(c), v, int(row["epoch"]))
+                self._writer(EPOCH_DIR).add_scalar(epoch_tag(c), v, int(row["epoch"]))
 
     def _batch_points(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
             for c in BATCH_SCALARS:
                 v = _value(r.get(c))
                 if v is not None:
-                    self.batches.add_scalar(batch_tag(c), v, int(r["step"]))
+                    self._writer(BATCH_DIR).add_scalar(batch_tag(c), v, int(r["step"]))
 
     def _flush(self) -> None:
-        self.epochs.flush()
-        self.batches.flush()
+        for w in self._writers.values():
+            w.flush()
 
     def epoch(self, row: dict[str, Any], batch_rows: list[dict[str, Any]]) -> None:
         """One completed epoch: its row of epochs.csv and its rows of batches.csv, on disk on return."""
@@ -121,8 +130,8 @@ class RunBoard:
         self._flush()
 
     def close(self) -> None:
-        self.epochs.close()
-        self.batches.close()
+        for w in self._writers.values():
+            w.close()
 
 
 def open_board(cfg: Any, out: str | Path, state: Any, batch_rows: list[dict[str, Any]]) -> RunBoard | NoBoard:
