@@ -169,7 +169,8 @@ class Trainer:
         try:
             self.files.remove_orphan_temporaries()
             done = finished_result(self.out, self.cfg.to_dict(), OUTPUT_ONLY_KEYS)
-            if done is not None:  # e.g. finished by a job a killed Snakemake left running: never redone
+            if done is not None and (done["status"] == "complete" or on_diverge == "record"):
+                # e.g. finished by a job a killed Snakemake left running: never redone
                 self.log(f"{self.out / layout.RUN_JSON} records this run as finished ({done['status']}): "
                          "adopting it as it is")
                 return done
