@@ -313,8 +313,9 @@ def test_a_second_evaluation_of_one_output_waits_and_adopts_the_first_one_s(tmp_
     suites = tmp_path / "suites.yaml"  # long enough (PGD with many steps) to start a second one meanwhile
     suites.write_text("slow: {attacks: [clean, pgd10], n_examples: 32, batch_size: 32, pgd_steps: 800}\n")
     out = tmp_path / "run" / "eval_slow.json"
-    cmd = [sys.executable, "-m", "trades_instability", "eval", "--checkpoint", str(tmp_path / "run/checkpoints/best.pt"),
-           "--suite", "slow", "--suites", str(suites), "--out", str(out), "--device", "cpu"]
+    best = tmp_path / "run/checkpoints/best.pt"
+    cmd = [sys.executable, "-m", "trades_instability", "eval", "--checkpoint", str(best), "--suite", "slow",
+           "--suites", str(suites), "--out", str(out), "--device", "cpu"]
     env = {**os.environ, "TRADES_LOCK_POLL_S": "0.1", "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:

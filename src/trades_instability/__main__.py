@@ -1,4 +1,5 @@
-"""``python -m trades_instability {train,eval,bench,download,status} ...``: the command line entry points in one place."""
+"""``python -m trades_instability {train,eval,bench,download,status} ...``: the command line entry points in one
+place."""
 
 import sys
 

@@ -1,8 +1,8 @@
 """``trades-train``: train one run from a config file into an output directory.
 
 Rerunning the same command after an interruption (crash, kill -9, SIGTERM from SLURM) resumes from
-the last completed epoch; on a finished run it adopts run.json as it is and trains nothing. Every problem is one line on stderr, never a traceback. Exit codes: 0 done
-(or diverged with --on-diverge record), 1 a file or folder could not be written (the message names
+the last completed epoch; on a finished run it adopts run.json as it is and trains nothing. Every
+problem is one line on stderr, never a traceback. Exit codes: 0 done (or diverged with --on-diverge record), 1 a file or folder could not be written (the message names
 it: an unwritable or impossible --out, a full disk), 2 bad input (config, device, arguments,
 checkpoint, dataset, --out in use by another run), 3 diverged, 143 stopped by a signal (state saved;
 rerun to resume).
