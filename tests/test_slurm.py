@@ -548,6 +548,15 @@ def test_a_rerun_next_to_an_orphaned_training_job_waits_and_adopts_its_result(cl
                 proc.kill()
                 proc.wait()
     assert any(j["jobid"] == orphan and j["state"] == "RUNNING" for j in cluster.jobs())
+    # the status command on the login node sees the orphan train (no snakemake needed)
+    status = subprocess.run([sys.executable, "-m", "trades_instability", "status", "--configfile", str(config),
+                             "--results-dir", str(wd / "results"), "--json"], capture_output=True, text=True,
+                            env={**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"),
+                                                                                    env.get("PYTHONPATH")]))},
+                            timeout=120, check=False)
+    assert status.returncode == 0, status.stderr
+    (row,) = json.loads(status.stdout)["runs"]
+    assert row["state"] == "running" and row["slurm_job_id"] == orphan and row["epoch"] >= 1, row
     unlock = _run(_snakemake(wd, target, slurm=True, extra=("--unlock",), configfile=config), env,
                   tmp_path / "unlock.log", timeout=300)
     assert unlock.returncode == 0, _tail(tmp_path / "unlock.log")
