@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also wit
 from trades_instability.workflow import gpu_slots  # noqa: E402
 from trades_instability.config import pipeline as pipeline_config
 from trades_instability.workflow import slurm_site
+from trades_instability.workflow import failed_jobs
 
 # ---------------------------------------------------------------------------- config + validation
 if not workflow.config_settings.configfiles:
@@ -127,3 +128,9 @@ onstart:
         slurm_site.on_start(workflow, logger, Path(workflow.basedir) / "workflow/profiles/slurm/bin")
     except (pipeline_config.PipelineConfigError, slurm_site.SlurmSiteError) as e:
         raise WorkflowError(str(e)) from None
+
+
+# ------------------------------------------------------- a failed job says why on the console
+onerror:
+    # every executor and profile (local, SLURM): the last error line of each failed job's log
+    failed_jobs.report(workflow, logger, log)

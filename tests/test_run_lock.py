@@ -156,14 +156,183 @@ def test_two_trainers_on_the_same_folder_one_refuses_at_once(tmp_path: Path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"
 
 
-def test_the_pipeline_never_moves_a_state_folder_away_under_a_live_trainer(tmp_path: Path):
+def test_the_pipeline_waits_for_a_live_trainer_and_never_moves_its_folder_away(tmp_path: Path, monkeypatch):
+    from trades_instability.rundir import state as run_state
+
+    monkeypatch.setattr(run_lock, "POLL_S", 0.05)
+    conf = tmp_path / "config.yaml"
+    conf.write_text("beta: 6.0\n")
+    state = tmp_path / "state"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_lock(state, pid=sleeper.pid, pid_start=run_lock._proc_start_time(sleeper.pid))  # another config
+        (state / "run_config.yaml").write_text("beta: 3.0\n")
+        seen: list[str] = []
+
+        def log(m: str) -> None:  # while it waits, the folder is untouched; then the holder dies
+            seen.append(m)
+            assert (state / "run_config.yaml").read_text() == "beta: 3.0\n"
+            sleeper.kill()
+
+        msg = run_state.prepare_state(conf, state, log=log)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert len(seen) == 1 and f"waiting for pid {sleeper.pid}" in seen[0] and "adopted" in seen[0]
+    assert msg.startswith(f"pid {sleeper.pid} on host") and "ended before finishing the run: moved" in msg
+    assert (state / "run_config.yaml").read_text() == "beta: 6.0\n"
+
+
+def test_a_holder_whose_heartbeat_stopped_is_not_waited_for_forever(tmp_path: Path):
     from trades_instability.rundir import state as run_state
 
     conf = tmp_path / "config.yaml"
     conf.write_text("beta: 6.0\n")
-    state = tmp_path / "state"
-    _write_lock(state)  # held by this (live) process, started with another config
-    (state / "run_config.yaml").write_text("beta: 3.0\n")
-    with pytest.raises(run_state.RunStateError, match=f"{state} is in use by pid {os.getpid()}.*cancel that job"):
-        run_state.prepare_state(conf, state)
-    assert (state / "run_config.yaml").read_text() == "beta: 3.0\n"
+    # alive (this process) but silent for longer than the lease: hung; the folder is left as it is
+    _write_lock(tmp_path / "state", heartbeat=time.time() - run_lock.STALE_AFTER_S - 5)
+    with pytest.raises(run_state.RunStateError, match=r"heartbeat stopped while its process still runs.*kill"):
+        run_state.prepare_state(conf, tmp_path / "state")
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [run_lock.LOCK_NAME]
+
+
+def test_a_trainer_adopts_a_finished_run_as_it_is(tmp_path: Path, tiny_run_config):
+    cfg = tiny_run_config(epochs=1)
+    first = train(cfg, tmp_path, log=lambda m: None)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file()}
+    messages: list[str] = []
+    again = train(tiny_run_config(epochs=1, tensorboard=False), tmp_path, log=messages.append)  # output-only key
+    assert again == first
+    assert messages == [f"{tmp_path / 'run.json'} records this run as finished (complete): adopting it as it is"]
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file()} == before
+    with pytest.raises(Exception, match="different config"):  # another experiment is not adopted
+        train(tiny_run_config(epochs=1, beta=1.0), tmp_path, log=lambda m: None)
+
+
+# ------------------------------------------------ a rerun next to a job a killed Snakemake left running
+REPO = Path(__file__).resolve().parents[1]
+ORPHAN_EPOCHS = 40
+
+
+def _orphan_config(tmp_path: Path) -> Path:
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "tests/configs/smoke.yaml").read_text())
+    cfg["defaults"]["synthetic"] = {"num_classes": 4, "train_size": 64, "test_size": 32, "image_size": 8, "seed": 0}
+    cfg["defaults"].update(epochs=ORPHAN_EPOCHS, width=2, val_size=16, attack={"steps": 2}, tensorboard=False)
+    cfg["settings"] = {"a": {"seeds": [0], "suites": ["cheap"]}}
+    for k in ("tables", "figures", "conventions", "crossarch"):
+        cfg.pop(k, None)
+    path = tmp_path / "orphan.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _snakemake(tmp_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "results/runs/a/seed0/run.json", *args, "--snakefile",
+            str(REPO / "Snakefile"), "--directory", str(tmp_path / "work"), "--configfile",
+            str(_orphan_config(tmp_path)), "--cores", "1"]
+
+
+def _orphan(tmp_path: Path) -> tuple[Path, int]:
+    """Start Snakemake, kill -9 it (only it) once its training job saved an epoch: the job goes on, an
+    orphan. Returns the run directory and the orphaned trainer's pid."""
+    env = {**os.environ, "TRADES_LOCK_POLL_S": "0.2"}
+    first = subprocess.Popen(_snakemake(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    run = tmp_path / "work/results/runs/a/seed0"
+    t0 = time.time()
+    while not (run / "state/checkpoints/last.pt").exists():
+        assert first.poll() is None and time.time() - t0 < 300, "no epoch saved in time"
+        time.sleep(0.05)
+    first.kill()
+    first.wait()
+    holder = json.loads((run / "state" / run_lock.LOCK_NAME).read_text())
+    assert run_lock._pid_alive(holder["pid"])  # the trainer outlived its Snakemake
+    unlock = subprocess.run(_snakemake(tmp_path, "--unlock"), capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert unlock.returncode == 0, unlock.stdout + unlock.stderr
+    return run, holder["pid"]
+
+
+def _epochs(run: Path) -> list[int]:
+    import csv
+
+    with open(run / "epochs.csv", newline="") as fh:
+        return [int(r["epoch"]) for r in csv.DictReader(fh)]
+
+
+@pytest.mark.slow
+def test_a_rerun_waits_for_a_live_orphan_and_adopts_its_result(tmp_path: Path):
+    run, orphan = _orphan(tmp_path)
+    env = {**os.environ, "TRADES_LOCK_POLL_S": "0.2"}
+    again = subprocess.run(_snakemake(tmp_path, "--rerun-incomplete"), capture_output=True, text=True, timeout=600,
+                           env=env, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not run_lock._pid_alive(orphan)
+    log = (run / "train.log").read_text()
+    assert f"waiting for pid {orphan} on host" in log, log
+    assert f"pid {orphan} on host {socket.gethostname()}" in log and "finished the run: adopting its result" in log
+    assert "records this run as finished (complete): adopting it as it is" in log
+    assert log.count("training trades") == 1 and "resumed from" not in log  # one trainer wrote the run
+    assert _epochs(run) == list(range(1, ORPHAN_EPOCHS + 1))
+    for name in ("run.json", "epochs.csv", "batches.csv", "checkpoints/best.pt", "checkpoints/last.pt"):
+        assert (run / name).read_bytes() == (run / "state" / name).read_bytes(), name  # published, none deleted
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_a_rerun_waiting_for_an_orphan_that_dies_takes_the_lock_and_resumes(tmp_path: Path):
+    import signal
+
+    run, orphan = _orphan(tmp_path)
+    env = {**os.environ, "TRADES_LOCK_POLL_S": "0.2"}
+    again = subprocess.Popen(_snakemake(tmp_path, "--rerun-incomplete"), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        t0 = time.time()
+        while f"waiting for pid {orphan}" not in (run / "train.log").read_text():
+            assert again.poll() is None and time.time() - t0 < 300, "the rerun never waited for the orphan"
+            time.sleep(0.05)
+        os.kill(orphan, signal.SIGKILL)  # the holder dies while the rerun waits
+        out, _ = again.communicate(timeout=600)
+    finally:
+        if again.poll() is None:
+            again.kill()
+            again.wait()
+    assert again.returncode == 0, out
+    log = (run / "train.log").read_text()
+    assert "ended before finishing the run: resuming from" in log
+    assert "taking over the stale lock" in log and f"its process {orphan} on this host is gone" in log
+    assert "resumed from" in log
+    assert _epochs(run) == list(range(1, ORPHAN_EPOCHS + 1))
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_a_second_evaluation_of_one_output_waits_and_adopts_the_first_one_s(tmp_path: Path, tiny_run_config):
+    train(tiny_run_config(epochs=1, tensorboard=False), tmp_path / "run", log=lambda m: None)
+    suites = tmp_path / "suites.yaml"  # long enough (PGD with many steps) to start a second one meanwhile
+    suites.write_text("slow: {attacks: [clean, pgd10], n_examples: 32, batch_size: 32, pgd_steps: 800}\n")
+    out = tmp_path / "run" / "eval_slow.json"
+    best = tmp_path / "run/checkpoints/best.pt"
+    cmd = [sys.executable, "-m", "trades_instability", "eval", "--checkpoint", str(best), "--suite", "slow",
+           "--suites", str(suites), "--out", str(out), "--device", "cpu"]
+    env = {**os.environ, "TRADES_LOCK_POLL_S": "0.1", "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        lock = tmp_path / "run" / ".eval_slow.json.lock"
+        t0 = time.time()
+        while not lock.exists():
+            assert first.poll() is None and time.time() - t0 < 120, first.stdout.read()
+            time.sleep(0.02)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
+        first_out, _ = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0 and f"-> {out}" in first_out, first_out
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"waiting for pid {first.pid} on host" in second.stdout
+    assert f"{out} was written by pid {first.pid}" in second.stdout and "adopting it as it is" in second.stdout
+    assert "trades-eval: slow (epoch" not in second.stdout  # it evaluated nothing
+    assert json.loads(out.read_text())["suite"] == "slow" and not lock.exists()

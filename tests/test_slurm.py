@@ -510,3 +510,67 @@ def test_paper_train_job_sbatch_options(tmp_path):
     res, threads = _dry_run_resources(tmp_path / "paper2", "results/runs/default/seed0/run.json", _base_env(), "train")
     call = _sbatch_for(res, threads)
     assert "--gpus=1" in call and " -p " not in call
+
+
+# ------------------------------------- kill -9 of snakemake: a rerun next to the orphaned SLURM job
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_rerun_next_to_an_orphaned_training_job_waits_and_adopts_its_result(cluster, tmp_path):
+    """kill -9 of snakemake while its training job runs on SLURM: the job goes on, an orphan. After
+    `--unlock`, the same command's training job finds the run held by the orphan's live SLURM job, waits
+    for it, adopts its result and succeeds: nothing the orphan published is deleted, every epoch is
+    trained once, and no second trainer ever wrote the run."""
+    import yaml
+
+    epochs = 60  # long enough for the rerun to be submitted and started while the orphan trains
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["defaults"]["epochs"] = epochs
+    config = tmp_path / "slurm-orphan.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    wd = tmp_path / "work"
+    target = f"{RUN}/run.json"
+    env = _slurm_env(cluster, wrappers=False, TRADES_SLURM_STATUS_COMMAND="squeue", TRADES_LOCK_POLL_S="0.5")
+    train_log = wd / RUN / "train.log"
+
+    def text() -> str:
+        return train_log.read_text() if train_log.exists() else ""
+
+    cmd = _snakemake(wd, target, slurm=True, configfile=config)
+    log1 = tmp_path / "snakemake-1.log"
+    with open(log1, "w") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            orphan = _wait_until(lambda: _running_train_job(cluster) if EPOCH_LINE.search(text()) else None,
+                                 proc, log1, "the training job at epoch 1")
+            proc.kill()  # kill -9 of snakemake alone: its SLURM job runs on
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert any(j["jobid"] == orphan and j["state"] == "RUNNING" for j in cluster.jobs())
+    # the status command on the login node sees the orphan train (no snakemake needed)
+    status = subprocess.run([sys.executable, "-m", "trades_instability", "status", "--configfile", str(config),
+                             "--results-dir", str(wd / "results"), "--json"], capture_output=True, text=True,
+                            env={**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"),
+                                                                                    env.get("PYTHONPATH")]))},
+                            timeout=120, check=False)
+    assert status.returncode == 0, status.stderr
+    (row,) = json.loads(status.stdout)["runs"]
+    assert row["state"] == "running" and row["slurm_job_id"] == orphan and row["epoch"] >= 1, row
+    unlock = _run(_snakemake(wd, target, slurm=True, extra=("--unlock",), configfile=config), env,
+                  tmp_path / "unlock.log", timeout=300)
+    assert unlock.returncode == 0, _tail(tmp_path / "unlock.log")
+    log2 = tmp_path / "snakemake-2.log"
+    rerun = _run(cmd, env, log2, timeout=900)
+    assert rerun.returncode == 0, _tail(log2)
+    assert cluster.wait_job(orphan, timeout=120) in ("COMPLETED", "GONE")  # ended by itself, not cancelled
+    log = text()
+    assert "waiting for pid " in log and f"SLURM job {orphan}" in log, log[-3000:]
+    assert "finished the run: adopting its result" in log and "adopting it as it is" in log, log[-3000:]
+    assert [int(e) for e in EPOCH_LINE.findall(log)] == list(range(1, epochs + 1)), "each epoch trained once"
+    assert log.count("training trades") == 1 and "resumed from" not in log
+    assert "Removing output files of failed job" not in log2.read_text(errors="replace")
+    for name in ("run.json", "epochs.csv", "batches.csv", "checkpoints/best.pt", "checkpoints/last.pt"):
+        assert (wd / RUN / name).read_bytes() == (wd / RUN / "state" / name).read_bytes(), name
+    assert json.loads((wd / RUN / "run.json").read_text())["status"] == "complete"

@@ -9,7 +9,8 @@ import sys
 
 def main() -> int:
     commands = {"train": "train.cli", "eval": "evaluate.cli", "bench": "tools.bench", "download": "data.download",
-                "pipeline": "config.cli", "gpu-slot": "workflow.gpu_slots", "gpu-check": "tools.gpu_check"}
+                "pipeline": "config.cli", "gpu-slot": "workflow.gpu_slots", "gpu-check": "tools.gpu_check",
+                "status": "status"}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"usage: python -m trades_instability {{{','.join(commands)}}} [options]  (--help on each)")
         return 2

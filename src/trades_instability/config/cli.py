@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             for s, seed in cfg.runs():
                 print(f"{s}\t{seed}\t{cfg.run_dir(s, seed)}")
         elif args.cmd == "prepare-state":
-            echo(prepare_state(args.config, args.state))
+            echo(prepare_state(args.config, args.state, log=echo))
         elif args.cmd == "publish":
             for f in publish(args.state, args.run_dir):
                 echo(f"published {f}")

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from trades_instability.rundir import layout
+
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "synthetic")
 METHODS = ("trades", "modified", "pgd_at", "alp")  # core/methods.py: one row each
 VAL_SPLITS = ("test", "holdout")
@@ -173,6 +175,8 @@ class RunConfig:
     snapshot_epochs: list[int] = field(default_factory=list)
     val_batch_size: int = 512
     val_random_start: bool = PRESET  # per-epoch validation PGD-10 starts uniformly in the eps-ball
+    # TensorBoard event files of every epoch (and batch) in <out>/tensorboard/ (train/tensorboard_log.py)
+    tensorboard: bool = True
     # execution
     precision: str = "fp32"  # bf16 autocast for training and validation attacks
     channels_last: bool = True  # NHWC where the backend allows it (memory_format.use_channels_last)
@@ -219,6 +223,9 @@ SEED_SOURCES: dict[str, str] = {
     "attack": "the device generator (seeded attack_seed + 1): the training attack's random starts and the fix's "
               "noise; and the CPU generators of the validation PGD-10 starts (attack_seed * 100003 + epoch)",
 }
+
+
+OUTPUT_ONLY_KEYS = layout.OUTPUT_ONLY_KEYS  # keys a resume may change (tensorboard): stated in rundir/layout.py
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,13 +16,15 @@ dataset, an output that cannot be written, robustbench not installed or offline)
 on stderr with exit code 2, before any attack runs; a write that fails later (full disk) is one line naming
 the file, exit code 1, and so is AutoAttack running out of GPU memory at a pinned ``aa_batch_size``
 (evaluation.AABatchOutOfMemory). A diverged model (non-finite logits) is not an error: its JSON says
-``status: "diverged"`` (exit 0).
+``status: "diverged"`` (exit 0). One process writes an ``--out`` at a time (a lock file ``.<out>.lock`` beside
+it): a second one waits for the first, and adopts the output it wrote instead of evaluating again.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from trades_instability.config.run import DATASETS, ConfigError, from_dict
 from trades_instability.core.models import ARCH_NAMES
@@ -30,6 +32,7 @@ from trades_instability.evaluate import foreign as foreign_models
 from trades_instability.evaluate import suite as evaluation
 from trades_instability.rundir.atomic_io import check_writable_output
 from trades_instability.rundir.checkpoint import CheckpointError, load_model
+from trades_instability.rundir.lock import RunLock, RunLocked, describe
 
 
 class _ArgError(Exception):
@@ -209,12 +212,43 @@ def _prepare(argv):
     return args, suite, device, model, ckpt, splits, last, source
 
 
+def _adopt_or_lock(args) -> tuple[RunLock | None, int | None]:
+    """One evaluation per output at a time: wait for a live process writing ``--out`` (e.g. a job a killed
+    Snakemake left running, rundir/lock.py); adopt the output it wrote (exit 0), else hold the lock."""
+    out = Path(args.out)
+    lock = RunLock(out.parent, name=f".{out.name}.lock", log=lambda m: print(f"trades-eval: {m}", flush=True))
+    try:
+        waited = lock.acquire(wait=True)
+    except RunLocked as e:
+        print(f"trades-eval: error: {e}", file=sys.stderr)
+        return None, 2
+    except OSError as e:
+        print(f"trades-eval: error: {e}", file=sys.stderr)
+        return None, 1
+    if waited is not None and out.is_file() and (args.landscape_out is None or Path(args.landscape_out).is_file()):
+        print(f"trades-eval: {out} was written by {describe(waited)}, which held it: adopting it as it is")
+        lock.release()
+        return None, 0
+    lock.start_heartbeat()
+    return lock, None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args, suite, device, model, ckpt, splits, last, source = _prepare(argv)
     except _ArgError as e:
         print(str(e), file=sys.stderr)
         return 2
+    lock, code = _adopt_or_lock(args)
+    if lock is None:
+        return code
+    try:
+        return _evaluate(args, suite, device, model, ckpt, splits, last, source)
+    finally:
+        lock.release()
+
+
+def _evaluate(args, suite, device, model, ckpt, splits, last, source) -> int:
     try:
         doc = evaluation.evaluate_checkpoint(
             model, ckpt, splits.test.images, splits.test.labels, suite,

@@ -7,6 +7,7 @@ publish step, aggregation, the trainer's records) or reads one back (the figure 
         state/                                    the trainer's own folder (trades-train --out)
             run_config.yaml                       the run config it was started with (prepare-state)
             ...                                   the PUBLISHED files below, written as it trains
+            tensorboard/epoch/ tensorboard/batch/ TensorBoard event files (never published: read in place)
         run.json epochs.csv batches.csv           PUBLISHED: linked from state/ when training finished
         checkpoints/best.pt checkpoints/last.pt   PUBLISHED
         eval_{suite}.json                         evaluation of best.pt (and last.pt), per suite
@@ -37,6 +38,10 @@ BEST_PT = f"{CHECKPOINTS}/{BEST}"
 LAST_PT = f"{CHECKPOINTS}/{LAST}"
 LANDSCAPE_NPZ = "landscape.npz"
 LANDSCAPE_JSON = "landscape.json"
+TENSORBOARD = "tensorboard"  # in state/: the trainer's event files, tensorboard/{epoch,batch}/ (config tensorboard)
+# run-config keys that change only what a run writes beside its results (the event files), never what it
+# trains: a resume with another value continues the same run (train/checkpointing.py, rundir/state.py)
+OUTPUT_ONLY_KEYS = ("tensorboard",)
 # what `publish` exposes from state/ at the run directory's contract paths (run.json is placed last)
 PUBLISHED = (RUN_JSON, EPOCHS_CSV, BATCHES_CSV, BEST_PT, LAST_PT)
 

@@ -38,6 +38,10 @@ HEARTBEAT_S = float(os.environ.get("TRADES_LOCK_HEARTBEAT_S", "30"))
 STALE_AFTER_S = float(os.environ.get("TRADES_LOCK_STALE_AFTER_S", "600"))
 
 
+# how often a job waiting for a live holder (wait_while_held) looks at the lock again
+POLL_S = float(os.environ.get("TRADES_LOCK_POLL_S", "10"))
+
+
 class RunLocked(RuntimeError):
     """Another live process holds the run directory; the message names it and what to do."""
 
@@ -91,10 +95,26 @@ def slurm_job_state(job_id: str) -> str | None:
     return r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
 
 
+def slurm_job_states() -> dict[str, str] | None:
+    """SLURM's state of every job it lists ({job id: state}) in one squeue call (the status command asks
+    about many runs at once); None when SLURM cannot be asked."""
+    if not shutil.which("squeue"):
+        return None
+    try:
+        r = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0:
+        return None
+    return dict(line.split(None, 1) for line in r.stdout.splitlines() if len(line.split()) == 2)
+
+
 def _me() -> dict[str, Any]:
     pid = os.getpid()
+    # CUDA_VISIBLE_DEVICES: which GPU of the host the run uses (set per job by SLURM or workflow/gpu_slots)
     return {"host": socket.gethostname(), "pid": pid, "pid_start": _proc_start_time(pid),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID") or None, "token": uuid.uuid4().hex,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "started": time.time(), "heartbeat": time.time()}
 
 
@@ -104,8 +124,10 @@ def describe(holder: dict[str, Any]) -> str:
     return f"pid {holder.get('pid')} on host {holder.get('host')}{job}, last heartbeat {age:.0f} s ago"
 
 
-def stale_reason(holder: dict[str, Any], *, now: float | None = None) -> str | None:
-    """Why the lock of ``holder`` may be taken over, or None while its holder may still be running."""
+def stale_reason(holder: dict[str, Any], *, now: float | None = None,
+                 job_state: Callable[[str], str | None] | None = None) -> str | None:
+    """Why the lock of ``holder`` may be taken over, or None while its holder may still be running.
+    ``job_state`` answers as :func:`slurm_job_state` does (default: that)."""
     now = time.time() if now is None else now
     if holder.get("host") == socket.gethostname():
         pid = int(holder.get("pid", -1))
@@ -117,7 +139,7 @@ def stale_reason(holder: dict[str, Any], *, now: float | None = None) -> str | N
         return None
     job = holder.get("slurm_job_id")
     if job:
-        state = slurm_job_state(job)
+        state = (job_state or slurm_job_state)(job)
         if state == "" or state in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
                                     "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"):
             return f"SLURM job {job} has ended ({state or 'no longer listed by squeue'})"
@@ -129,13 +151,58 @@ def stale_reason(holder: dict[str, Any], *, now: float | None = None) -> str | N
     return None
 
 
+def read_holder(path: Path) -> dict[str, Any] | None:
+    """The holder recorded in the lock file ``path``; None when there is none; a lock being written or
+    unreadable is judged by the file's age (as :meth:`RunLock.acquire` does)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        try:
+            return {"heartbeat": path.stat().st_mtime, "host": "?", "pid": "?"}
+        except FileNotFoundError:
+            return None
+    return data if isinstance(data, dict) else {"heartbeat": path.stat().st_mtime, "host": "?", "pid": "?"}
+
+
+def wait_while_held(run_dir: str | os.PathLike, log: Callable[[str], None] = print, *, poll_s: float | None = None,
+                    report_every_s: float = 600.0, name: str = LOCK_NAME) -> dict[str, Any] | None:
+    """Block while a live process holds ``run_dir``'s lock (a job left running by a killed Snakemake, say):
+    return the holder waited for once the lock is free or stale (None: nobody held it). The wait follows the
+    holder's heartbeat: it ends with :class:`RunLocked` when the heartbeat has not moved for ``STALE_AFTER_S``
+    while its process still runs (hung), so a job never waits on a writer that makes no progress."""
+    path = Path(run_dir) / name
+    poll_s = POLL_S if poll_s is None else poll_s
+    waited: dict[str, Any] | None = None
+    reported = 0.0
+    while True:
+        holder = read_holder(path)
+        if holder is None or stale_reason(holder) is not None:
+            return waited
+        age = time.time() - float(holder.get("heartbeat", 0))
+        if age > STALE_AFTER_S:
+            raise RunLocked(
+                f"run directory {run_dir} is held by {describe(holder)}, whose heartbeat stopped while its process "
+                f"still runs (hung?); stop it (kill the pid / scancel the SLURM job), then rerun")
+        if waited is None or holder.get("token") != waited.get("token"):
+            log(f"waiting for {describe(holder)}, which holds {path} (a job left running, e.g. by a killed "
+                f"Snakemake): its finished result will be adopted; if it dies, this job resumes the run")
+            reported = time.time()
+        elif time.time() - reported >= report_every_s:
+            log(f"still waiting for {describe(holder)}")
+            reported = time.time()
+        waited = holder
+        time.sleep(poll_s)
+
+
 class RunLock:
     """The lease on one run directory. ``acquire`` before touching the folder, ``release`` at the end
     (also a context manager). A heartbeat thread keeps the lease fresh while training runs."""
 
-    def __init__(self, run_dir: str | os.PathLike, log: Callable[[str], None] = print):
+    def __init__(self, run_dir: str | os.PathLike, log: Callable[[str], None] = print, name: str = LOCK_NAME):
         self.dir = Path(run_dir)
-        self.path = self.dir / LOCK_NAME
+        self.path = self.dir / name  # another name: a lock on one file of the folder (evaluate/cli.py)
         self.log = log
         self.me: dict[str, Any] | None = None
         self._stop = threading.Event()
@@ -161,14 +228,16 @@ class RunLock:
             json.dump(self.me, fh)
         return True
 
-    def acquire(self) -> None:
-        """Take the lock or raise :class:`RunLocked`; an OSError (folder not writable) names the file."""
+    def acquire(self, wait: bool = False) -> dict[str, Any] | None:
+        """Take the lock or raise :class:`RunLocked`; an OSError (folder not writable) names the file.
+        ``wait``: first wait for a live holder to end (:func:`wait_while_held`); returns that holder."""
+        waited = wait_while_held(self.dir, self.log, name=self.path.name) if wait else None
         self.me = _me()
         for _ in range(3):
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
                 if self._create():
-                    return
+                    return waited
             except OSError as e:  # read-only, a file in the way, ...: the first write of the run, named
                 raise type(e)(e.errno, f"cannot write the run directory --out ({e.strerror})", str(self.path)) from None
             holder = self._read()
@@ -206,7 +275,7 @@ class RunLock:
                 self.lost = f"the lock {self.path} was taken over by {describe(self._read() or {})}"
                 return
             self.me["heartbeat"] = time.time()
-            tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}.tmp")
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(self.me))
             os.replace(tmp, self.path)
 

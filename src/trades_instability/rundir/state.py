@@ -2,7 +2,8 @@
 
 * :func:`prepare_state` (before training): keep the folder when it was started from the same run
   config (the trainer resumes from ``checkpoints/last.pt``), else move it aside so the trainer starts
-  over instead of refusing to resume; never under a trainer that still holds the run lock.
+  over instead of refusing to resume; never under a trainer that still holds the run lock: that one is
+  waited for, and its finished result adopted (a rerun next to a job orphaned by a killed Snakemake).
 * :func:`publish` (after training): expose the finished run's files at the run directory's contract
   paths (:data:`.layout.PUBLISHED`), hard links when possible, ``run.json`` last.
 
@@ -28,35 +29,50 @@ class RunStateError(RuntimeError):
 
 
 def _same_yaml(a: str, b: str) -> bool:
+    """The same run config, up to the keys that change only what a run writes beside its results."""
     try:
-        return yaml.safe_load(a) == yaml.safe_load(b)
+        da, db = yaml.safe_load(a), yaml.safe_load(b)
     except yaml.YAMLError:
         return False
+    if not (isinstance(da, dict) and isinstance(db, dict)):
+        return da == db
+    return ({k: v for k, v in da.items() if k not in layout.OUTPUT_ONLY_KEYS}
+            == {k: v for k, v in db.items() if k not in layout.OUTPUT_ONLY_KEYS})
 
 
-def _refuse_if_locked(state: Path) -> None:
-    """Never move a state folder away under a trainer that still writes it (e.g. a job left running
-    by a killed Snakemake); the trainer itself refuses a second writer (rundir/lock.py)."""
+def _wait_for_holder(state: Path, log) -> dict | None:
+    """Never touch a state folder under a trainer that still writes it (e.g. a job left running by a killed
+    Snakemake): wait for it (rundir/lock.py's wait, which follows its heartbeat) and return it; its finished
+    result is then adopted by the caller, or, if it died, the run resumes from its last.pt."""
     from trades_instability.rundir import lock as run_lock
 
-    path = state / run_lock.LOCK_NAME
     try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(holder, dict) and run_lock.stale_reason(holder) is None:
-        raise RunStateError(
-            f"{state} is in use by {run_lock.describe(holder)}; cancel that job first (scancel / kill), then rerun")
+        return run_lock.wait_while_held(state, log)
+    except run_lock.RunLocked as e:
+        raise RunStateError(str(e)) from None
 
 
-def prepare_state(config: str | Path, state: str | Path) -> str:
+def prepare_state(config: str | Path, state: str | Path, log=print) -> str:
     """Keep ``state`` (the trainer's resumable output folder) if it was started from the same run
     config; otherwise move it aside to ``state.stale-<time>`` so the trainer starts over instead of
-    refusing to resume. Returns what was done (for the log)."""
+    refusing to resume. A live trainer holding it is waited for first (``log`` says so). Returns what
+    was done (for the log)."""
     config, state = Path(config), Path(state)
-    marker = state / layout.STATE_CONFIG
     text = config.read_text()
-    _refuse_if_locked(state)
+    waited = _wait_for_holder(state, log)
+    msg = _prepare(text, state)
+    if waited is None:
+        return msg
+    from trades_instability.rundir.lock import describe
+
+    if msg.startswith(("resuming", "reusing")) and (state / layout.RUN_JSON).is_file():
+        # the trainer then finds the finished run.json and adopts it as it is (train/loop.py)
+        return f"{describe(waited)} finished the run: adopting its result ({state / layout.RUN_JSON})"
+    return f"{describe(waited)} ended before finishing the run: {msg}"
+
+
+def _prepare(text: str, state: Path) -> str:
+    marker = state / layout.STATE_CONFIG
     if state.exists():
         had_marker = marker.is_file()  # before the rename below moves it away
         if had_marker and _same_yaml(marker.read_text(), text):
@@ -82,9 +98,23 @@ def prepare_state(config: str | Path, state: str | Path) -> str:
 PUBLISHED = layout.PUBLISHED
 
 
+def finished_result(out: str | Path, config: dict, ignore: tuple[str, ...] = ()) -> dict | None:
+    """The run.json in ``out`` when it records a finished run (complete or diverged) of ``config`` (keys in
+    ``ignore`` aside), else None: a trainer started on it adopts it instead of touching the folder."""
+    try:
+        info = json.loads((Path(out) / layout.RUN_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("status") not in ("complete", "diverged"):
+        return None
+    saved = {k: v for k, v in (info.get("config") or {}).items() if k not in ignore}
+    return info if saved == {k: v for k, v in config.items() if k not in ignore} else None
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.publish.tmp")
+    # one temporary per process: an orphaned job and the rerun that adopted its result may publish at once
+    tmp = dst.with_name(f".{dst.name}.publish.{os.getpid()}.tmp")
     if tmp.exists():
         tmp.unlink()
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trades_instability.config.run import RunConfig
+from trades_instability.config.run import OUTPUT_ONLY_KEYS, RunConfig
 from trades_instability.core import masking
 from trades_instability.core.models import input_normalization
 from trades_instability.data.datasets import DataSplits
@@ -115,15 +115,16 @@ class Checkpoints:
         return state, batch_rows
 
     def _check_config(self, path: Path, saved: dict[str, Any]) -> None:
-        saved_cfg = dict(saved)
+        # what a run writes beside its results (tensorboard) may change on resume: the same run goes on
+        saved_cfg = {k: v for k, v in saved.items() if k not in OUTPUT_ONLY_KEYS}
+        now = {k: v for k, v in self.cfg.to_dict().items() if k not in OUTPUT_ONLY_KEYS}
         # a key added by a later version (e.g. deterministic) is, at its default, what the older run did
         defaults = RunConfig().to_dict()
-        for k, v in self.cfg.to_dict().items():
+        for k, v in now.items():
             if k not in saved_cfg and v == defaults[k]:
                 saved_cfg[k] = v
-        if saved_cfg != self.cfg.to_dict():
-            diff = sorted(k for k in set(saved_cfg) | set(self.cfg.to_dict())
-                          if saved_cfg.get(k) != self.cfg.to_dict().get(k))
+        if saved_cfg != now:
+            diff = sorted(k for k in set(saved_cfg) | set(now) if saved_cfg.get(k) != now.get(k))
             raise CheckpointError(
                 f"checkpoint {path} was written with a different config (keys differ: {', '.join(diff)}); "
                 f"use a new output directory, or move {self.files.out} away to start over"

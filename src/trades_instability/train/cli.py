@@ -1,11 +1,11 @@
 """``trades-train``: train one run from a config file into an output directory.
 
 Rerunning the same command after an interruption (crash, kill -9, SIGTERM from SLURM) resumes from
-the last completed epoch. Every problem is one line on stderr, never a traceback. Exit codes: 0 done
-(or diverged with --on-diverge record), 1 a file or folder could not be written (the message names
-it: an unwritable or impossible --out, a full disk), 2 bad input (config, device, arguments,
-checkpoint, dataset, --out in use by another run), 3 diverged, 143 stopped by a signal (state saved;
-rerun to resume).
+the last completed epoch; on a finished run it adopts run.json as it is and trains nothing. Every
+problem is one line on stderr, never a traceback. Exit codes: 0 done (or diverged with --on-diverge
+record), 1 a file or folder could not be written (the message names it: an unwritable or impossible --out, a
+full disk), 2 bad input (config, device, arguments, checkpoint, dataset, --out in use by another run),
+3 diverged, 143 stopped by a signal (state saved; rerun to resume).
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice; the pipeline passes the job's threads)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+    p.add_argument("--wait-for-holder", action="store_true",
+                   help="when a live process holds --out (e.g. a job left running by a killed Snakemake), wait for "
+                        "it instead of exiting 2: adopt its finished result, or resume if it dies")
     p.add_argument("--log-file", default=None,
                    help="also append every message to this file, written by the trainer itself, so the "
                         "last line survives a cancel that kills a pipe (the pipeline's train.log)")
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
         train(cfg, args.out, device=args.device, on_diverge=args.on_diverge,
-              progress=False if args.no_progress else None, log=echo)
+              progress=False if args.no_progress else None, log=echo, wait_for_holder=args.wait_for_holder)
     except (ConfigError, CheckpointError, DatasetUnavailable, DeviceUnavailable, RunLocked) as e:
         echo(f"trades-train: error: {e}", err=True)
         return 2

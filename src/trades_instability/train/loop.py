@@ -15,6 +15,7 @@ SIGTERM/SIGINT stop the run at the next batch boundary; the last completed epoch
 from __future__ import annotations
 
 import math
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trades_instability.config.run import SEED_SOURCES, RunConfig
+from trades_instability.config.run import OUTPUT_ONLY_KEYS, SEED_SOURCES, RunConfig
 from trades_instability.core import masking
 from trades_instability.core.awp import build_awp
 from trades_instability.core.memory_format import compile_options, use_channels_last
@@ -37,6 +38,7 @@ from trades_instability.rundir.atomic_io import write_json
 from trades_instability.rundir.checkpoint import load_checkpoint
 from trades_instability.rundir.lock import RunLock, RunLocked
 from trades_instability.rundir.records import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles  # noqa: F401 (columns re-exported)
+from trades_instability.rundir.state import finished_result
 from trades_instability.runtime import (
     DeviceUnavailable,
     compile_watch,
@@ -53,6 +55,7 @@ from trades_instability.train.optim import build_optimizer, lr_at
 from trades_instability.train.signals import StopSignals
 from trades_instability.train.state import TrainState
 from trades_instability.train.step import EpochStats, TradesStep, precision_autocast
+from trades_instability.train.tensorboard_log import NoBoard, open_board
 from trades_instability.train.validation import validate
 
 
@@ -71,6 +74,7 @@ class Trainer:
         progress: bool | None = None,
         data: DataSplits | None = None,
         stop_after_epoch: int | None = None,
+        wait_for_holder: bool = False,
     ):
         self.cfg = cfg
         self.out = Path(out_dir)
@@ -87,8 +91,10 @@ class Trainer:
         self.progress = progress
         self._data = data
         self.stop_after_epoch = stop_after_epoch  # tests: simulate an interruption after this epoch
+        self.wait_for_holder = wait_for_holder  # a live holder of the lock: wait for it (rundir/lock.py), not refuse
         self.lock: RunLock | None = None  # held while run() runs
         self.signals = StopSignals()
+        self.board = NoBoard()  # TensorBoard event files (train/tensorboard_log.py), opened at the resumed state
 
     # -- set-up --------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -174,9 +180,15 @@ class Trainer:
         # the lock comes first: nothing in the folder is read or written by two processes, and an
         # unwritable --out fails here, before the data is loaded
         self.lock = RunLock(self.out, log=self.log)
-        self.lock.acquire()
+        self.lock.acquire(wait=self.wait_for_holder)
         try:
             self.files.remove_orphan_temporaries()
+            done = finished_result(self.out, self.cfg.to_dict(), OUTPUT_ONLY_KEYS)
+            if done is not None and (done["status"] == "complete" or on_diverge == "record"):
+                # e.g. finished by a job a killed Snakemake left running: never redone
+                self.log(f"{self.out / layout.RUN_JSON} records this run as finished ({done['status']}): "
+                         "adopting it as it is")
+                return done
             self.files.refuse_results_without_state()
             self.lock.start_heartbeat()
             # backend flags (cudnn.benchmark, deterministic algorithms) hold for this run only
@@ -199,6 +211,7 @@ class Trainer:
                  f"seed {cfg.seed} (init/data/attack {'/'.join(str(v) for v in cfg.seeds().values())})")
         t_run = time.perf_counter()
         diverged = None
+        self.board = open_board(cfg, self.out, s, self.batch_rows)
         with self.signals.installed():
             try:
                 while s.epoch < cfg.epochs:
@@ -214,6 +227,8 @@ class Trainer:
                 if on_diverge == "fail":
                     raise
                 diverged = {"epoch": e.epoch, "step": e.step, "batch": e.batch, "message": str(e)}
+            finally:
+                self.board.close()
         selection = self._final_selection(diverged)
         info = {
             "status": "diverged" if diverged else "complete",
@@ -225,6 +240,7 @@ class Trainer:
             "seed": cfg.seed,
             "seed_sources": {k: {"seed": v, "drives": SEED_SOURCES[k]} for k, v in cfg.seeds().items()},
             "device": device_description(self.device),
+            "host": socket.gethostname(),  # with device: where the run trained (the status command shows both)
             "versions": library_versions(),
             "timings": {
                 "train_time_s": s.train_time_s,
@@ -265,6 +281,7 @@ class Trainer:
                    val_sgcs=val["sgcs"], val_gradalign=val["gradalign"], fosc_over_threshold=over, is_best=is_best,
                    epoch_time_s=dt)
         s.epoch_rows.append(row)
+        self.board.epoch(row, self.batch_rows[rows_before:])  # before last.pt: a resume purges what it lacks
         # last.pt first: everything after it (CSVs, best.pt, snapshot) is derived from it and is redone
         # on resume if a crash interrupts this sequence (Checkpoints.resume, RunFiles.reconcile_logs)
         self.checkpoints.save_last(s, self.batch_rows, val)
