@@ -28,7 +28,7 @@ def _closed_port() -> int:
 def test_a_download_without_network_says_the_url_and_the_folder_on_the_console(tmp_path: Path):
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["settings"] = {"a": {"overrides": {"dataset": "cifar100", "epochs": 1}, "seeds": [0], "suites": ["cheap"]}}
-    for k in ("tables", "figures", "conventions", "crossarch"):
+    for k in ("tables", "figures", "conventions", "crossarch", "review"):
         cfg.pop(k, None)
     conf = tmp_path / "c100.yaml"
     conf.write_text(yaml.safe_dump(cfg))

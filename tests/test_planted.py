@@ -309,7 +309,7 @@ def test_detection_planted_block_shows_what_fosc_reads_on_the_control(tmp_path):
         ("default", 2, True, 0.0, False), ("fixed", 2, True, 0.0, False)]
     tex = (tmp_path / "d.tex").read_text()
     assert "tab:detection-planted" in tex and "default/2 & quantize levels=8 & yes & +0.4000 & 0.0000" in tex
-    assert "FOSC and SGCS read 0" in tex
+    assert "FOSC, SGCS and GradAlign read 0" in tex
     runs = pd.read_csv(tmp_path / "d.csv")
     assert runs.set_index("seed")["label"].to_dict() == {0: "Regular", 1: "Regular", 2: "Unstable"}  # still counted
     assert "planted (a positive control, see the planted block): default/2" in tex

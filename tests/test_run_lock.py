@@ -220,7 +220,7 @@ def _orphan_config(tmp_path: Path) -> Path:
     cfg["defaults"]["synthetic"] = {"num_classes": 4, "train_size": 64, "test_size": 32, "image_size": 8, "seed": 0}
     cfg["defaults"].update(epochs=ORPHAN_EPOCHS, width=2, val_size=16, attack={"steps": 2}, tensorboard=False)
     cfg["settings"] = {"a": {"seeds": [0], "suites": ["cheap"]}}
-    for k in ("tables", "figures", "conventions", "crossarch"):
+    for k in ("tables", "figures", "conventions", "crossarch", "review"):
         cfg.pop(k, None)
     path = tmp_path / "orphan.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -458,3 +458,21 @@ def test_resume_accepts_a_checkpoint_written_before_a_key_existed(tmp_path, tiny
     with pytest.raises(CheckpointError, match="keys differ: deterministic"):
         Trainer(tiny_run_config(deterministic=True), tmp_path, log=lambda m: None).run()
     assert train(cfg, tmp_path, log=lambda m: None)["epochs_completed"] == 2
+
+
+def test_resume_accepts_a_checkpoint_written_before_the_review_keys_existed(tmp_path, tiny_run_config):
+    """A last.pt without the seed-source keys, alp_lambda and the nested fix.mode resumes at their defaults."""
+    from trades_instability.rundir.checkpoint import save_checkpoint
+
+    cfg = tiny_run_config()
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
+    last = tmp_path / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    for key in ("init_seed", "data_seed", "attack_seed", "alp_lambda"):
+        del ckpt["config"][key]
+    del ckpt["config"]["fix"]["mode"]
+    save_checkpoint(last, ckpt)
+    with pytest.raises(CheckpointError, match="keys differ: fix"):
+        Trainer(tiny_run_config(fix={"mode": "always"}), tmp_path, log=lambda m: None).run()
+    assert train(cfg, tmp_path, log=lambda m: None)["epochs_completed"] == 2

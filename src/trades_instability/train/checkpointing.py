@@ -118,11 +118,8 @@ class Checkpoints:
         # what a run writes beside its results (tensorboard) may change on resume: the same run goes on
         saved_cfg = {k: v for k, v in saved.items() if k not in OUTPUT_ONLY_KEYS}
         now = {k: v for k, v in self.cfg.to_dict().items() if k not in OUTPUT_ONLY_KEYS}
-        # a key added by a later version (e.g. deterministic) is, at its default, what the older run did
-        defaults = RunConfig().to_dict()
-        for k, v in now.items():
-            if k not in saved_cfg and v == defaults[k]:
-                saved_cfg[k] = v
+        # a key added by a later version (e.g. deterministic, fix.mode) is, at its default, what the older run did
+        saved_cfg = _with_new_defaults(saved_cfg, now, RunConfig().to_dict())
         if saved_cfg != now:
             diff = sorted(k for k in set(saved_cfg) | set(now) if saved_cfg.get(k) != now.get(k))
             raise CheckpointError(
@@ -162,3 +159,15 @@ class Checkpoints:
         if s.epoch in self.cfg.snapshot_epochs and not snap.exists():
             self.save_snapshot(s.epoch, val)
             self.log(f"{snap} was missing (the run stopped before writing it); rewritten from {self.files.last}")
+
+
+def _with_new_defaults(saved: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with every key it lacks (at any depth) taken from ``now`` where ``now`` holds the default."""
+    out = dict(saved)
+    for k, v in now.items():
+        if k not in out:
+            if v == defaults.get(k):
+                out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict) and isinstance(defaults.get(k), dict):
+            out[k] = _with_new_defaults(out[k], v, defaults[k])
+    return out
