@@ -97,6 +97,11 @@ def build_grid(spec: Mapping, summary, selection, grid: str = NAME) -> TableMode
             for col in MEANSTD_COLUMNS:
                 cells[(r, col)] = (meanstd_cell(live, col, ddof, setting) if not live.empty
                                    else none_cell(f"no finished run of {setting}"))
+    from trades_instability.report.tables import planted_note
+
+    planted = planted_note(summary, {"settings": grid_settings(spec, grid)})
+    if planted:  # a planted setting (the smoke default) stays in the grid, and is named as a control
+        notes.append(planted)
     panel = Panel("", rows, columns, cells, row_var=g.run_key, row_headers=headers,
                   column_headers={c: latex_escape(c) for c in columns})
     model = TableModel(g.name, [panel], notes=notes, info={"settings": grid_settings(spec, grid), "ddof": ddof,
