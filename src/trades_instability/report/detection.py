@@ -171,8 +171,8 @@ def analyse(name: str, traces: list[RunTrace]) -> GroupResult:
     for name in OTHER_DETECTORS:  # SGCS and GradAlign: AUC alone, each with its own count of scored runs
         p = [t.others.get(name) for t in uns if t.others.get(name) is not None]
         q = [t.others.get(name) for t in reg if t.others.get(name) is not None]
-        res.others[name] = ((len(p) + len(q), roc_auc(p, q), *auc_interval(p, q), auc_p_value(p, q))
-                            if min(len(p), len(q)) >= MIN_RUNS else None)
+        auc = auc_summary(p, q)
+        res.others[name] = None if auc is None else (len(p) + len(q), *auc)
     if not res.enough:
         return res
     pos, neg = [t.peak for t in uns], [t.peak for t in reg]
@@ -185,17 +185,29 @@ def analyse(name: str, traces: list[RunTrace]) -> GroupResult:
     return res
 
 
-def detector_score(epochs: pd.DataFrame | None, name: str) -> float | None:
-    """A run's score of detector ``name`` (DETECTORS) from its epochs.csv, oriented so that higher means
-    "masking" (GradAlign's lowest value enters negated); None when the column is missing or empty."""
-    col, how, direction = DETECTORS[name]
+def auc_summary(pos, neg) -> tuple[float, float, float, float] | None:
+    """(AUC, interval low, high, Mann-Whitney p) of scores ``pos`` vs ``neg``; None with < MIN_RUNS of either."""
+    if min(len(pos), len(neg)) < MIN_RUNS:
+        return None
+    return (roc_auc(pos, neg), *auc_interval(pos, neg), auc_p_value(pos, neg))
+
+
+def detector_value(epochs: pd.DataFrame | None, name: str) -> float | None:
+    """A run's extreme value of detector ``name`` (DETECTORS: peak FOSC and SGCS, lowest GradAlign) from its
+    epochs.csv; None when the column is missing or empty."""
+    col, how, _ = DETECTORS[name]
     if epochs is None or col not in epochs.columns:
         return None
     vals = pd.to_numeric(epochs[col], errors="coerce").dropna()
-    if vals.empty:
+    return None if vals.empty else float(getattr(vals, how)())
+
+
+def detector_score(epochs: pd.DataFrame | None, name: str) -> float | None:
+    """:func:`detector_value` oriented so that higher means "masking" (GradAlign's lowest value enters negated)."""
+    v = detector_value(epochs, name)
+    if v is None:
         return None
-    v = float(getattr(vals, how)())
-    return v if direction == "high" else -v
+    return v if DETECTORS[name][2] == "high" else -v
 
 
 # --------------------------------------------------------------------------- inputs
@@ -285,7 +297,7 @@ def planted_runs(summary, run_dirs: Mapping[tuple[str, int], str | os.PathLike],
             str(r.get("fix", "")).strip().lower() in ("true", "1"), r["unstable"], _num(r.get("gap_pgd_square")),
             float(fosc.max()) if have else None, int(e["epoch"][fosc.idxmax()]) if have else None,
             *((float(sgcs.min()), float(sgcs.max())) if sgcs is not None and sgcs.notna().any() else (None, None)),
-            None if (g := detector_score(e, "GradAlign")) is None else -g,
+            detector_value(e, "GradAlign"),
             _num(r.get("fosc")), _num(r.get("sgcs")), DEFAULT_FOSC_THRESHOLD if thr is None else thr))
     return out
 
@@ -443,7 +455,7 @@ def render_detection(summary, selection, run_dirs, settings: list[str], out_tex:
                      out_csv: str | os.PathLike, out_pdf: str | os.PathLike,
                      template_dir: str | os.PathLike | None = None) -> DetectionReport:
     """Write tables/detection.tex (+ the per-run CSV) and figures/detection.pdf (+ PNG)."""
-    from trades_instability.report.figures import plot_style, pyplot, save_figure
+    from trades_instability.report.figures import draw_and_save
 
     report = build_detection(summary, selection, run_dirs, settings)
     tex = template_env(template_dir).get_template(registry.REGISTRY["detection"].template).render(
@@ -452,12 +464,5 @@ def render_detection(summary, selection, run_dirs, settings: list[str], out_tex:
         settings=", ".join(latex_escape(s) for s in settings), level=int(LEVEL * 100), n_resamples=N_RESAMPLES)
     write_text(out_tex, tex)
     write_text(out_csv, runs_frame(report).to_csv(index=False))
-    axes_style, context = plot_style()
-    with axes_style, context:
-        fig = draw(report)
-        try:
-            save_figure(fig, out_pdf)
-        finally:
-            fig.clf()
-            pyplot().close(fig)
+    draw_and_save(lambda: draw(report), out_pdf)
     return report

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -403,6 +403,18 @@ def save_figure(fig, out_pdf: str | os.PathLike) -> tuple[Path, Path]:
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=PNG_DPI, bbox_inches="tight")
     return out_pdf, out_png
+
+
+def draw_and_save(draw: Callable[[], Any], out_pdf: str | os.PathLike) -> tuple[Path, Path]:
+    """Draw a figure with ``draw()`` in the project's plot style and save it as PDF + PNG (then free it)."""
+    axes_style, context = plot_style()
+    with axes_style, context:
+        fig = draw()
+        try:
+            return save_figure(fig, out_pdf)
+        finally:
+            fig.clf()
+            pyplot().close(fig)
 
 
 def render_figure(name: str, spec: Mapping, summary, selection, run_dirs: RunDirs,

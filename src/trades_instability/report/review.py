@@ -167,10 +167,7 @@ def run_scores(summary: pd.DataFrame, selection: dict, run_dirs: Mapping[tuple[s
             if r["unstable"] is None:
                 continue
             ep = read_epochs(run_dirs.get((setting, int(r["seed"]))))
-            scores: dict[str, float | None] = {}
-            for name, (col, how, _) in DETECTORS.items():
-                vals = pd.to_numeric(ep[col], errors="coerce").dropna() if ep is not None and col in ep else None
-                scores[name] = None if vals is None or vals.empty else float(getattr(vals, how)())
+            scores = {name: detection.detector_value(ep, name) for name in DETECTORS}
             out.append(RunScores(setting, int(r["seed"]), bool(r["unstable"]), is_planted(r.get("planted")), scores,
                                  ep))
     return out
@@ -192,15 +189,14 @@ def detector_rows(runs: list[RunScores]) -> list[DetectorRow]:
     out = []
     for name, (_, _, direction) in DETECTORS.items():
         sign = 1.0 if direction == "high" else -1.0  # oriented so that a higher score means "masking"
-        pos = np.array([sign * r.scores[name] for r in runs if r.unstable and r.scores[name] is not None])
-        neg = np.array([sign * r.scores[name] for r in runs if not r.unstable and r.scores[name] is not None])
+        pos = [sign * r.scores[name] for r in runs if r.unstable and r.scores[name] is not None]
+        neg = [sign * r.scores[name] for r in runs if not r.unstable and r.scores[name] is not None]
         row = DetectorRow(name, len(pos), len(neg))
-        if min(len(pos), len(neg)) < detection.MIN_RUNS:
+        auc = detection.auc_summary(pos, neg)
+        if auc is None:
             row.note = f"{detection.NOT_ENOUGH}: {len(pos)} Unstable, {len(neg)} Regular"
         else:
-            row.auc = detection.roc_auc(pos, neg)
-            row.low, row.high = detection.auc_interval(pos, neg)
-            row.p = detection.auc_p_value(pos, neg)
+            row.auc, row.low, row.high, row.p = auc
         out.append(row)
     return out
 
@@ -263,7 +259,7 @@ def render_review(review: Mapping[str, Any], summary, selection, run_dirs, out_t
                   out_csv: str | os.PathLike, out_pdf: str | os.PathLike,
                   template_dir: str | os.PathLike | None = None) -> ReviewReport:
     """Write tables/review.tex (+ .csv) and figures/review.pdf (+ .png)."""
-    from trades_instability.report.figures import plot_style, pyplot, save_figure
+    from trades_instability.report.figures import draw_and_save
 
     report = build_review(review, summary, selection, run_dirs)
     blocks = [{"key": b.key, "title": latex_escape(b.title), "rows": [_prob_latex(r) for r in b.rows],
@@ -280,14 +276,7 @@ def render_review(review: Mapping[str, Any], summary, selection, run_dirs, out_t
         planted_title=latex_escape(PLANTED_TITLE), level=int(LEVEL * 100), n_resamples=detection.N_RESAMPLES)
     write_text(out_tex, tex)
     write_text(out_csv, table_frame(report).to_csv(index=False))
-    axes_style, context = plot_style()
-    with axes_style, context:
-        fig = draw(report)
-        try:
-            save_figure(fig, out_pdf)
-        finally:
-            fig.clf()
-            pyplot().close(fig)
+    draw_and_save(lambda: draw(report), out_pdf)
     return report
 
 
