@@ -24,6 +24,7 @@ import pytest
 import torch
 import torchvision.datasets as tvd
 import yaml
+from _configs import smoke_with_settings
 from test_data import cfg_for, patch_md5, write_cifar100, write_tiny
 
 from trades_instability.data import datasets as D
@@ -281,11 +282,8 @@ def test_workflow_downloads_before_training_or_stops_when_off(tmp_path):
     """A config that needs CIFAR-100: the dry run schedules one download job whose record every train job
     reads (no parse-time stop without the data); with download False a real run stops before any job with
     the folder named; the synthetic smoke config has no download job."""
-    cfg = yaml.safe_load(SMOKE.read_text())
-    cfg["settings"] = {"a": {"overrides": {"dataset": "cifar100", "epochs": 1}, "seeds": [0, 1],
-                             "suites": ["cheap"]}}
-    for k in ("tables", "figures", "conventions", "crossarch", "review"):
-        cfg.pop(k, None)
+    cfg = smoke_with_settings({"a": {"overrides": {"dataset": "cifar100", "epochs": 1}, "seeds": [0, 1],
+                                     "suites": ["cheap"]}})
     conf = tmp_path / "c100.yaml"
     conf.write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"

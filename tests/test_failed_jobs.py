@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import yaml
+from _configs import smoke_with_settings
 
 from trades_instability.data import download as DL
 from trades_instability.workflow import failed_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "tests" / "configs" / "smoke.yaml"
 
 
 def _closed_port() -> int:
@@ -26,10 +26,8 @@ def _closed_port() -> int:
 
 
 def test_a_download_without_network_says_the_url_and_the_folder_on_the_console(tmp_path: Path):
-    cfg = yaml.safe_load(SMOKE.read_text())
-    cfg["settings"] = {"a": {"overrides": {"dataset": "cifar100", "epochs": 1}, "seeds": [0], "suites": ["cheap"]}}
-    for k in ("tables", "figures", "conventions", "crossarch", "review"):
-        cfg.pop(k, None)
+    cfg = smoke_with_settings({"a": {"overrides": {"dataset": "cifar100", "epochs": 1}, "seeds": [0],
+                                     "suites": ["cheap"]}})
     conf = tmp_path / "c100.yaml"
     conf.write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from _configs import smoke_with_settings
 
 pytestmark = pytest.mark.slow
 
@@ -325,11 +326,8 @@ def test_missing_dataset_stops_before_any_job(tmp_path: Path):
 def _two_gpu_trainings(tmp_path: Path, monkeypatch, *extra: str) -> tuple[str, int, list[str]]:
     """Train two tiny runs that claim gpu=1 each; returns (output, peak concurrent train jobs, the GPU each
     job's log says gpu_slots gave it)."""
-    cfg = yaml.safe_load(SMOKE.read_text())
-    cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0, 1], "suites": ["cheap"]}}
+    cfg = smoke_with_settings({"a": {"overrides": {"epochs": 1}, "seeds": [0, 1], "suites": ["cheap"]}})
     cfg["resources"]["train"]["gpu"] = 1
-    for k in ("tables", "figures", "conventions", "crossarch", "review"):
-        cfg.pop(k)
     conf = tmp_path / "gpu.yaml"
     conf.write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"
@@ -371,10 +369,7 @@ def test_moving_the_data_or_the_clone_reruns_nothing(tmp_path: Path):
     recorded in the run's config.yaml (provenance)."""
     import shutil
 
-    cfg = yaml.safe_load(SMOKE.read_text())
-    cfg["settings"] = {"a": {"overrides": {"epochs": 1}, "seeds": [0], "suites": ["cheap"]}}
-    for k in ("tables", "figures", "conventions", "crossarch", "review"):
-        cfg.pop(k, None)
+    cfg = smoke_with_settings({"a": {"overrides": {"epochs": 1}, "seeds": [0], "suites": ["cheap"]}})
     conf = tmp_path / "one.yaml"
     conf.write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"

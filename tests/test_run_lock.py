@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _configs import smoke_with_settings
 
 from trades_instability.rundir import lock as run_lock
 from trades_instability.rundir.lock import RunLock, RunLocked
@@ -216,12 +217,9 @@ ORPHAN_EPOCHS = 40
 def _orphan_config(tmp_path: Path) -> Path:
     import yaml
 
-    cfg = yaml.safe_load((REPO / "tests/configs/smoke.yaml").read_text())
+    cfg = smoke_with_settings({"a": {"seeds": [0], "suites": ["cheap"]}})
     cfg["defaults"]["synthetic"] = {"num_classes": 4, "train_size": 64, "test_size": 32, "image_size": 8, "seed": 0}
     cfg["defaults"].update(epochs=ORPHAN_EPOCHS, width=2, val_size=16, attack={"steps": 2}, tensorboard=False)
-    cfg["settings"] = {"a": {"seeds": [0], "suites": ["cheap"]}}
-    for k in ("tables", "figures", "conventions", "crossarch", "review"):
-        cfg.pop(k, None)
     path = tmp_path / "orphan.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
