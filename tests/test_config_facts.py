@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from trades_instability.config import pipeline as pc
-from trades_instability.config import schema
+from trades_instability.config import pipeline_checks, schema
 from trades_instability.config.suites import BUILTIN_SUITES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,18 +34,19 @@ def test_header_counts_are_the_files_counts():
 def test_top_level_defaults_are_the_schemas():
     props = schema.load_schema()["properties"]
     scalars = {k for k, v in props.items() if v.get("type") in ("string", "boolean", "integer")}
-    assert set(pc.DEFAULTS_TOP) == scalars  # every optional top-level scalar has its default there, only there
+    # every optional top-level scalar has its default there, only there
+    assert set(pipeline_checks.DEFAULTS_TOP) == scalars
     import jsonschema
 
-    for key, value in pc.DEFAULTS_TOP.items():
+    for key, value in pipeline_checks.DEFAULTS_TOP.items():
         jsonschema.validate(value, props[key])  # each default is a value its own key allows
     raw = yaml.safe_load(SMOKE.read_text())
-    for key in pc.DEFAULTS_TOP:
+    for key in pipeline_checks.DEFAULTS_TOP:
         raw.pop(key, None)
-    cfg = pc.validate(raw)
-    assert {k: cfg.raw[k] for k in pc.DEFAULTS_TOP} == pc.DEFAULTS_TOP
+    cfg = pipeline_checks.validate(raw)
+    assert {k: cfg.raw[k] for k in pipeline_checks.DEFAULTS_TOP} == pipeline_checks.DEFAULTS_TOP
     paper_raw = yaml.safe_load(PAPER.read_text())
-    assert not set(paper_raw) & set(pc.DEFAULTS_TOP), "config.yaml restates top-level defaults"
+    assert not set(paper_raw) & set(pipeline_checks.DEFAULTS_TOP), "config.yaml restates top-level defaults"
 
 
 def test_config_yaml_does_not_restate_builtin_suites():
@@ -77,7 +78,7 @@ def test_pipeline_and_evaluation_refuse_the_same_suites(name, spec, key, tmp_pat
     evaluation = pytest.importorskip("trades_instability.evaluate.suite")
     raw = pc.deep_merge(yaml.safe_load(SMOKE.read_text()), {"suites": {name: spec}})
     with pytest.raises(pc.PipelineConfigError) as pipe:
-        pc.validate(raw, source="c.yaml")
+        pipeline_checks.validate(raw, source="c.yaml")
     assert f"suites.{name}.{key}: " in str(pipe.value)
     f = tmp_path / "suites.yaml"
     f.write_text(yaml.safe_dump({name: spec}))
@@ -94,7 +95,7 @@ def test_new_suite_without_attacks_is_refused_by_both(tmp_path):
     evaluation = pytest.importorskip("trades_instability.evaluate.suite")
     raw = pc.deep_merge(yaml.safe_load(SMOKE.read_text()), {"suites": {"mine": {"pgd_steps": 3}}})
     with pytest.raises(pc.PipelineConfigError, match=r"suites\.mine\.attacks: a new suite must list its attacks"):
-        pc.validate(raw)
+        pipeline_checks.validate(raw)
     f = tmp_path / "suites.yaml"
     f.write_text("mine: {pgd_steps: 3}\n")
     with pytest.raises(evaluation.SuiteError, match="a new suite must list its attacks"):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from trades_instability.config import pipeline as pc
+from trades_instability.config import pipeline_checks
 from trades_instability.config import run as run_config_mod
 from trades_instability.config.run import run_identity
 from trades_instability.rundir import state as run_state
@@ -192,7 +193,7 @@ def test_deep_merge_replaces_lists_and_merges_mappings():
 def test_named_and_inline_seeds():
     raw = yaml.safe_load(SMOKE.read_text())
     raw["settings"]["modified"]["seeds"] = [4, 9]
-    cfg = pc.validate(raw)
+    cfg = pipeline_checks.validate(raw)
     assert cfg.seeds("modified") == [4, 9] and cfg.seeds("default") == [0, 1]
 
 
@@ -201,31 +202,31 @@ def test_named_and_inline_seeds():
 
 def test_data_check_names_the_folder(tmp_path: Path, paper):
     raw = dict(paper.raw, data_root=str(tmp_path / "data"), download=False)
-    cfg = pc.validate(raw)
+    cfg = pipeline_checks.validate(raw)
     with pytest.raises(pc.PipelineConfigError) as info:
-        pc.check_data_available(cfg, ["default", "fixed"])
+        pipeline_checks.check_data_available(cfg, ["default", "fixed"])
     msg = str(info.value)
     assert "cifar-100-python" in msg and str(tmp_path / "data") in msg and "data_root" in msg
     assert "tiny-imagenet-200" not in msg  # only what the requested settings need
     with pytest.raises(pc.PipelineConfigError) as info:
-        pc.check_data_available(cfg)
+        pipeline_checks.check_data_available(cfg)
     assert all(f in str(info.value) for f in ("cifar-10-batches-py", "cifar-100-python", "tiny-imagenet-200"))
     folder = tmp_path / "data" / "cifar-100-python"
     folder.mkdir(parents=True)
     for f in ("train", "test", "meta"):
         (folder / f).write_bytes(b"x")
-    pc.check_data_available(cfg, ["default", "fixed"])  # present (file presence; the loader checks md5)
+    pipeline_checks.check_data_available(cfg, ["default", "fixed"])  # present (file presence; the loader checks md5)
 
 
 def test_data_check_with_download_trusts_the_scheduled_downloads(tmp_path: Path, paper):
     """download: true (the default): a missing dataset is fine when its download job is scheduled; one whose
     record exists (no job) but whose folder has gone is refused with the command that fetches it."""
-    cfg = pc.validate(dict(paper.raw, data_root=str(tmp_path / "data")))
+    cfg = pipeline_checks.validate(dict(paper.raw, data_root=str(tmp_path / "data")))
     assert cfg.download is True
-    pc.check_data_available(cfg)  # default: the workflow fetches whatever is missing
-    pc.check_data_available(cfg, ["default", "fixed"], fetching={"cifar100"})
+    pipeline_checks.check_data_available(cfg)  # default: the workflow fetches whatever is missing
+    pipeline_checks.check_data_available(cfg, ["default", "fixed"], fetching={"cifar100"})
     with pytest.raises(pc.PipelineConfigError) as info:
-        pc.check_data_available(cfg, ["default", "c10_b1"], fetching={"cifar100"})
+        pipeline_checks.check_data_available(cfg, ["default", "c10_b1"], fetching={"cifar100"})
     msg = str(info.value)
     assert "cifar-10-batches-py" in msg and "cifar-100-python" not in msg
     assert f"python -m trades_instability download cifar10 --data-root {tmp_path / 'data'}" in msg
@@ -237,12 +238,12 @@ def test_run_configs_never_download(paper):
     assert all(paper.run_config(s, 0)["download"] is False for s in paper.settings)
     raw = dict(paper.raw, defaults={**paper.raw["defaults"], "download": True})
     with pytest.raises(pc.PipelineConfigError, match=r"defaults\.download: not allowed here .*top-level 'download'"):
-        pc.validate(raw)
+        pipeline_checks.validate(raw)
 
 
 def test_synthetic_needs_no_data(tmp_path: Path):
     cfg = pc.load(SMOKE, overrides={"data_root": str(tmp_path / "nothing")}, check_data=True)
-    pc.check_data_available(cfg)
+    pipeline_checks.check_data_available(cfg)
 
 
 # ------------------------------------------------------------------------ state / publish helpers

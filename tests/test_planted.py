@@ -16,6 +16,7 @@ from torch import nn
 
 from trades_instability import aggregate as agg
 from trades_instability.config import pipeline as pc
+from trades_instability.config import pipeline_checks
 from trades_instability.config.run import PLANT_KINDS, PlantMaskingConfig
 from trades_instability.core import attacks, masking, metrics
 from trades_instability.core.models import build_model
@@ -224,7 +225,7 @@ def test_bad_plant_masking_stops_naming_the_key(change, fragment):
     raw = copy.deepcopy(_smoke())
     change(raw)
     with pytest.raises(pc.PipelineConfigError) as e:
-        pc.validate(raw)
+        pipeline_checks.validate(raw)
     assert fragment in str(e.value), str(e.value)
 
 

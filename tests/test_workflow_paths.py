@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import yaml
 
 from trades_instability.config import pipeline as pipeline_config
+from trades_instability.config import pipeline_checks
 from trades_instability.workflow.paths import (
     ENV_DATA_ROOT,
     ENV_DATA_ROOT_YAML,
@@ -96,7 +97,7 @@ def test_data_input_is_the_ancient_download_record():
     pc = smoke_pc(results_dir="res", data_root="/elsewhere")
     raw = {**pc.raw, "settings": {**pc.raw["settings"], "c100": {"overrides": {"dataset": "cifar100"},
                                                                  "seeds": [0], "suites": ["cheap"]}}}
-    w = WorkflowPaths(pipeline_config.validate(raw), "/repo")
+    w = WorkflowPaths(pipeline_checks.validate(raw), "/repo")
     data = w.data_input(SimpleNamespace(setting="c100"))["data"]
     assert data == "res/datasets/cifar100.json" and data.flags.get("ancient")
     assert w.data_input(SimpleNamespace(setting="default")) == {}

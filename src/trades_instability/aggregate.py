@@ -121,16 +121,9 @@ def self_healing_peak(fosc: Iterable[Any], threshold: float) -> float | None:
 # -------------------------------------------------------------------------------------- per run
 
 
-def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: list[str],
-                threshold: float = DEFAULT_THRESHOLD) -> tuple[dict[str, Any], float | None]:
-    """One summary row for a run directory, plus its self-healing peak FOSC (None if not self-healing
-    by the FOSC criterion alone; the Regular condition is applied in :func:`select`)."""
-    run_dir = Path(run_dir)
-    info = _read_json(run_dir / layout.RUN_JSON)
-    cfg = info.get("config") or {}
-    epochs = _read_epochs(run_dir / layout.EPOCHS_CSV)
-    evals = [(s, _read_json(run_dir / layout.eval_json(s))) for s in suites]
-
+def _merge_evals(evals: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """A run's eval JSONs merged over its suites, in order (a later suite's non-null number wins): the numbers
+    of the evaluated (best) checkpoint, those of the last-epoch one (``last``), and each suite's status."""
     merged: dict[str, Any] = {k: None for k in (*EVAL_NUMBERS, "worst_case_acc", "n_examples")}
     eval_status = []
     for _suite, doc in evals:
@@ -144,6 +137,20 @@ def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: lis
         for k, v in (doc.get("last") or {}).items():
             if k in last and v is not None:
                 last[k] = v
+    return merged, last, eval_status
+
+
+def collect_run(setting: str, seed: int, run_dir: str | os.PathLike, suites: list[str],
+                threshold: float = DEFAULT_THRESHOLD) -> tuple[dict[str, Any], float | None]:
+    """One summary row for a run directory, plus its self-healing peak FOSC (None if not self-healing
+    by the FOSC criterion alone; the Regular condition is applied in :func:`select`)."""
+    run_dir = Path(run_dir)
+    info = _read_json(run_dir / layout.RUN_JSON)
+    cfg = info.get("config") or {}
+    epochs = _read_epochs(run_dir / layout.EPOCHS_CSV)
+    evals = [(s, _read_json(run_dir / layout.eval_json(s))) for s in suites]
+    merged, last, eval_status = _merge_evals(evals)
+
     pgd, sq, aa = _num(merged["pgd10_acc"]), _num(merged["square_acc"]), _num(merged["autoattack_acc"])
     aa_flags = autoattack_flags([doc for _suite, doc in evals])
     lpgd, lsq, laa = _num(last["pgd10_acc"]), _num(last["square_acc"]), _num(last["autoattack_acc"])
