@@ -344,8 +344,8 @@ def test_schema_and_registry_name_the_same_artifacts():
 def test_spec_settings_follow_the_registry_setting_keys():
     """A spec key that names a setting is known to the reference checks because the registry declares it."""
     spec = {"regular_unstable": "a", "fixed": "b", "panels": [{"settings": ["c", "a"]}], "label": "not a setting"}
-    assert pc._spec_refs(spec, "tables.table3") == [("tables.table3.regular_unstable", "a"),
+    assert pc.spec_refs(spec, "tables.table3") == [("tables.table3.regular_unstable", "a"),
                                                     ("tables.table3.fixed", "b"),
                                                     ("tables.table3.panels[0].settings[0]", "c"),
                                                     ("tables.table3.panels[0].settings[1]", "a")]
-    assert pc._settings_in_spec(spec) == ["a", "b", "c"]
+    assert pc.settings_in_spec(spec) == ["a", "b", "c"]

@@ -225,7 +225,7 @@ class PipelineConfig:
 
     def target_settings(self, kind: str, name: str) -> list[str]:
         """Settings named by ``tables.<name>`` or ``figures.<name>``, in order of appearance."""
-        return _settings_in_spec(self.raw[kind][name])
+        return settings_in_spec(self.raw[kind][name])
 
     def paper_settings(self, tables_only: bool = False) -> list[str]:
         """Settings read by the paper's tables (and figures), in order of appearance: what `paper` trains."""
@@ -283,12 +283,12 @@ class PipelineConfig:
         return int(mins * float(r.get("dataset_factor", {}).get(ds, 1.0)) + 0.999)
 
 
-def _settings_in_spec(spec: Any) -> list[str]:
+def settings_in_spec(spec: Any) -> list[str]:
     """Every setting a table/figure spec names, in order of appearance, each once."""
-    return list(dict.fromkeys(s for _, s in _spec_refs(spec, "") if isinstance(s, str)))
+    return list(dict.fromkeys(s for _, s in spec_refs(spec, "") if isinstance(s, str)))
 
 
-def _spec_refs(spec: Any, prefix: str) -> list[tuple[str, str]]:
+def spec_refs(spec: Any, prefix: str) -> list[tuple[str, str]]:
     """(key path, setting name) of every setting a table/figure spec names: its ``settings:`` list, its
     ``panels:`` (recursively) and the keys that name one setting each (report/registry.py SETTING_KEYS)."""
     from trades_instability.report.registry import SETTING_KEYS
@@ -301,7 +301,7 @@ def _spec_refs(spec: Any, prefix: str) -> list[tuple[str, str]]:
             refs += [(f"{prefix}.settings[{i}]", x) for i, x in enumerate(v)]
         elif k == "panels" and isinstance(v, list):
             for i, p in enumerate(v):
-                refs += _spec_refs(p, f"{prefix}.panels[{i}]")
+                refs += spec_refs(p, f"{prefix}.panels[{i}]")
         elif k in SETTING_KEYS and isinstance(v, str):
             refs.append((f"{prefix}.{k}", v))
     return refs

@@ -31,7 +31,7 @@ from typing import Any
 
 from trades_instability.config import run as run_config_mod
 from trades_instability.config import suites as suites_mod
-from trades_instability.config.pipeline import PipelineConfig, PipelineConfigError, _spec_refs, deep_merge
+from trades_instability.config.pipeline import PipelineConfig, PipelineConfigError, deep_merge, spec_refs
 from trades_instability.config.run import ConfigError
 from trades_instability.config.schema import has_path, schema_error, split_config_error, top_level_defaults
 from trades_instability.data.availability import missing_data
@@ -170,7 +170,7 @@ def _check_target_settings(cfg: PipelineConfig, fail) -> None:
     names = list(raw["settings"])
     for kind in ("tables", "figures"):
         for tname, spec in (raw.get(kind) or {}).items():
-            for path, s in _spec_refs(spec, f"{kind}.{tname}"):
+            for path, s in spec_refs(spec, f"{kind}.{tname}"):
                 if s not in raw["settings"]:
                     fail(f"{path}: unknown setting {s!r}; allowed: {', '.join(names)}")
     named = (raw.get("detection") or {}).get("settings", "all")
@@ -258,7 +258,7 @@ def _check_target_needs(cfg: PipelineConfig, fail) -> None:
     for section in ("tables", "figures"):
         for name, spec in (cfg.raw.get(section) or {}).items():
             art = registry.REGISTRY[name]
-            for path, s in _spec_refs(spec, f"{section}.{name}"):
+            for path, s in spec_refs(spec, f"{section}.{name}"):
                 for a in art.attacks:
                     need_attack(path, s, a.attack, art.attack_why(a))
                 for req in art.requires:

@@ -270,11 +270,11 @@ def build_prob_meanstd(name, spec, summary, selection) -> TableModel:
 def planted_note(summary: pd.DataFrame, spec: Mapping) -> str | None:
     """The note naming the planted runs (a positive control, README "Planted control") among the settings a
     table reads; None when it reads none. The comparison with the paper builds its tables without them."""
-    from trades_instability.config.pipeline import _settings_in_spec
+    from trades_instability.config.pipeline import settings_in_spec
 
     if "planted" not in summary.columns:
         return None
-    rows = summary[summary["setting"].isin(_settings_in_spec(spec)) & summary["planted"].map(to_bool).eq(True)]
+    rows = summary[summary["setting"].isin(settings_in_spec(spec)) & summary["planted"].map(to_bool).eq(True)]
     if rows.empty:
         return None
     runs = "; ".join(f"{s} seed {int(r['seed'])} ({r.get('plant') or 'planted'})" for s, r in
