@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from trades_instability.tools import bench
+from trades_instability.tools import bench, bench_eval, bench_training
 
 
 def _table(out: str, first_header: str) -> list[list[str]]:
@@ -32,20 +32,20 @@ def test_tiny_benchmark_prints_the_table_and_writes_json(tmp_path, capsys):
     assert "device: cpu" in out and "forward FLOPs (FlopCounterMode, measured)" in out and "peak GEMM" in out
 
     train = _table(out, "training path")
-    assert train[0] == bench.TRAIN_HEADERS and set(train[1][0]) == {"-"}
+    assert train[0] == bench_training.TRAIN_HEADERS and set(train[1][0]) == {"-"}
     body = train[2:]
     assert [(r[0], r[1]) for r in body] == [
         ("reference (official TRADES loop)", "fp32"), ("project (Trainer step)", "fp32"),
         ("project (Trainer step)", "bf16"),
     ]
-    assert all(len(r) == len(bench.TRAIN_HEADERS) for r in body)
+    assert all(len(r) == len(bench_training.TRAIN_HEADERS) for r in body)
     assert body[0][4] == "1.00"  # the ratio column is relative to the reference row
     for r in body:
         float(r[2]), float(r[3]), float(r[4]), float(r[6]), float(r[7])  # numbers, whatever they are
         assert r[5] == "-"  # no CUDA memory on CPU
 
     ev = _table(out, "evaluation")
-    assert ev[0] == bench.EVAL_HEADERS
+    assert ev[0] == bench_eval.EVAL_HEADERS
     names = [r[0] for r in ev[2:]]
     assert names[:2] == ["PGD-10 validation (+FOSC, SGCS)"] * 2 and names[2].startswith("AutoAttack (custom; reduced")
     assert [r[1] for r in ev[2:]] == ["fp32", "bf16", "fp32"]

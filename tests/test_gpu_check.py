@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trades_instability.tools import device_checks, gpu_check
+from trades_instability.tools import device_checks, gpu_check, gpu_check_runner, gpu_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,37 +122,37 @@ def test_a_gpu_torch_cannot_use_names_the_driver_and_the_lock_to_install(tmp_pat
 
 
 def test_the_lock_for_a_driver_follows_nvidias_minimum_drivers(tmp_path, monkeypatch):
-    locks = gpu_check.repo_locks()
+    locks = gpu_environment.repo_locks()
     assert {lk["lock"]: lk["cuda_major"] for lk in locks} == {"envs/requirements-cu12.lock": 12,
                                                               "envs/requirements.lock": 13}
-    pick = lambda major: (gpu_check.matching_lock(major, locks) or {}).get("lock")  # noqa: E731
+    pick = lambda major: (gpu_environment.matching_lock(major, locks) or {}).get("lock")  # noqa: E731
     assert pick(580) == pick(590) == "envs/requirements.lock"
     assert pick(525) == pick(535) == pick(575) == "envs/requirements-cu12.lock"
     assert pick(470) is None and pick(None) is None
-    assert gpu_check.driver_major("550.54.15") == 550 and gpu_check.driver_major(None) is None
+    assert gpu_environment.driver_major("550.54.15") == 550 and gpu_environment.driver_major(None) is None
     monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path / "bin", "470.239.06"))
-    assert "upgrade the driver to >= 525" in gpu_check.no_gpu_line()
+    assert "upgrade the driver to >= 525" in gpu_environment.no_gpu_line()
     monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path / "bin2", "580.65.06"))
-    gpus = gpu_check.nvidia_smi_gpus()
+    gpus = gpu_environment.nvidia_smi_gpus()
     assert gpus == [{"index": "0", "name": "NVIDIA H100 80GB HBM3", "driver": "580.65.06", "memory_mib": "81559",
                      "compute_cap": "9.0"}]
-    assert "install envs/requirements.lock" in gpu_check.no_gpu_line()
+    assert "install envs/requirements.lock" in gpu_environment.no_gpu_line()
 
 
 def test_max_minutes_skips_a_step_that_would_overrun_and_never_cuts_a_started_one(tmp_path):
     said: list[str] = []
-    runner = gpu_check.Runner(tmp_path, max_s=1.0, print_fn=said.append)
+    runner = gpu_check_runner.Runner(tmp_path, max_s=1.0, print_fn=said.append)
     slow = runner.run("b", "slow", "a step that overruns its estimate", 0.1,
                       lambda: (time.sleep(1.2), {"summary": "finished"})[1], correctness=True)
     late = runner.run("b", "late", "the next step", 0.1, lambda: {"summary": "ran"}, correctness=True)
-    big = gpu_check.Runner(tmp_path, max_s=60.0, print_fn=said.append).run(
+    big = gpu_check_runner.Runner(tmp_path, max_s=60.0, print_fn=said.append).run(
         "c", "big", "a step larger than the budget", 61, lambda: {"summary": "ran"}, correctness=False)
     assert (slow.status, late.status, big.status) == ("passed", "skipped", "skipped")
     assert slow.seconds >= 1.2 and slow.line == "finished"
     assert said[1].startswith("[SKIP] b the next step") and "left of --max-minutes" in said[1]
     assert "needs ~61 s, 60 s left" in said[2]
-    assert gpu_check.passed([slow], cuda=True) and not gpu_check.passed([slow, late], cuda=True)
-    assert gpu_check.passed([slow, big], cuda=True)  # a skipped non-correctness step is fine
+    assert gpu_check_runner.passed([slow], cuda=True) and not gpu_check_runner.passed([slow, late], cuda=True)
+    assert gpu_check_runner.passed([slow, big], cuda=True)  # a skipped non-correctness step is fine
 
 
 def test_a_failing_step_is_one_line_with_its_traceback_kept(tmp_path):
@@ -161,12 +161,12 @@ def test_a_failing_step_is_one_line_with_its_traceback_kept(tmp_path):
     def broken():
         device_checks.require(False, "resumed run differs")
 
-    r = gpu_check.Runner(tmp_path, max_s=None, print_fn=said.append).run("b", "x", "x check", 1, broken,
-                                                                        correctness=True)
+    r = gpu_check_runner.Runner(tmp_path, max_s=None, print_fn=said.append).run("b", "x", "x check", 1, broken,
+                                                                               correctness=True)
     assert r.status == "failed" and said == [f"[FAIL] b x check ({r.seconds:.1f} s): CheckFailed: resumed run "
                                              f"differs (traceback: {tmp_path / 'tracebacks' / 'x.txt'})"]
     assert "Traceback" in (tmp_path / "tracebacks" / "x.txt").read_text()
-    assert not gpu_check.passed([r], cuda=True)
+    assert not gpu_check_runner.passed([r], cuda=True)
 
 
 def _share(k: int, agg: float, peak: float = 3.0) -> dict:
@@ -189,12 +189,12 @@ def test_jobs_per_gpu_recommendation(aggs, total, want):
 def test_bench_compile_precision_builds_only_the_compiled_rows_asked_for(tmp_path):
     """gpu-check's speed rows: reference, project fp32 and bf16, and compile in fp32 only (one compile to pay).
     Building the variants does not compile yet (torch.compile is lazy), so this runs in seconds on a CPU."""
-    from trades_instability.tools import bench
+    from trades_instability.tools import bench, bench_training
 
     def rows(*flags: str) -> list[tuple[str, str]]:
         args, device, _ = bench._prepare(bench.build_parser().parse_args(["--tiny", "--threads", "1", *flags]))
         n = bench._train_size(args)
-        cfg32 = bench._run_config(args, device, "fp32", n)
+        cfg32 = bench_training.run_config(args, device, "fp32", n)
         _, variants = bench._build_variants(args, device, cfg32, bench._load_splits(cfg32), n, str(tmp_path))
         return [(v.name, v.precision) for v in variants]
 

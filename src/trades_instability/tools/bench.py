@@ -35,41 +35,35 @@ Timing: ``--rounds`` rounds, each running every training variant for ``--steps``
 (interleaved, so that a noisy shared machine affects all variants alike); the reported ms/step is the
 median over rounds. On CUDA every timed interval ends with ``torch.cuda.synchronize()``. Numbers are
 printed, never asserted.
+
+This module is the command and its set-up (the timed paths); the training timing is in
+:mod:`~trades_instability.tools.bench_training`, the evaluation timing in :mod:`~trades_instability.tools.bench_eval`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import math
 import shlex
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from trades_instability.core.memory_format import use_channels_last
-from trades_instability.data.datasets import to_float
 from trades_instability.runtime import device_description, execution_mode, resolve_device
-from trades_instability.tools import precision_check
-from trades_instability.tools.flops import (
-    FLOOR_FWD_PER_IMAGE,
-    counted_flops,
-    forward_flops,
-    peak_gemm_flops,
-    precision_policy,
-    sync,
+from trades_instability.tools.bench_eval import print_evaluation
+from trades_instability.tools.bench_training import (
+    CIFAR_TRAIN_SIZE,
+    Variant,
+    measured_work,
+    print_training,
+    run_config,
+    time_rounds,
 )
+from trades_instability.tools.flops import FLOOR_FWD_PER_IMAGE, forward_flops, precision_policy
 from trades_instability.tools.reference_trades import ReferenceTrainer, official_loader
-
-CIFAR_TRAIN_SIZE = 50_000
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,19 +93,6 @@ class ProjectStepper:
             self._new_epoch()
             b, (x, y) = next(self._it)
         self.trainer.step(x, y, batch=b, state=self.trainer.state, stats=self.stats)
-
-
-@dataclass
-class Variant:
-    name: str
-    precision: str
-    step: Callable[[], None]
-    batch: int
-    per_round_s: list[float] = field(default_factory=list)
-    peak_mem: int | None = None
-    fwd_eq_per_image: float | None = None
-    flop_dtype: torch.dtype = torch.float32
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,39 +164,6 @@ def _resolve(args: argparse.Namespace, device: torch.device) -> argparse.Namespa
     return args
 
 
-def _run_config(args: argparse.Namespace, device: torch.device, precision: str, train_size: int):
-    from trades_instability.config.run import from_dict
-
-    return from_dict({
-        "seed": args.seed, "dataset": args.dataset, "data_root": args.data_root or "data", "download": False,
-        "synthetic": {"num_classes": args.num_classes, "train_size": train_size, "test_size": max(args.eval_n, 16),
-                      "image_size": args.image_size, "seed": args.seed},
-        "width": args.width, "batch_size": args.batch_size, "epochs": 1,
-        "val_batch_size": args.eval_batch_size or 512,
-        "precision": precision, "compile": False, "device": str(device),
-    })
-
-
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
-def render_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
-
-
-TRAIN_HEADERS = ["training path", "precision", "img/s", "ms/step", "x ref", "peak mem GiB",
-                 "fwd-eq/img", "floor %", "50k-img epoch s"]
-EVAL_HEADERS = ["evaluation", "precision", "examples", "batch", "seconds", "examples/s", "result"]
-
-
 def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="trades-bench-") as tmp:
         return _main(argv, tmp)
@@ -234,7 +182,7 @@ def _main(argv: list[str] | None, tmp: str) -> int:
         out: dict[str, Any] = {"command": command, "bench_args": argv, "device": device_description(device),
                                "torch": torch.__version__}
         train_size = _train_size(args)
-        cfg32 = _run_config(args, device, "fp32", train_size)
+        cfg32 = run_config(args, device, "fp32", train_size)
         splits = _load_splits(cfg32)
     except _InputError as e:
         print(f"trades-bench: {e}", file=sys.stderr)
@@ -247,14 +195,14 @@ def _main(argv: list[str] | None, tmp: str) -> int:
         fwd = forward_flops(fast32.trainer.model, args.image_size, device, fast32.trainer.channels_last)
         _print_header(args, device, command, argv, cfg32, splits, fwd)
         n_gemm = 4096 if device.type == "cuda" else (256 if args.tiny else 1024)
-        peaks = _measured_work(args, device, fast32, variants, fwd, n_gemm)
-        _time_rounds(args, device, variants, peaks, n_gemm)
-        train_json = _print_training(args, variants, peaks, n_gemm, fwd)
+        peaks = measured_work(args, device, fast32, variants, fwd, n_gemm)
+        time_rounds(args, device, variants, peaks, n_gemm)
+        train_json = print_training(args, variants, peaks, n_gemm, fwd)
     out.update(args={k: v for k, v in vars(args).items()}, forward_gflops_per_image=fwd / 1e9,
                peak_gemm_tflops={("fp32" if d == torch.float32 else "bf16"): p / 1e12 for d, p in peaks.items()},
                train=train_json)
     if not args.no_eval:
-        out.update(_print_evaluation(args, device, fast32, splits, trained))
+        out.update(print_evaluation(args, device, fast32, splits, trained))
     if args.json:
         from trades_instability.rundir.atomic_io import write_json
 
@@ -311,7 +259,7 @@ def _build_variants(args: argparse.Namespace, device: torch.device, cfg32, split
     from trades_instability.train.loop import Trainer
 
     def project(precision: str, compiled: bool = False) -> ProjectStepper:
-        cfg = _run_config(args, device, precision, train_size)
+        cfg = run_config(args, device, precision, train_size)
         cfg.compile = compiled
         # the Trainer's run directory: nothing is written there when it is only stepped
         return ProjectStepper(Trainer(cfg, f"{tmp}/{precision}{'-compiled' if compiled else ''}", device=str(device),
@@ -364,232 +312,6 @@ def _print_header(args: argparse.Namespace, device: torch.device, command: str, 
           f"{FLOOR_FWD_PER_IMAGE} forwards/image/step = "
           f"{FLOOR_FWD_PER_IMAGE * fwd * args.batch_size / 1e9:.2f} GFLOP/step")
     sys.stdout.flush()
-
-
-# ----------------------------------------------------------------------------------------------
-# Training step timing
-# ----------------------------------------------------------------------------------------------
-def _measured_work(args: argparse.Namespace, device: torch.device, fast32: ProjectStepper, variants: list[Variant],
-                   fwd: float, n_gemm: int) -> dict[torch.dtype, float]:
-    """The first peak GEMM rates, then the measured work per step: one counted step per path (it also warms
-    up); sets each variant's ``fwd_eq_per_image``. Returns the peak rates by dtype."""
-    peaks = {torch.float32: peak_gemm_flops(device, torch.float32, n=n_gemm)}
-    if not args.no_bf16:
-        peaks[torch.bfloat16] = peak_gemm_flops(device, torch.bfloat16, n=n_gemm)
-    fm = fast32.trainer.forward_model
-    fast32.trainer.forward_model = fast32.trainer.model  # count the eager ops (a compiled graph hides them)
-    try:
-        for v in variants[:2]:
-            v.fwd_eq_per_image = counted_flops(v.step) / (fwd * v.batch)
-    except Exception as e:  # counting is informative only; never fail the timing for it
-        print(f"(FLOP counting failed: {type(e).__name__}: {e})")
-    finally:
-        fast32.trainer.forward_model = fm
-    for v in variants[2:]:
-        v.fwd_eq_per_image = variants[1].fwd_eq_per_image  # the same step (other dtype / compiled)
-    return peaks
-
-
-def _time_rounds(args: argparse.Namespace, device: torch.device, variants: list[Variant],
-                 peaks: dict[torch.dtype, float], n_gemm: int) -> None:
-    """Warm-up, then interleaved timed rounds: appends to each variant's ``per_round_s`` and keeps its peak
-    memory (CUDA); the peak GEMM rates are measured again in every round and the highest kept."""
-    for v in variants:
-        for _ in range(args.warmup):
-            v.step()
-        sync(device)
-    for _ in range(args.rounds):
-        for d in peaks:
-            peaks[d] = max(peaks[d], peak_gemm_flops(device, d, n=n_gemm, reps=3))
-        for v in variants:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            sync(device)
-            t = time.perf_counter()
-            for _ in range(args.steps):
-                v.step()
-            sync(device)
-            v.per_round_s.append(time.perf_counter() - t)
-            if device.type == "cuda":
-                v.peak_mem = max(v.peak_mem or 0, torch.cuda.max_memory_allocated(device))
-
-
-def _print_training(args: argparse.Namespace, variants: list[Variant], peaks: dict[torch.dtype, float],
-                    n_gemm: int, fwd: float) -> list[dict[str, Any]]:
-    """The peak GEMM line and the training table (with the 50k-image epoch estimate); returns its records."""
-    peak = ", ".join(f"{'fp32' if d == torch.float32 else 'bf16'} {v / 1e12:.3f} TFLOP/s" for d, v in peaks.items())
-    print(f"peak GEMM (measured here, {n_gemm:d}^3, best over all rounds): {peak}")
-    rows, train_json = [], []
-    ref_ips = None
-    for v in variants:
-        rec = _training_record(args, v, peaks, fwd, ref_ips)
-        ref_ips = ref_ips or rec["images_per_s"]
-        train_json.append(rec)
-        rows.append([v.name, v.precision, _fmt(rec["images_per_s"], ".1f"), _fmt(rec["ms_per_step"], ".1f"),
-                     _fmt(rec["ratio_to_reference"], ".2f"), _fmt(rec["peak_mem_gib"], ".2f"),
-                     _fmt(v.fwd_eq_per_image, ".1f"), _fmt(100 * rec["floor_fraction"], ".1f"),
-                     _fmt(rec["epoch_50k_s"], ".1f")])
-    print()
-    print(f"training: {args.steps} timed steps x {args.rounds} interleaved rounds (median), {args.warmup} warm-up "
-          "steps")
-    print(render_table(TRAIN_HEADERS, rows))
-    print("fwd-eq/img: conv+matmul FLOPs of one step (FlopCounterMode) / (batch x forward FLOPs); "
-          f"floor %: time of {FLOOR_FWD_PER_IMAGE} forwards/image at the measured peak GEMM rate / step time; "
-          "50k-img epoch s: CIFAR-size epoch at this rate")
-    sys.stdout.flush()
-    return train_json
-
-
-def _training_record(args: argparse.Namespace, v: Variant, peaks: dict[torch.dtype, float], fwd: float,
-                     ref_ips: float | None) -> dict[str, Any]:
-    """One variant's numbers: median step time, images/s, ratio to the reference (``ref_ips``; None for the
-    reference itself), floor fraction and the CIFAR-size (50k images) epoch estimate."""
-    step_s = statistics.median(v.per_round_s) / args.steps
-    ips = v.batch / step_s
-    ref_ips = ref_ips or ips
-    floor_s = FLOOR_FWD_PER_IMAGE * fwd * v.batch / peaks[v.flop_dtype]
-    return {"path": v.name, "precision": v.precision, "images_per_s": ips, "ms_per_step": step_s * 1e3,
-            "ratio_to_reference": ips / ref_ips, "peak_mem_gib": v.peak_mem / 2**30 if v.peak_mem else None,
-            "fwd_equivalents_per_image": v.fwd_eq_per_image, "floor_fraction": floor_s / step_s,
-            "epoch_50k_s": CIFAR_TRAIN_SIZE / ips, "round_seconds": v.per_round_s}
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation timing and precision agreement
-# ----------------------------------------------------------------------------------------------
-def _print_evaluation(args: argparse.Namespace, device: torch.device, fast32: ProjectStepper, splits,
-                      trained) -> dict[str, Any]:
-    """The evaluation table and, with a trained checkpoint (and bf16), the precision agreement table;
-    returns their JSON records ("eval", "precision_agreement")."""
-    model, channels_last, test, num_classes, what = _eval_target(args, device, fast32, splits, trained)
-    print()
-    print(f"evaluation: {what}")
-    eval_rows, eval_json = _bench_eval(args, device, model, channels_last, test, num_classes)
-    print(render_table(EVAL_HEADERS, eval_rows))
-    print("PGD-10 validation: train.validation.validate (what the trainer runs each epoch); AutoAttack: "
-          "evaluation.evaluate_model, fp32 with TF32 off; its time depends on how many examples stay robust")
-    out: dict[str, Any] = {"eval": eval_json}
-    if trained is not None and not args.no_bf16:
-        rows, agree_json = _precision_agreement(args, device, model, test, num_classes)
-        print()
-        print(render_table(precision_check.HEADERS, rows))
-        print("fp32 and bf16 autocast on the same examples with the same attack seed (PGD-10 via "
-              "evaluation.pgd_eval, Square via pyautoattack); 'fp32 seed+1' reruns fp32 with the next attack "
-              "seed; SE: standard error of the fp32 number; 'changed ex.': examples whose flag differs; "
-              "paired p: McNemar (accuracies) or paired z (FOSC, SGCS); same: unless p < 0.05 and "
-              "|bf16 - fp32| >= SE/2")
-        out["precision_agreement"] = agree_json
-    return out
-
-
-def _eval_target(args: argparse.Namespace, device: torch.device, fast32: ProjectStepper, splits, trained):
-    """What the evaluation runs on: the bench's untrained model and test set, or the trained checkpoint and
-    its own test set. Returns (model, channels_last, test, num_classes, description)."""
-    channels_last = fast32.trainer.channels_last
-    if trained is None:
-        model, test, num_classes = fast32.trainer.model, splits.test, splits.num_classes
-        what = "the untrained model (give --checkpoint for a trained one)"
-    else:
-        model, ckpt, tsplits = trained
-        channels_last = use_channels_last(model, device, fast32.trainer.cfg.channels_last)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        test, num_classes = tsplits.test, tsplits.num_classes
-        what = (f"checkpoint {args.checkpoint} (epoch {ckpt.get('epoch')}, {ckpt['model_meta']}) on its "
-                f"{tsplits.name} test set")
-    return model, channels_last, test, num_classes, what
-
-
-def _bench_eval(args, device: torch.device, model: nn.Module, channels_last: bool, test, num_classes: int):
-    """PGD-10 validation (fp32, bf16) then AutoAttack (fp32) on the first eval-n test examples: table rows
-    and JSON records."""
-    from trades_instability.data.datasets import ImageSet
-
-    n = min(args.eval_n, len(test))
-    xs = test.images[:n]
-    ys = test.labels[:n]
-    val_set = ImageSet(xs, ys).to(device)
-    rows, out = [], []
-    for precision in ("fp32",) if args.no_bf16 else ("fp32", "bf16"):
-        row, rec = _time_validation(args, device, model, channels_last, xs, ys, val_set, precision)
-        rows.append(row)
-        out.append(rec)
-    row, rec = _time_autoattack(args, device, model, xs, ys, num_classes)
-    rows.append(row)
-    out.append(rec)
-    return rows, out
-
-
-def _time_validation(args, device: torch.device, model: nn.Module, channels_last: bool, xs: torch.Tensor,
-                     ys: torch.Tensor, val_set, precision: str):
-    """The trainer's PGD-10 validation (+FOSC, SGCS) in ``precision``, after a 2-example warm-up."""
-    from trades_instability.data.datasets import ImageSet
-    from trades_instability.train.validation import validate
-
-    n = len(xs)
-    cfg = _run_config(args, device, precision, 1)
-    cfg.val_batch_size = args.eval_batch_size or 512
-    ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
-    gen = torch.Generator().manual_seed(args.seed)  # as the trainer's validation: a CPU generator
-    validate(model, ImageSet(xs[:2], ys[:2]).to(device), cfg, device, gen, ac, channels_last=channels_last)
-    sync(device)
-    t = time.perf_counter()
-    gen = torch.Generator().manual_seed(args.seed)  # as the trainer's validation: a CPU generator
-    val = validate(model, val_set, cfg, device, gen, ac, channels_last=channels_last)
-    sync(device)
-    dt = time.perf_counter() - t
-    res = f"clean {val['clean_acc']:.3f} pgd10 {val['pgd_acc']:.3f} fosc {val['fosc']:.4f}"
-    row = ["PGD-10 validation (+FOSC, SGCS)", precision, str(n), str(min(cfg.val_batch_size, n)),
-           _fmt(dt, ".2f"), _fmt(n / dt, ".1f"), res]
-    return row, {"what": "pgd10_validation", "precision": precision, "n": n, "seconds": dt, "examples_per_s": n / dt,
-                 **val}
-
-
-def _time_autoattack(args, device: torch.device, model: nn.Module, xs: torch.Tensor, ys: torch.Tensor,
-                     num_classes: int):
-    """AutoAttack through evaluation.evaluate_model (fp32), at the standard or the reduced budget."""
-    from trades_instability.evaluate import suite as evaluation
-
-    n = len(xs)
-    standard = args.aa_budget == "standard"
-    suite = evaluation.SuiteConfig(
-        attacks=["autoattack"], n_examples=n, batch_size=args.eval_batch_size or n, seed=args.seed,
-        aa_batch_size=None,  # a speed measurement: the largest batch that fits, not the reported suites' pin
-        **({} if standard else {"apgd_iters": 5 if args.tiny else 20, "fab_iters": 5 if args.tiny else 20,
-                                "n_target_classes": 3, "square_queries": 20 if args.tiny else 200}),
-    )
-    model_eval = copy.deepcopy(model).eval()
-    t = time.perf_counter()
-    res = evaluation.evaluate_model(model_eval, xs, ys, suite, device=device, num_classes=num_classes)
-    sync(device)
-    dt = time.perf_counter() - t
-    budget = ("standard" if standard else
-              f"reduced: apgd {suite.apgd_iters} it, fab {suite.fab_iters} it, {suite.n_target_classes} targets, "
-              f"square {suite.square_queries} q")
-    row = [f"AutoAttack ({res.get('autoattack_version')}; {budget})", "fp32", str(n), str(suite.batch_size),
-           _fmt(dt, ".2f"), _fmt(n / dt, ".1f"),
-           f"robust {_fmt(res.get('autoattack_acc'), '.3f')} ({res.get('status')})"]
-    return row, {"what": "autoattack", "precision": "fp32", "n": n, "batch_size": suite.batch_size, "seconds": dt,
-                 "examples_per_s": n / dt, "budget": budget, "autoattack_acc": res.get("autoattack_acc"),
-                 "version": res.get("autoattack_version")}
-
-
-def _precision_agreement(args, device: torch.device, model: nn.Module, test, num_classes: int):
-    """fp32 vs bf16 autocast on the trained model: :func:`precision_check.compare` on the first eval-n
-    test examples, Square at the bench's AutoAttack budget."""
-    from trades_instability.evaluate import suite as evaluation
-
-    n = min(args.eval_n, len(test))
-    x = to_float(test.images[:n].to(device))
-    y = test.labels[:n].to(device)
-    standard = args.aa_budget == "standard"
-    reduced = {} if standard else {"square_queries": 20 if args.tiny else 200}  # standard: SuiteConfig's default
-    suite = evaluation.SuiteConfig(batch_size=args.eval_batch_size or 512, seed=args.seed, **reduced)
-    print(f"precision agreement: {n} examples, PGD-{suite.pgd_steps}, Square {suite.square_queries} queries")
-    sys.stdout.flush()
-    rows = precision_check.compare(copy.deepcopy(model).eval(), x, y, suite, device=device, num_classes=num_classes)
-    return precision_check.table_rows(rows), {"n": n, "square_queries": suite.square_queries,
-                                              "rows": [r.to_dict() for r in rows]}
 
 
 if __name__ == "__main__":

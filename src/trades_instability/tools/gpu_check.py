@@ -19,6 +19,10 @@ f. ``DIR/report.md`` and ``DIR/report.json``. Exit 0 only when every correctness
 is never cut). ``--tiny`` runs the same steps at toy size on the CPU (CI). Without a usable GPU and without
 ``--tiny``: one line naming why (and, when nvidia-smi sees a GPU torch cannot use, the lock to install), exit 2.
 Only the library's runtime dependencies are needed.
+
+Step a's probes live in :mod:`~trades_instability.tools.gpu_environment`, the runner of the steps and the verdict
+in :mod:`~trades_instability.tools.gpu_check_runner`, step f's report in
+:mod:`~trades_instability.tools.gpu_check_report`.
 """
 
 from __future__ import annotations
@@ -28,13 +32,9 @@ import contextlib
 import datetime as dt
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import time
-import traceback
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +48,10 @@ import torch
 
 import trades_instability
 from trades_instability.tools import device_checks
+from trades_instability.tools.gpu_check_report import write_report
+from trades_instability.tools.gpu_check_runner import Runner, StepResult, passed
+from trades_instability.tools.gpu_environment import cuda_available, environment, environment_line, no_gpu_line
 
-# NVIDIA, "CUDA Compatibility", Minor Version Compatibility, Table 1: the oldest driver branch that runs any
-# toolkit of a CUDA major release.
-MIN_DRIVER_FOR_CUDA_MAJOR = {11: 450, 12: 525, 13: 580}
 CONTEXT_GIB = 1.0  # README "Several jobs on one GPU": CUDA context and cuDNN workspace per job, on top
 SHARE_GAIN = 1.10  # a larger K is recommended only when it adds at least 10 % aggregate throughput
 
@@ -120,150 +120,6 @@ SCALES: dict[str, Scale] = {
         est={"environment": 1, "bench": 30, "short_run": 20, "short_eval": 6, "sharing": 30},
     ),
 }
-
-
-# ------------------------------------------------------------------------------------------ a: environment
-def _run(cmd: list[str]) -> str | None:
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return p.stdout if p.returncode == 0 else None
-
-
-def nvidia_smi_gpus() -> list[dict[str, Any]] | None:
-    """The GPUs nvidia-smi sees (index, name, driver, memory MiB, compute capability); None without nvidia-smi.
-    ``compute_cap`` is a newer query field: asked for first, then without it."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    for fields in (("index", "name", "driver_version", "memory.total", "compute_cap"),
-                   ("index", "name", "driver_version", "memory.total")):
-        out = _run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"])
-        if out is not None:
-            rows = [dict(zip(fields, (c.strip() for c in line.split(",")), strict=False))
-                    for line in out.splitlines() if line.strip()]
-            return [{"index": r["index"], "name": r["name"], "driver": r["driver_version"],
-                     "memory_mib": r["memory.total"], "compute_cap": r.get("compute_cap")} for r in rows]
-    return []
-
-
-def driver_major(driver: str | None) -> int | None:
-    m = re.match(r"(\d+)", driver or "")
-    return int(m.group(1)) if m else None
-
-
-_LOCK_CUDA = re.compile(r"^nvidia-cuda-runtime(?:-cu(\d+))?==(\d+)\.", re.MULTILINE)
-_LOCK_TORCH = re.compile(r"^torch==([^\s\\]+)", re.MULTILINE)
-
-
-def repo_locks() -> list[dict[str, Any]]:
-    """This repository's locks (envs/requirements*.lock beside src/): path, torch pin, CUDA major of its
-    nvidia-cuda-runtime pin, the oldest driver branch that runs it. Empty when the library is not run from
-    a clone (e.g. installed from a wheel)."""
-    envs = Path(trades_instability.__file__).resolve().parents[2] / "envs"
-    out = []
-    for path in sorted(envs.glob("requirements*.lock")):
-        text = path.read_text()
-        cuda, torch_pin = _LOCK_CUDA.search(text), _LOCK_TORCH.search(text)
-        if not (cuda and torch_pin):
-            continue
-        major = int(cuda.group(1) or cuda.group(2))
-        out.append({"lock": f"envs/{path.name}", "torch": torch_pin.group(1), "cuda_major": major,
-                    "min_driver": MIN_DRIVER_FOR_CUDA_MAJOR.get(major)})
-    return out
-
-
-def matching_lock(major: int | None, locks: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The lock with the newest CUDA that a driver of branch ``major`` runs."""
-    fits = [lk for lk in locks if major is not None and lk["min_driver"] is not None and major >= lk["min_driver"]]
-    return max(fits, key=lambda lk: lk["cuda_major"]) if fits else None
-
-
-def installed_lock(locks: list[dict[str, Any]]) -> str | None:
-    base = torch.__version__.split("+")[0]
-    return next((lk["lock"] for lk in locks if lk["torch"] == base), None)
-
-
-def _cuda_available() -> bool:
-    with warnings.catch_warnings():  # "the NVIDIA driver on your system is too old": said in our own line
-        warnings.simplefilter("ignore")
-        return torch.cuda.is_available()
-
-
-def no_gpu_line() -> str:
-    """Why there is no usable GPU, in one line, with what to do."""
-    gpus = nvidia_smi_gpus()
-    built = f"torch {torch.__version__}" + (f" (CUDA {torch.version.cuda})" if torch.version.cuda
-                                            else " (CPU-only build)")
-    if not gpus:
-        seen = "nvidia-smi not found" if gpus is None else "nvidia-smi lists no GPU"
-        return (f"gpu-check: no usable GPU here ({built}: torch.cuda.is_available() is False; {seen}); run it on a "
-                "GPU node, or add --tiny for the toy-size run on the CPU")
-    g = gpus[0]
-    major = driver_major(g["driver"])
-    locks = repo_locks()
-    want = matching_lock(major, locks)
-    if torch.version.cuda is None:
-        why = "it is a CPU-only build"
-    else:
-        need = MIN_DRIVER_FOR_CUDA_MAJOR.get(int(torch.version.cuda.split(".")[0]))
-        why = (f"built for CUDA {torch.version.cuda}, which needs driver >= {need}" if need and major and major < need
-               else "torch.cuda.is_available() is False")
-    if want is not None:
-        fix = (f"install {want['lock']} (torch {want['torch']}, CUDA {want['cuda_major']}, driver >= "
-               f"{want['min_driver']}) in a new venv: pip install --require-hashes --no-deps -r {want['lock']}")
-    elif locks:
-        fix = ("no lock of this repository runs on it: upgrade the driver to >= "
-               f"{min(lk['min_driver'] for lk in locks if lk['min_driver'])}")
-    else:
-        fix = "install a torch built for a CUDA this driver supports"
-    return (f"gpu-check: nvidia-smi shows {g['name']} with driver {g['driver']}, but {built} cannot use it "
-            f"({why}); {fix}")
-
-
-def cudnn_version() -> str | None:
-    """torch.backends.cudnn.version() as major.minor.patch: cuDNN 9 encodes it as 10000 major + 100 minor + patch
-    (92400 is 9.24.0), cuDNN 8 and older as 1000 major + 100 minor + patch (8906 is 8.9.6)."""
-    v = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    if v is None:
-        return None
-    return f"{v // 10000}.{v // 100 % 100}.{v % 100}" if v >= 90000 else f"{v // 1000}.{v // 100 % 10}.{v % 100}"
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    from trades_instability.runtime import device_description, library_versions
-
-    locks = repo_locks()
-    env: dict[str, Any] = {"versions": library_versions(), "torch": torch.__version__,
-                           "cuda_runtime": torch.version.cuda,
-                           "cudnn": cudnn_version(),
-                           "device": device_description(device), "locks": locks,
-                           "installed_lock": installed_lock(locks)}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        gpus = nvidia_smi_gpus() or []
-        # one driver per node; nvidia-smi numbers GPUs ignoring CUDA_VISIBLE_DEVICES, so torch's index is no key
-        smi = gpus[0] if gpus else {}
-        major = driver_major(smi.get("driver"))
-        want = matching_lock(major, locks)
-        env.update(gpu=props.name, memory_gib=props.total_memory / 2**30, capability=f"{props.major}.{props.minor}",
-                   multiprocessors=props.multi_processor_count, bf16=torch.cuda.is_bf16_supported(),
-                   driver=smi.get("driver"), nvidia_smi=gpus, gpu_count=torch.cuda.device_count(),
-                   matching_lock=want["lock"] if want else None)
-    else:
-        env.update(gpu=None, memory_gib=None, capability=None, bf16=True, driver=None, matching_lock=None)
-    return env
-
-
-def _environment_line(env: dict[str, Any]) -> str:
-    if env["gpu"] is None:
-        return (f"{env['device']}; torch {env['torch']}; no GPU (--tiny); installed lock "
-                f"{env['installed_lock'] or 'none of envs/'}")
-    bf16 = "yes" if env["bf16"] else "no"
-    return (f"{env['gpu']} ({env['memory_gib']:.0f} GiB, sm {env['capability']}, bf16 {bf16}), "
-            f"driver {env['driver']}; torch {env['torch']}, CUDA {env['cuda_runtime']}, cuDNN {env['cudnn']}; "
-            f"lock for this driver: {env['matching_lock'] or '?'}, "
-            f"installed: {env['installed_lock'] or 'none of envs/'}")
 
 
 # ------------------------------------------------------------------------------------------ c: speed
@@ -446,65 +302,6 @@ def recommend_jobs_per_gpu(results: list[dict[str, Any]], total_gib: float | Non
 
 
 # ------------------------------------------------------------------------------------------ running the steps
-@dataclass
-class StepResult:
-    step: str  # a..e
-    name: str
-    title: str
-    status: str  # passed | failed | skipped | n/a
-    correctness: bool
-    seconds: float = 0.0
-    line: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-class Runner:
-    """Runs steps in order within the time budget, prints each one's line as it finishes, keeps the results."""
-
-    def __init__(self, out: Path, max_s: float | None, print_fn: Callable[[str], None] = print):
-        self.out, self.max_s, self.print = out, max_s, print_fn
-        self.t0 = time.monotonic()
-        self.results: list[StepResult] = []
-
-    def left_s(self) -> float | None:
-        return None if self.max_s is None else self.max_s - (time.monotonic() - self.t0)
-
-    def run(self, step: str, name: str, title: str, estimate_s: float, fn: Callable[[], dict[str, Any]], *,
-            correctness: bool) -> StepResult:
-        left = self.left_s()
-        if left is not None and estimate_s > left:
-            r = StepResult(step, name, title, "skipped", correctness,
-                           line=f"skipped: needs ~{estimate_s:.0f} s, {max(left, 0):.0f} s left of --max-minutes")
-        else:
-            t = time.perf_counter()
-            try:
-                data = fn()
-                r = StepResult(step, name, title, "passed", correctness, data=data, line=data.get("summary", "ok"))
-            except Exception as e:  # one line here, the traceback in the output folder
-                tb = self.out / "tracebacks" / f"{name}.txt"
-                tb.parent.mkdir(parents=True, exist_ok=True)
-                tb.write_text(traceback.format_exc())
-                first = (str(e).splitlines() or [""])[0]
-                r = StepResult(step, name, title, "failed", correctness,
-                               line=f"{type(e).__name__}: {first} (traceback: {tb})")
-            r.seconds = time.perf_counter() - t
-            if torch.cuda.is_initialized():
-                torch.cuda.empty_cache()
-        self._say(r)
-        return r
-
-    def not_applicable(self, step: str, name: str, title: str, why: str, *, correctness: bool) -> StepResult:
-        r = StepResult(step, name, title, "n/a", correctness, line=why)
-        self._say(r)
-        return r
-
-    def _say(self, r: StepResult) -> None:
-        self.results.append(r)
-        mark = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "n/a": "N/A "}[r.status]
-        self.print(f"[{mark}] {r.step} {r.title} ({r.seconds:.1f} s): {r.line}")
-        sys.stdout.flush()
-
-
 def run_all(args: argparse.Namespace, out: Path, device: torch.device, scale: Scale) -> list[StepResult]:
     max_s = None if args.max_minutes is None else 60 * args.max_minutes
     runner = Runner(out, max_s)
@@ -516,7 +313,7 @@ def run_all(args: argparse.Namespace, out: Path, device: torch.device, scale: Sc
           f"~{sum(est.values()) / 60:.1f} min in all"
           + (f" (--max-minutes {args.max_minutes:g})" if args.max_minutes is not None else ""))
     env_r = runner.run("a", "environment", "environment", scale.est["environment"], lambda: _with_line(
-        environment(device), _environment_line), correctness=False)
+        environment(device), environment_line), correctness=False)
     total_gib = env_r.data.get("memory_gib")
     for c in device_checks.CHECKS:
         if not c.in_command:
@@ -549,74 +346,6 @@ def _with_line(data: dict[str, Any], line: Callable[[dict[str, Any]], str]) -> d
     return {**data, "summary": line(data)}
 
 
-def passed(results: list[StepResult], cuda: bool) -> bool:
-    """Every correctness step passed (n/a counts only for a CUDA-only check on the CPU run)."""
-    return all(r.status == "passed" or (r.status == "n/a" and not cuda and r.name in _CUDA_ONLY)
-               for r in results if r.correctness)
-
-
-_CUDA_ONLY = {c.name for c in device_checks.CHECKS if c.cuda_only}
-
-
-# ------------------------------------------------------------------------------------------ f: the report
-def write_report(out: Path, results: list[StepResult], meta: dict[str, Any]) -> None:
-    from trades_instability.rundir.atomic_io import atomic_write_text, write_json
-
-    ok = passed(results, meta["cuda"])
-    write_json(out / "report.json", {**meta, "passed": ok,
-                                     "steps": [r.__dict__ for r in results]})
-    atomic_write_text(out / "report.md", render_markdown(results, meta, ok))
-
-
-def render_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table, cells padded to their column's width."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
-
-
-def render_markdown(results: list[StepResult], meta: dict[str, Any], ok: bool) -> str:
-    by = {r.name: r for r in results}
-    env = by["environment"].data
-    lines = [f"# gpu-check: {'PASSED' if ok else 'NOT PASSED'}", "",
-             f"- date: {meta['date']}", f"- device: {meta['device']}", f"- scale: {meta['scale']}",
-             f"- command: `{meta['command']}`", f"- total wall time: {meta['wall_s']:.1f} s", ""]
-    if env:
-        lines += ["## a. Environment", "", render_table(["item", "value"], [[k, str(env.get(k))] for k in (
-            "torch", "cuda_runtime", "cudnn", "driver", "gpu", "memory_gib", "capability", "bf16", "matching_lock",
-            "installed_lock")] + [[k, str(v)] for k, v in env.get("versions", {}).items()]), ""]
-    lines += ["## Steps", "", render_table(["step", "check", "status", "seconds", "result"], [
-        [r.step, r.title, r.status, f"{r.seconds:.1f}", r.line.replace("|", "/")] for r in results]), ""]
-    sp = by.get("speed")
-    if sp and sp.status == "passed":
-        rows, notes = [], []
-        for r in sp.data["rows"]:
-            if "not_run" in r:
-                rows.append([r["row"], *["-"] * 6])
-                notes.append(f"{r['row']}: not run: {r['not_run']}")
-                continue
-            rows.append([r["row"], _f(r["images_per_s"], ".1f"), _f(r["ms_per_step"], ".1f"),
-                         _f(r["ratio_to_reference"], ".2f"), _f(r["peak_mem_gib"], ".2f"),
-                         _f(None if r["floor_fraction"] is None else 100 * r["floor_fraction"], ".1f"),
-                         _f(r["epoch_50k_s"], ".1f")])
-        lines += ["## c. Speed (bench, one process)", "", f"`bench {' '.join(sp.data['bench_args'])}`; forward "
-                  f"{sp.data['forward_gflops_per_image']:.4f} GFLOP/image; peak GEMM "
-                  + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in sp.data["peak_gemm_tflops"].items()), "",
-                  render_table(["row", "img/s", "ms/step", "x ref", "peak mem GiB", "% FLOP floor",
-                                "50k-img epoch s"], rows), "", *(f"{n}\n" for n in notes)]
-    sh = by.get("sharing")
-    if sh and sh.status == "passed":
-        lines += ["## e. Sharing the GPU", "", render_table(["K jobs", "aggregate img/s", "peak GiB per job"], [
-            [str(r["k"]), f"{r['aggregate_images_per_s']:.1f}", f"{r['peak_mem_gib_per_job']:.2f}"]
-            for r in sh.data["results"]]), "", f"recommended `jobs_per_gpu`: {sh.data['jobs_per_gpu']} "
-                  f"({sh.data['why']})", ""]
-    return "\n".join(lines)
-
-
-def _f(v: Any, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
 # ------------------------------------------------------------------------------------------ command line
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trades_instability gpu-check",
@@ -640,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         device, scale = torch.device("cpu"), SCALES["tiny"]
         torch.set_num_threads(1)
     else:
-        if not _cuda_available():
+        if not cuda_available():
             print(no_gpu_line(), file=sys.stderr)
             return 2
         from trades_instability.runtime import DeviceUnavailable, resolve_device
