@@ -16,9 +16,9 @@ from torch import nn
 from trades_instability.core.memory_format import use_channels_last
 from trades_instability.data.datasets import to_float
 from trades_instability.tools import precision_check
-from trades_instability.tools.bench_table import fmt, render_table
 from trades_instability.tools.bench_training import run_config
 from trades_instability.tools.flops import sync
+from trades_instability.tools.text_table import fmt, render_table
 
 if TYPE_CHECKING:
     from trades_instability.tools.bench import ProjectStepper

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trades_instability.tools.bench_table import fmt, render_table
 from trades_instability.tools.flops import FLOOR_FWD_PER_IMAGE, counted_flops, peak_gemm_flops, sync
+from trades_instability.tools.text_table import fmt, render_table
 
 if TYPE_CHECKING:
     from trades_instability.tools.bench import ProjectStepper

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from trades_instability.tools.gpu_check_runner import StepResult, passed
+from trades_instability.tools.text_table import fmt, render_table
+
+# report.md keeps every column left-aligned (bench right-aligns its numbers)
+_table = partial(render_table, right_align=False)
 
 
 def write_report(out: Path, results: list[StepResult], meta: dict[str, Any]) -> None:
@@ -17,13 +22,6 @@ def write_report(out: Path, results: list[StepResult], meta: dict[str, Any]) -> 
     atomic_write_text(out / "report.md", render_markdown(results, meta, ok))
 
 
-def render_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table, cells padded to their column's width."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
-
-
 def render_markdown(results: list[StepResult], meta: dict[str, Any], ok: bool) -> str:
     by = {r.name: r for r in results}
     env = by["environment"].data
@@ -31,10 +29,10 @@ def render_markdown(results: list[StepResult], meta: dict[str, Any], ok: bool) -
              f"- date: {meta['date']}", f"- device: {meta['device']}", f"- scale: {meta['scale']}",
              f"- command: `{meta['command']}`", f"- total wall time: {meta['wall_s']:.1f} s", ""]
     if env:
-        lines += ["## a. Environment", "", render_table(["item", "value"], [[k, str(env.get(k))] for k in (
+        lines += ["## a. Environment", "", _table(["item", "value"], [[k, str(env.get(k))] for k in (
             "torch", "cuda_runtime", "cudnn", "driver", "gpu", "memory_gib", "capability", "bf16", "matching_lock",
             "installed_lock")] + [[k, str(v)] for k, v in env.get("versions", {}).items()]), ""]
-    lines += ["## Steps", "", render_table(["step", "check", "status", "seconds", "result"], [
+    lines += ["## Steps", "", _table(["step", "check", "status", "seconds", "result"], [
         [r.step, r.title, r.status, f"{r.seconds:.1f}", r.line.replace("|", "/")] for r in results]), ""]
     sp = by.get("speed")
     if sp and sp.status == "passed":
@@ -44,23 +42,20 @@ def render_markdown(results: list[StepResult], meta: dict[str, Any], ok: bool) -
                 rows.append([r["row"], *["-"] * 6])
                 notes.append(f"{r['row']}: not run: {r['not_run']}")
                 continue
-            rows.append([r["row"], _f(r["images_per_s"], ".1f"), _f(r["ms_per_step"], ".1f"),
-                         _f(r["ratio_to_reference"], ".2f"), _f(r["peak_mem_gib"], ".2f"),
-                         _f(None if r["floor_fraction"] is None else 100 * r["floor_fraction"], ".1f"),
-                         _f(r["epoch_50k_s"], ".1f")])
+            rows.append([r["row"], fmt(r["images_per_s"], ".1f"), fmt(r["ms_per_step"], ".1f"),
+                         fmt(r["ratio_to_reference"], ".2f"), fmt(r["peak_mem_gib"], ".2f"),
+                         fmt(None if r["floor_fraction"] is None else 100 * r["floor_fraction"], ".1f"),
+                         fmt(r["epoch_50k_s"], ".1f")])
         lines += ["## c. Speed (bench, one process)", "", f"`bench {' '.join(sp.data['bench_args'])}`; forward "
                   f"{sp.data['forward_gflops_per_image']:.4f} GFLOP/image; peak GEMM "
                   + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in sp.data["peak_gemm_tflops"].items()), "",
-                  render_table(["row", "img/s", "ms/step", "x ref", "peak mem GiB", "% FLOP floor",
+                  _table(["row", "img/s", "ms/step", "x ref", "peak mem GiB", "% FLOP floor",
                                 "50k-img epoch s"], rows), "", *(f"{n}\n" for n in notes)]
     sh = by.get("sharing")
     if sh and sh.status == "passed":
-        lines += ["## e. Sharing the GPU", "", render_table(["K jobs", "aggregate img/s", "peak GiB per job"], [
+        lines += ["## e. Sharing the GPU", "", _table(["K jobs", "aggregate img/s", "peak GiB per job"], [
             [str(r["k"]), f"{r['aggregate_images_per_s']:.1f}", f"{r['peak_mem_gib_per_job']:.2f}"]
             for r in sh.data["results"]]), "", f"recommended `jobs_per_gpu`: {sh.data['jobs_per_gpu']} "
                   f"({sh.data['why']})", ""]
     return "\n".join(lines)
 
-
-def _f(v: Any, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
