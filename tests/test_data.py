@@ -16,6 +16,8 @@ from PIL import Image
 
 from trades_instability.config.run import RunConfig, SyntheticConfig
 from trades_instability.data import datasets as D
+from trades_instability.data import tinyimagenet as T
+from trades_instability.data.synthetic import make_synthetic
 
 
 def _md5(path: Path) -> str:
@@ -203,10 +205,10 @@ def test_tinyimagenet_layout_and_cache(tmp_path, monkeypatch):
     gray = s.train.images[2].float()  # n01_9 sorts after n01_0, n01_1
     assert (gray - 128).abs().max() < 3 and torch.equal(gray[0], gray[1])
 
-    cache = folder / D.TINY_CACHE
+    cache = folder / T.TINY_CACHE
     assert cache.is_file()
     # second load comes from the cache: decoding would now fail
-    monkeypatch.setattr(D, "_decode_jpegs", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again")))
+    monkeypatch.setattr(T, "_decode_jpegs", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again")))
     s2 = D.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
     assert torch.equal(s2.train.images, s.train.images) and torch.equal(s2.test.labels, s.test.labels)
 
@@ -214,7 +216,7 @@ def test_tinyimagenet_layout_and_cache(tmp_path, monkeypatch):
 def test_tinyimagenet_corrupt_cache_is_rebuilt(tmp_path):
     folder = write_tiny(tmp_path)
     first = D.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
-    (folder / D.TINY_CACHE).write_bytes(b"truncated garbage")
+    (folder / T.TINY_CACHE).write_bytes(b"truncated garbage")
     with pytest.warns(UserWarning, match="unreadable"):
         again = D.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
     assert torch.equal(again.train.images, first.train.images)
@@ -262,12 +264,12 @@ def test_synthetic_fast():
     import time
 
     t = time.perf_counter()
-    D.make_synthetic(num_classes=10, train_size=2000, test_size=500, image_size=32, seed=0)
+    make_synthetic(num_classes=10, train_size=2000, test_size=500, image_size=32, seed=0)
     assert time.perf_counter() - t < 3.0  # < 1 s on an idle core; slack for a loaded CI machine
 
 
 def test_synthetic_learnable_but_not_trivial():
-    tr, te = D.make_synthetic(num_classes=10, train_size=2000, test_size=500, seed=0)
+    tr, te = make_synthetic(num_classes=10, train_size=2000, test_size=500, seed=0)
     x, xt = D.to_float(tr.images).flatten(1), D.to_float(te.images).flatten(1)
     means = torch.stack([x[tr.labels == k].mean(0) for k in range(10)])
     acc = (torch.cdist(xt, means).argmin(1) == te.labels).float().mean().item()
@@ -320,7 +322,7 @@ def test_split_errors():
 # --------------------------------------------------------------------------------------- batching
 
 def test_iterate_batches_covers_everything_and_is_reproducible():
-    tr, _ = D.make_synthetic(num_classes=3, train_size=70, test_size=10, image_size=16)
+    tr, _ = make_synthetic(num_classes=3, train_size=70, test_size=10, image_size=16)
     batches = list(D.iterate_batches(tr, 32, shuffle=True, generator=torch.Generator().manual_seed(5), device="cpu"))
     assert [len(y) for _, y in batches] == [32, 32, 6]
     x = torch.cat([b[0] for b in batches])
@@ -337,7 +339,7 @@ def test_iterate_batches_covers_everything_and_is_reproducible():
 
 
 def test_iterate_batches_options():
-    tr, _ = D.make_synthetic(num_classes=3, train_size=70, test_size=10, image_size=16)
+    tr, _ = make_synthetic(num_classes=3, train_size=70, test_size=10, image_size=16)
     plain = list(D.iterate_batches(tr, 32, shuffle=False, generator=None, device="cpu", drop_last=True))
     assert [len(y) for _, y in plain] == [32, 32]
     assert torch.equal(plain[1][1], tr.labels[32:64])
@@ -349,7 +351,7 @@ def test_iterate_batches_options():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_iterate_batches_on_gpu_matches_cpu():
-    tr, _ = D.make_synthetic(num_classes=3, train_size=70, test_size=10, image_size=16)
+    tr, _ = make_synthetic(num_classes=3, train_size=70, test_size=10, image_size=16)
     cpu = list(D.iterate_batches(tr, 32, shuffle=True, generator=torch.Generator().manual_seed(1), device="cpu"))
     gpu = list(D.iterate_batches(tr.to("cuda"), 32, shuffle=True, generator=torch.Generator().manual_seed(1),
                                  device="cuda"))

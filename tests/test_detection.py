@@ -8,6 +8,7 @@ import pytest
 from _report_fakes import make_fake_results
 
 from trades_instability.report import detection as D
+from trades_instability.report import detection_stats as S
 
 
 def trace(setting, seed, unstable, fosc, best_epoch=None, threshold=0.1):
@@ -16,9 +17,9 @@ def trace(setting, seed, unstable, fosc, best_epoch=None, threshold=0.1):
 
 
 def test_auc_known_values():
-    assert D.roc_auc([1, 3], [2, 0]) == 0.75  # pairs won: 1>0, 3>2, 3>0 of 4
-    assert D.roc_auc([1.0], [1.0]) == 0.5  # a tie counts one half
-    assert D.roc_auc([0, 0], [5, 6]) == 0.0
+    assert S.roc_auc([1, 3], [2, 0]) == 0.75  # pairs won: 1>0, 3>2, 3>0 of 4
+    assert S.roc_auc([1.0], [1.0]) == 0.5  # a tie counts one half
+    assert S.roc_auc([0, 0], [5, 6]) == 0.0
 
 
 def test_perfect_separation():
@@ -43,7 +44,7 @@ def test_identical_distributions_give_auc_near_half():
 
 def test_youden_ties_take_the_lowest_threshold():
     # flagging above 0.15 or above 0.35 both give J = 0.5; the lower one is chosen
-    t, j = D.youden_threshold(pos=[0.2, 0.4], neg=[0.1, 0.3])
+    t, j = S.youden_threshold(pos=[0.2, 0.4], neg=[0.1, 0.3])
     assert (t, j) == (pytest.approx(0.15), 0.5)
 
 

@@ -29,6 +29,7 @@ from test_data import cfg_for, patch_md5, write_cifar100, write_tiny
 
 from trades_instability.data import datasets as D
 from trades_instability.data import download as DL
+from trades_instability.data.tinyimagenet import TINY_FOLDER
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "tests" / "configs" / "smoke.yaml"
@@ -95,7 +96,7 @@ def test_cifar_entries_are_torchvisions_own():
         assert sorted(s.required) == sorted(names)
     tiny = DL.SOURCES["tinyimagenet"]
     assert tiny.url == "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-    assert tiny.md5 == "90528d7ca1a48142e341f4ef8d21d0de" and tiny.folder == D.TINY_FOLDER
+    assert tiny.md5 == "90528d7ca1a48142e341f4ef8d21d0de" and tiny.folder == TINY_FOLDER
     assert "synthetic" not in DL.SOURCES
 
 

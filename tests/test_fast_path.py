@@ -24,10 +24,10 @@ from trades_instability.data.datasets import load_splits
 from trades_instability.tools.flops import counted_flops, forward_flops
 from trades_instability.tools.reference_trades import official_trades_loss
 from trades_instability.train import loop as training
-from trades_instability.train.loop import Diverged, Trainer
-from trades_instability.train.optim import build_optimizer
-from trades_instability.train.state import TrainState
-from trades_instability.train.step import TradesStep
+from trades_instability.train.checkpointing import TrainState
+from trades_instability.train.errors import Diverged, Interrupted
+from trades_instability.train.loop import Trainer
+from trades_instability.train.step import TradesStep, build_optimizer
 
 
 def _cfg(**over):
@@ -258,7 +258,6 @@ def test_compiled_trainer_trains_resumes_and_logs_metrics(tmp_path, tiny_run_con
     import math
 
     from trades_instability.rundir.checkpoint import load_checkpoint, load_model
-    from trades_instability.train.loop import Interrupted
 
     cfg = tiny_run_config(epochs=2, compile=True)
     with pytest.raises(Interrupted):

@@ -17,7 +17,8 @@ import torch
 
 from trades_instability.rundir.atomic_io import atomic_path, atomic_write_text, write_json
 from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from trades_instability.train.loop import Diverged, Interrupted, Trainer, train
+from trades_instability.train.errors import Diverged, Interrupted
+from trades_instability.train.loop import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tests" / "configs" / "smoke.yaml"

@@ -129,7 +129,7 @@ def test_the_heartbeat_refreshes_the_lease_and_a_takeover_stops_the_trainer(tmp_
 
 
 def test_the_lock_is_released_when_training_stops(tmp_path: Path, tiny_run_config):
-    from trades_instability.train.loop import Interrupted
+    from trades_instability.train.errors import Interrupted
 
     with pytest.raises(Interrupted):
         Trainer(tiny_run_config(epochs=2), tmp_path, log=lambda m: None, stop_after_epoch=1).run()

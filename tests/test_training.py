@@ -17,7 +17,10 @@ from trades_instability.config.run import ConfigError
 from trades_instability.core import methods as core_methods
 from trades_instability.rundir.atomic_io import read_json
 from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, load_model
-from trades_instability.train.loop import BATCH_COLUMNS, EPOCH_COLUMNS, Diverged, Interrupted, Trainer, lr_at, train
+from trades_instability.rundir.records import BATCH_COLUMNS, EPOCH_COLUMNS
+from trades_instability.train.errors import Diverged, Interrupted
+from trades_instability.train.loop import Trainer, train
+from trades_instability.train.step import lr_at
 
 
 def rows(path: Path) -> list[dict]:

@@ -2,15 +2,15 @@
 
 Every split is held as one uint8 tensor (N, 3, H, W) plus int64 labels: 50,000 CIFAR images are
 150 MB in uint8, small enough to keep on the GPU, and conversion to float happens per batch on
-the device (:func:`iterate_batches`). Datasets:
+the device (:func:`iterate_batches`). Datasets, one loader module each (:func:`load_splits` dispatches):
 
-* ``cifar10`` / ``cifar100``: torchvision's own classes (its md5 integrity checks included) under
-  ``data_root``; converted to tensors once.
-* ``tinyimagenet``: the standard extracted ``tiny-imagenet-200/`` folder; the labelled ``val``
-  folder is the test set. The 110,000 JPEGs are decoded once and cached as a ``.pt`` file beside
-  the data.
-* ``synthetic``: deterministic, learnable images generated from ``synthetic.seed`` (tests, smoke
-  runs); no files needed.
+* ``cifar10`` / ``cifar100`` (:mod:`trades_instability.data.cifar`): torchvision's own classes (its md5
+  integrity checks included) under ``data_root``; converted to tensors once.
+* ``tinyimagenet`` (:mod:`trades_instability.data.tinyimagenet`): the standard extracted
+  ``tiny-imagenet-200/`` folder; the labelled ``val`` folder is the test set. The 110,000 JPEGs are
+  decoded once and cached as a ``.pt`` file beside the data.
+* ``synthetic`` (:mod:`trades_instability.data.synthetic`): deterministic, learnable images generated
+  from ``synthetic.seed`` (tests, smoke runs); no files needed.
 
 Missing data never hangs or falls through to a stack trace: :class:`DatasetUnavailable` says which
 archive/folder to place where.
@@ -18,40 +18,43 @@ archive/folder to place where.
 
 from __future__ import annotations
 
-import hashlib
-import math
-import os
-import socket
-import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from trades_instability.config.run import RunConfig
-from trades_instability.data.download import SOURCES
-from trades_instability.rundir.atomic_io import atomic_path
 
 # Fixed seeds of the split permutations. They are constants on purpose: the holdout set and the
 # validation subset must be the same for every run seed, or runs would not be comparable.
 HOLDOUT_PERM_SEED = 20241010
 VAL_SUBSET_PERM_SEED = 7675
 
-# where the datasets come from and the folders they extract to: one table (download.SOURCES)
-TINY_URL = SOURCES["tinyimagenet"].url
-TINY_MD5 = SOURCES["tinyimagenet"].md5
-TINY_FOLDER = SOURCES["tinyimagenet"].folder
-TINY_CACHE = "uint8_cache_v1.pt"
-TINY_CACHE_FORMAT = "trades_instability/tinyimagenet-uint8-v1"
-
+# the loaders' own download (``download: true`` when the download rule has not fetched the data first)
 DOWNLOAD_SOCKET_TIMEOUT_S = 30.0
+DOWNLOAD_DISABLED = "Download is disabled (download: false). "
 
 
 class DatasetUnavailable(RuntimeError):
     """The dataset's files are missing or corrupt and could not be downloaded; the message says
     which archive/folder to put where."""
+
+
+def unavailable_message(label: str, root: Path, expect: str, archive: str, url: str, problem: str, why: str) -> str:
+    return (
+        f"{label} is not available: {problem}. {why}"
+        f"Place {expect} under data_root={str(root)!r} (absolute: {root.resolve()}), i.e. extract {archive} "
+        f"({url}) into that folder, or put the archive itself at {root.resolve() / archive} and set "
+        f"'download: true' so it is verified and extracted without network. Set the config key 'data_root' "
+        f"(trades-eval: --data-root) to the folder that holds it; 'download: false' skips any download attempt."
+    )
+
+
+def download_failed(url: str, e: BaseException) -> str:
+    """The ``why`` of :func:`unavailable_message` after a failed download: the error's first line, cut short."""
+    msg = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"Downloading {url} failed ({type(e).__name__}: {msg}). "
 
 
 @dataclass
@@ -133,11 +136,16 @@ def load_splits(cfg: RunConfig) -> DataSplits:
     50,000 CIFAR images); ``holdout`` removes the last ``holdout_size`` examples of a fixed
     permutation of train and validates on them. ``val_size`` then takes a fixed subset of the
     validation split. The test split is always the full test set."""
+    # the loaders import ImageSet and DatasetUnavailable from here: imported on use, not at module load
+    from trades_instability.data.cifar import load_cifar
+    from trades_instability.data.synthetic import make_synthetic
+    from trades_instability.data.tinyimagenet import load_tinyimagenet
+
     name = cfg.dataset
     if name in ("cifar10", "cifar100"):
-        train, test, num_classes = _load_cifar(name, Path(cfg.data_root), cfg.download)
+        train, test, num_classes = load_cifar(name, Path(cfg.data_root), cfg.download)
     elif name == "tinyimagenet":
-        train, test, num_classes = _load_tinyimagenet(Path(cfg.data_root), cfg.download)
+        train, test, num_classes = load_tinyimagenet(Path(cfg.data_root), cfg.download)
     elif name == "synthetic":
         s = cfg.synthetic
         train, test = make_synthetic(
@@ -187,331 +195,6 @@ def make_val_split(
     return train, val
 
 
-# ----------------------------------------------------------------------------------------- CIFAR
-
-_CIFAR_FILES = {
-    "cifar10": dict(label=SOURCES["cifar10"].label, folder=SOURCES["cifar10"].folder,
-                    archive=SOURCES["cifar10"].filename,
-                    files="data_batch_1..data_batch_5, test_batch, batches.meta", classes=10),
-    "cifar100": dict(label=SOURCES["cifar100"].label, folder=SOURCES["cifar100"].folder,
-                     archive=SOURCES["cifar100"].filename, files="train, test, meta", classes=100),
-}
-
-
-def _cifar_class(name: str):
-    # Looked up at call time (not imported at module load) so that tests can patch the class's
-    # md5 lists and the real loader still runs.
-    import torchvision.datasets as tvd
-
-    return tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-
-
-def _cifar_problem(cls, root: Path) -> str:
-    """Describe which CIFAR file is missing or fails torchvision's md5 check."""
-    from torchvision.datasets.utils import check_integrity
-
-    folder = root / cls.base_folder
-    entries = [(f, m) for f, m in cls.train_list + cls.test_list] + [(cls.meta["filename"], cls.meta["md5"])]
-    missing = [f for f, _ in entries if not (folder / f).is_file()]
-    if missing:
-        return f"missing {', '.join(missing)} in {folder}"
-    bad = [f for f, m in entries if not check_integrity(str(folder / f), m)]
-    if bad:
-        return f"{', '.join(bad)} in {folder} fail(s) torchvision's md5 check (corrupt or not the official files)"
-    return "unknown problem"
-
-
-def _unavailable_message(label: str, root: Path, expect: str, archive: str, url: str, problem: str, why: str) -> str:
-    return (
-        f"{label} is not available: {problem}. {why}"
-        f"Place {expect} under data_root={str(root)!r} (absolute: {root.resolve()}), i.e. extract {archive} "
-        f"({url}) into that folder, or put the archive itself at {root.resolve() / archive} and set "
-        f"'download: true' so it is verified and extracted without network. Set the config key 'data_root' "
-        f"(trades-eval: --data-root) to the folder that holds it; 'download: false' skips any download attempt."
-    )
-
-
-def _with_socket_timeout(fn, *args, **kwargs):
-    """Run a torchvision download with a socket timeout so an unreachable host fails fast
-    instead of hanging (urllib uses the global default timeout, which is None)."""
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_SOCKET_TIMEOUT_S)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        socket.setdefaulttimeout(old)
-
-
-def _load_cifar(name: str, root: Path, download: bool) -> tuple[ImageSet, ImageSet, int]:
-    info = _CIFAR_FILES[name]
-    cls = _cifar_class(name)
-
-    def fail(why: str, err: BaseException | None = None) -> DatasetUnavailable:
-        problem = _cifar_problem(cls, root)
-        if problem == "unknown problem" and err is not None:
-            problem = f"torchvision could not load it ({type(err).__name__}: {err})"
-        expect = f"the folder {info['folder']}/ with {info['files']}"
-        return DatasetUnavailable(
-            _unavailable_message(info["label"], root, expect, info["archive"], cls.url, problem, why)
-        )
-
-    sets = []
-    for train in (True, False):
-        try:
-            ds = cls(str(root), train=train, download=False)
-        except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-            if not download:
-                raise fail("Download is disabled (download: false). ", e) from None
-            try:
-                # torchvision skips the network when a valid archive already sits in root.
-                ds = _with_socket_timeout(cls, str(root), train=train, download=True)
-            except RuntimeError as e2:
-                raise fail(f"Downloading/extracting {cls.url} did not produce valid files. ", e2) from None
-            except Exception as e2:  # URLError, socket timeout, HTTP error, bad archive ...
-                msg = str(e2).splitlines()[0][:200] if str(e2) else ""
-                raise fail(f"Downloading {cls.url} failed ({type(e2).__name__}: {msg}). ", e2) from None
-        sets.append(ds)
-    out = []
-    for ds in sets:
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW, once
-        labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-        out.append(ImageSet(images, labels))
-    return out[0], out[1], info["classes"]
-
-
-# ---------------------------------------------------------------------------------- TinyImageNet
-
-
-def _tiny_layout_problem(folder: Path) -> str | None:
-    """None when the standard extracted layout is present, else what is missing."""
-    for rel in SOURCES["tinyimagenet"].required:  # the one table of the layouts (data/download.py)
-        if not (folder / rel).exists():
-            return f"missing {folder / rel}"
-    return None
-
-
-def _tiny_unavailable(root: Path, problem: str, why: str) -> DatasetUnavailable:
-    expect = (
-        f"the extracted folder {TINY_FOLDER}/ (wnids.txt, train/<wnid>/images/*.JPEG, "
-        "val/val_annotations.txt, val/images/*.JPEG)"
-    )
-    return DatasetUnavailable(
-        _unavailable_message(SOURCES["tinyimagenet"].label, root, expect, SOURCES["tinyimagenet"].filename, TINY_URL,
-                             problem, why)
-    )
-
-
-def _tiny_index(folder: Path) -> tuple[list[str], list[Path], list[int], list[Path], list[int]]:
-    """Files and labels of train and val. Labels follow the sorted wnids (torchvision ImageFolder's
-    order on train/), and every list is sorted, so the index does not depend on directory order."""
-    wnids = sorted({w.strip() for w in (folder / "wnids.txt").read_text().splitlines() if w.strip()})
-    if not wnids:
-        raise _tiny_unavailable(folder.parent, f"{folder / 'wnids.txt'} lists no classes", "")
-    cls_of = {w: i for i, w in enumerate(wnids)}
-    train_files: list[Path] = []
-    train_labels: list[int] = []
-    for w in wnids:
-        d = folder / "train" / w / "images"
-        if not d.is_dir():
-            raise _tiny_unavailable(folder.parent, f"missing {d} (class {w} of wnids.txt)", "")
-        names = sorted(n for n in os.listdir(d) if n.lower().endswith((".jpeg", ".jpg")))
-        train_files += [d / n for n in names]
-        train_labels += [cls_of[w]] * len(names)
-    val_files: list[Path] = []
-    val_labels: list[int] = []
-    ann = folder / "val" / "val_annotations.txt"
-    rows = []
-    for line_no, line in enumerate(ann.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) < 2 or parts[1] not in cls_of:
-            raise _tiny_unavailable(folder.parent, f"{ann} line {line_no} names no class of wnids.txt: {line[:80]!r}",
-                                    "")
-        rows.append((parts[0], cls_of[parts[1]]))
-    for fname, label in sorted(rows):
-        val_files.append(folder / "val" / "images" / fname)
-        val_labels.append(label)
-    if not train_files or not val_files:
-        raise _tiny_unavailable(folder.parent, f"no JPEGs found under {folder / 'train'} or {folder / 'val'}", "")
-    return wnids, train_files, train_labels, val_files, val_labels
-
-
-def _decode_jpegs(files: list[Path], size: int = 64) -> torch.Tensor:
-    """Decode JPEGs into one uint8 (N, 3, size, size) tensor; grayscale/CMYK become RGB.
-
-    Threads, because PIL releases the GIL while decoding."""
-    import numpy as np
-    from PIL import Image
-
-    out = np.empty((len(files), size, size, 3), dtype=np.uint8)
-
-    def work(lo_hi: tuple[int, int]) -> None:
-        for i in range(*lo_hi):
-            with Image.open(files[i]) as im:
-                im = im.convert("RGB")
-                if im.size != (size, size):
-                    raise DatasetUnavailable(
-                        f"{files[i]} is {im.size[0]}x{im.size[1]}, expected {size}x{size}: not the standard "
-                        f"TinyImageNet-200 files; re-extract tiny-imagenet-200.zip"
-                    )
-                out[i] = np.asarray(im)
-
-    chunk = 512
-    spans = [(lo, min(lo + chunk, len(files))) for lo in range(0, len(files), chunk)]
-    with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
-        list(pool.map(work, spans))
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
-def _tiny_fingerprint(folder: Path, wnids: list[str], train_files: list[Path], val_files: list[Path]) -> str:
-    h = hashlib.sha256()
-    h.update("\n".join(wnids).encode())
-    for f in train_files + val_files:
-        h.update(str(f.relative_to(folder)).encode() + b"\0")
-    h.update((folder / "val" / "val_annotations.txt").read_bytes())
-    return h.hexdigest()
-
-
-def _load_tinyimagenet(root: Path, download: bool) -> tuple[ImageSet, ImageSet, int]:
-    folder = root / TINY_FOLDER
-    problem = _tiny_layout_problem(folder)
-    why = "Download is disabled (download: false). "
-    if problem is not None and download:
-        from torchvision.datasets.utils import download_and_extract_archive
-
-        try:
-            # download_url skips the network when a valid zip already sits in root.
-            _with_socket_timeout(download_and_extract_archive, TINY_URL, str(root), md5=TINY_MD5)
-            why = ""
-        except Exception as e:
-            msg = str(e).splitlines()[0][:200] if str(e) else ""
-            why = f"Downloading {TINY_URL} failed ({type(e).__name__}: {msg}). "
-        problem = _tiny_layout_problem(folder)
-    if problem is not None:
-        raise _tiny_unavailable(root, problem, why)
-
-    wnids, train_files, train_labels, val_files, val_labels = _tiny_index(folder)
-    fingerprint = _tiny_fingerprint(folder, wnids, train_files, val_files)
-    cache = folder / TINY_CACHE
-    data = _read_tiny_cache(cache, fingerprint, len(train_files), len(val_files))
-    if data is None:
-        data = {
-            "format": TINY_CACHE_FORMAT,
-            "fingerprint": fingerprint,
-            "train_images": _decode_jpegs(train_files),
-            "train_labels": torch.tensor(train_labels, dtype=torch.int64),
-            "test_images": _decode_jpegs(val_files),
-            "test_labels": torch.tensor(val_labels, dtype=torch.int64),
-        }
-        try:
-            with atomic_path(cache) as tmp:
-                torch.save(data, tmp)
-        except OSError as e:  # read-only data_root: work without the cache
-            warnings.warn(f"could not write the TinyImageNet cache {cache} ({e}); JPEGs will be decoded again "
-                          "next time", stacklevel=2)
-    train = ImageSet(data["train_images"], data["train_labels"])
-    test = ImageSet(data["test_images"], data["test_labels"])
-    return train, test, len(wnids)
-
-
-def _read_tiny_cache(cache: Path, fingerprint: str, n_train: int, n_test: int) -> dict | None:
-    """The decoded tensors if the cache is readable and matches the files on disk, else None."""
-    if not cache.is_file():
-        return None
-    try:
-        data = torch.load(cache, map_location="cpu", weights_only=True, mmap=True)
-        ok = (
-            isinstance(data, dict)
-            and data.get("format") == TINY_CACHE_FORMAT
-            and data.get("fingerprint") == fingerprint
-            and data["train_images"].shape == (n_train, 3, 64, 64)
-            and data["test_images"].shape == (n_test, 3, 64, 64)
-            and data["train_images"].dtype == torch.uint8
-            and data["test_images"].dtype == torch.uint8
-            and data["train_labels"].shape == (n_train,)
-            and data["test_labels"].shape == (n_test,)
-        )
-    except Exception as e:  # truncated / foreign file
-        warnings.warn(f"TinyImageNet cache {cache} is unreadable ({type(e).__name__}); rebuilding it", stacklevel=2)
-        return None
-    if not ok:
-        warnings.warn(f"TinyImageNet cache {cache} does not match the files on disk; rebuilding it", stacklevel=2)
-        return None
-    return data
-
-
-# ------------------------------------------------------------------------------------- synthetic
-
-
-def _sub_generator(seed: int, stream: int) -> torch.Generator:
-    # Independent streams for templates / train / test, so e.g. changing train_size leaves the
-    # class templates and the test set unchanged.
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + stream * 7_919 + 12_345) % (2**63 - 1))
-
-
-def make_synthetic(
-    *, num_classes: int = 10, train_size: int = 512, test_size: int = 256, image_size: int = 32, seed: int = 0
-) -> tuple[ImageSet, ImageSet]:
-    """Deterministic, learnable synthetic images (same seed -> bit-identical tensors).
-
-    Each class has a smooth template: a colour offset plus a few plane waves with integer
-    frequencies (1-3 cycles per image, so they tile under circular shifts), normalised to unit
-    std. An example is ``0.5 + 0.16 * (a * T_y + b * D + 0.8 * noise)``: the class template
-    circularly shifted by up to ``image_size/4`` pixels, ``a`` a random contrast in [0.6, 1.2],
-    ``D`` one of 8 distractor templates shared by all classes (independently shifted, weight
-    ``b`` in [0, 0.8]) and i.i.d. Gaussian noise; clamped and quantised to uint8. Shifts,
-    distractors and noise keep it from being separable by a pixel-wise rule (a nearest-class-mean
-    classifier gets about 80% with 10 classes, not 100%), so the network has to learn
-    shift-tolerant features and adversarial training has something to fight over, yet a small
-    ResNet learns it in a few epochs. Classes are balanced (label = index mod classes, then
-    shuffled). Templates, train and test use separate generator streams, so changing train_size
-    leaves the templates and the test set unchanged. Vectorised: a few thousand images take well
-    under a second."""
-    S, K = int(image_size), int(num_classes)
-    n_waves, n_distractors = 4, 8
-    g = _sub_generator(seed, 0)
-    coords = torch.arange(S, dtype=torch.float32) / S
-    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-
-    def templates(n: int) -> torch.Tensor:
-        fx = torch.randint(-3, 4, (n, 3, n_waves, 1, 1), generator=g).float()
-        fy = torch.randint(1, 4, (n, 3, n_waves, 1, 1), generator=g).float()
-        swap = torch.rand(n, 3, n_waves, 1, 1, generator=g) < 0.5  # vertical or horizontal stripes
-        fx, fy = torch.where(swap, fy, fx), torch.where(swap, fx, fy)
-        phase = torch.rand(n, 3, n_waves, 1, 1, generator=g) * 2 * math.pi
-        amp = 0.5 + 0.5 * torch.rand(n, 3, n_waves, 1, 1, generator=g)
-        waves = amp * torch.cos(2 * math.pi * (fx * xx + fy * yy) + phase)
-        t = waves.sum(2) / math.sqrt(n_waves)
-        t = t + 0.45 * torch.randn(n, 3, 1, 1, generator=g)  # class colour
-        return t / t.flatten(1).std(1).view(n, 1, 1, 1)
-
-    class_t = templates(K)
-    distract_t = templates(n_distractors)
-
-    def sample(n: int, stream: int) -> ImageSet:
-        gs = _sub_generator(seed, stream)
-        labels = (torch.arange(n) % K)[torch.randperm(n, generator=gs)]
-        max_shift = max(1, S // 4)
-        shifts = torch.randint(-max_shift, max_shift + 1, (4, n), generator=gs)
-        a = 0.6 + 0.6 * torch.rand(n, 1, 1, 1, generator=gs)
-        b = 0.8 * torch.rand(n, 1, 1, 1, generator=gs)
-        which = torch.randint(0, n_distractors, (n,), generator=gs)
-        noise = torch.randn(n, 3, S, S, generator=gs)
-        ar = torch.arange(S)
-        ci = torch.arange(3)[None, :, None, None]
-
-        def shifted(t: torch.Tensor, idx: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-            rows = (ar[None, :] + dy[:, None]) % S
-            cols = (ar[None, :] + dx[:, None]) % S
-            return t[idx[:, None, None, None], ci, rows[:, None, :, None], cols[:, None, None, :]]
-
-        x = a * shifted(class_t, labels, shifts[0], shifts[1]) + b * shifted(distract_t, which, shifts[2], shifts[3])
-        x = 0.5 + 0.16 * (x + 0.8 * noise)
-        images = (x.clamp(0, 1) * 255).round().to(torch.uint8)
-        return ImageSet(images.contiguous(), labels.long())
-
-    return sample(int(train_size), 1), sample(int(test_size), 2)
 
 
 # ------------------------------------------------------------------------------------- batching

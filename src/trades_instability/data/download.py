@@ -8,9 +8,9 @@ extracts to below ``data_root`` and what a verified extraction looks like. The C
 torchvision's own published values (``torchvision.datasets.CIFAR10/CIFAR100`` attributes ``url``,
 ``filename``, ``tgz_md5``, ``base_folder``; tests/test_download.py pins them to torchvision) and the
 CIFAR files are verified with torchvision's per-file md5 lists, i.e. exactly what its loaders (and
-:mod:`trades_instability.data.datasets`) accept. TinyImageNet is the standard cs231n zip; its ``val/`` folder
-(``val/images`` + ``val_annotations.txt``) is read as it is by :mod:`trades_instability.data.datasets`, so no
-reorganisation is needed.
+:mod:`trades_instability.data.cifar`) accept. TinyImageNet is the standard cs231n zip; its ``val/`` folder
+(``val/images`` + ``val_annotations.txt``) is read as it is by :mod:`trades_instability.data.tinyimagenet`, so
+no reorganisation is needed.
 
 :func:`ensure` leaves a dataset verified below ``data_root``: nothing to do when the folder verifies;
 otherwise the archive in ``data_root`` is used when its md5 matches (no network), else it is
@@ -26,6 +26,7 @@ Imports nothing heavy at module load: the pipeline config (Snakemake's parse ste
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -110,15 +111,20 @@ def presence_problem(src: DatasetSource, root: str | Path) -> str | None:
     return f"{where} lacks {', '.join(missing)}" if missing else None
 
 
-def _torchvision_files(src: DatasetSource) -> list[tuple[str, str]]:
+def torchvision_class(src: DatasetSource):
+    """The torchvision dataset class of ``src`` (the CIFAR loaders: data/cifar.py)."""
     # looked up at call time, so that tests can point the class's md5 lists at tiny files
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, src.torchvision_class)
+    return getattr(tvd, src.torchvision_class)
+
+
+def torchvision_files(cls) -> list[tuple[str, str]]:
+    """(file, md5) of every file of a torchvision dataset class: its train_list, test_list and meta."""
     return [(f, m) for f, m in cls.train_list + cls.test_list] + [(cls.meta["filename"], cls.meta["md5"])]
 
 
-def _jpegs(folder: Path) -> list[str]:
+def jpeg_names(folder: Path) -> list[str]:
     return [n for n in os.listdir(folder) if n.lower().endswith((".jpeg", ".jpg"))] if folder.is_dir() else []
 
 
@@ -131,7 +137,7 @@ def layout_problem(src: DatasetSource, root: str | Path) -> str | None:
     if src.verify == "torchvision":
         from torchvision.datasets.utils import check_integrity
 
-        bad = [f for f, md5 in _torchvision_files(src) if not check_integrity(str(where / f), md5)]
+        bad = [f for f, md5 in torchvision_files(torchvision_class(src)) if not check_integrity(str(where / f), md5)]
         if bad:
             return f"{', '.join(bad)} in {where} missing or failing torchvision's md5 check"
         return None
@@ -140,11 +146,11 @@ def layout_problem(src: DatasetSource, root: str | Path) -> str | None:
         wnids = [w.strip() for w in (where / "wnids.txt").read_text().splitlines() if w.strip()]
         if len(set(wnids)) != e["classes"]:
             return f"{where / 'wnids.txt'} lists {len(set(wnids))} classes, expected {e['classes']}"
-        short = [w for w in wnids if len(_jpegs(where / "train" / w / "images")) != e["train_per_class"]]
+        short = [w for w in wnids if len(jpeg_names(where / "train" / w / "images")) != e["train_per_class"]]
         if short:
             return (f"{len(short)} class(es) under {where / 'train'} (e.g. {short[0]}) do not hold "
                     f"{e['train_per_class']} JPEGs in <wnid>/images")
-        n_val = len(_jpegs(where / "val" / "images"))
+        n_val = len(jpeg_names(where / "val" / "images"))
         n_ann = sum(1 for ln in (where / "val" / "val_annotations.txt").read_text().splitlines() if ln.strip())
         if n_val != e["val_images"] or n_ann != e["val_images"]:
             return (f"{where / 'val'} holds {n_val} JPEGs and {n_ann} annotations, expected "
@@ -175,14 +181,25 @@ def _md5(path: Path) -> str:
     return calculate_md5(str(path))
 
 
+@contextlib.contextmanager
+def socket_timeout(seconds: float):
+    """Inside, sockets time out after ``seconds``: urllib uses the global default timeout, which is None,
+    so an unreachable host would hang a download instead of failing fast."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
 def _fetch(src: DatasetSource, root: Path, timeout: float) -> None:
     """Download the archive into ``root`` with torchvision's download_url (md5-checked)."""
     from torchvision.datasets.utils import download_url
 
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)  # urllib's default is no timeout: an unreachable host would hang
     try:
-        download_url(src.url, str(root), filename=src.filename, md5=src.md5)
+        with socket_timeout(timeout):
+            download_url(src.url, str(root), filename=src.filename, md5=src.md5)
     except RuntimeError:  # torchvision: "File not found or corrupted." after the md5 check
         archive = root / src.filename
         got = _md5(archive) if archive.is_file() else "no file"
@@ -195,8 +212,6 @@ def _fetch(src: DatasetSource, root: Path, timeout: float) -> None:
         reason = " ".join(str(reason).split())[:160] or type(e).__name__
         raise DownloadError(f"{src.label}: could not download {src.url} ({type(e).__name__}: {reason}); "
                             + _hand_fix(src, root)) from None
-    finally:
-        socket.setdefaulttimeout(old)
 
 
 def _alive(pid: int) -> bool:

@@ -3,7 +3,7 @@ separate runs that end Unstable from Regular ones, and which ``fix.fosc_threshol
 
 Per run the score is its peak validation FOSC over all epochs (``val_fosc`` of epochs.csv); the label is
 the pipeline's Unstable call (PGD-10 - Square >= the selection threshold, from summary.csv). For the
-pooled runs of the configured settings and for each setting on its own:
+pooled runs of the configured settings and for each setting on its own (the statistics: report/detection_stats.py):
 
 * ROC AUC of the peak FOSC (Unstable = positive) = U / (n_U n_R) of the Mann-Whitney U test, with a
   percentile bootstrap interval (each label resampled on its own) and the test's two-sided p-value
@@ -38,17 +38,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from trades_instability.report import registry
 from trades_instability.report.cells import diverged_runs, load_selection, load_summary
+from trades_instability.report.detection_stats import (
+    LEVEL,
+    MIN_RUNS,
+    N_RESAMPLES,
+    auc_interval,
+    auc_p_value,
+    auc_summary,
+    roc_auc,
+    youden_threshold,
+)
 from trades_instability.report.figures import DEFAULT_FOSC_THRESHOLD, read_epochs
 from trades_instability.report.latex import latex_escape, template_env, write_text
 
-MIN_RUNS = 2
-LEVEL = 0.95
-N_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0
 POOLED = "all"
 # Every per-epoch detector: epochs.csv column, the run's score (its most extreme epoch) and the direction that
 # signals masking. FOSC (eq. 2) is the calibrated one; SGCS (eq. 3) and GradAlign (Andriushchenko & Flammarion
@@ -117,48 +122,7 @@ class GroupResult:
     others: dict[str, tuple[int, float, float, float, float] | None] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- statistics
-def _auc_stat(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:
-    """P(pos > neg) + P(pos == neg) / 2 over all pairs; vectorised over leading axes (for bootstrap)."""
-    pos, neg = np.moveaxis(pos, axis, -1), np.moveaxis(neg, axis, -1)
-    d = pos[..., :, None] - neg[..., None, :]
-    return (d > 0).mean(axis=(-2, -1)) + 0.5 * (d == 0).mean(axis=(-2, -1))
-
-
-def roc_auc(pos, neg) -> float:
-    """ROC AUC of scores ``pos`` (positives) vs ``neg``: Mann-Whitney U / (n_pos n_neg)."""
-    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
-    return float(stats.mannwhitneyu(pos, neg).statistic / (pos.size * neg.size))
-
-
-def auc_p_value(pos, neg) -> float:
-    """Two-sided Mann-Whitney p-value of AUC = 0.5 (exact for small samples without ties)."""
-    return float(stats.mannwhitneyu(np.asarray(pos, float), np.asarray(neg, float), alternative="two-sided").pvalue)
-
-
-def auc_interval(pos, neg, level: float = LEVEL, n_resamples: int = N_RESAMPLES,
-                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """Percentile bootstrap interval of the AUC, each group resampled separately (fixed seed: the
-    table is reproducible). Percentile, not BCa: BCa is undefined when every resample gives AUC 1."""
-    res = stats.bootstrap((np.asarray(pos, float), np.asarray(neg, float)), _auc_stat, paired=False,
-                          vectorized=True, confidence_level=level, n_resamples=n_resamples, method="percentile",
-                          rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def youden_threshold(pos, neg) -> tuple[float, float]:
-    """(threshold, J) maximising TPR - FPR of "flag when score > threshold"; candidates are the midpoints
-    between consecutive distinct scores, ties go to the lowest threshold."""
-    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
-    values = np.unique(np.concatenate([pos, neg]))
-    if values.size < 2:  # every score equal: no threshold separates anything
-        return float(values[0]), 0.0
-    cands = (values[:-1] + values[1:]) / 2
-    j = (pos[None, :] > cands[:, None]).mean(1) - (neg[None, :] > cands[:, None]).mean(1)
-    i = int(np.argmax(j))  # first maximum = lowest threshold
-    return float(cands[i]), float(j[i])
-
-
+# --------------------------------------------------------------------------- analysis
 def analyse(name: str, traces: list[RunTrace]) -> GroupResult:
     """Detector numbers of one group of runs."""
     uns = [t for t in traces if t.unstable]
@@ -183,13 +147,6 @@ def analyse(name: str, traces: list[RunTrace]) -> GroupResult:
     res.unstable_early = sum(t.flagged_early(res.threshold) for t in uns)
     res.regular_flagged = sum(t.peak > res.threshold for t in reg)
     return res
-
-
-def auc_summary(pos, neg) -> tuple[float, float, float, float] | None:
-    """(AUC, interval low, high, Mann-Whitney p) of scores ``pos`` vs ``neg``; None with < MIN_RUNS of either."""
-    if min(len(pos), len(neg)) < MIN_RUNS:
-        return None
-    return (roc_auc(pos, neg), *auc_interval(pos, neg), auc_p_value(pos, neg))
 
 
 def detector_value(epochs: pd.DataFrame | None, name: str) -> float | None:

@@ -13,7 +13,7 @@ One block per question, each row pooling the runs of one or more settings (confi
    2018): P(Unstable), Gap (PGD-10 - AutoAttack), clean accuracy and AutoAttack per method.
 4. ``detectors`` - FOSC, SGCS and GradAlign (Andriushchenko & Flammarion 2020) as detectors: ROC AUC of each
    run's extreme validation value (peak FOSC and SGCS, lowest GradAlign) for Unstable vs Regular runs, with a
-   bootstrap interval and the Mann-Whitney p-value (report/detection.py's statistics).
+   bootstrap interval and the Mann-Whitney p-value (report/detection_stats.py).
 5. ``noise`` - why trigger the noise by FOSC? No noise vs Algorithm 1 vs always-on noise vs TPGD started
    uniformly in the eps-ball: P(Unstable), clean accuracy and AutoAttack.
 6. ``planted`` - the planted gradient-masking control (README "The planted control"), when the config has one.
@@ -36,6 +36,7 @@ from scipy import stats
 
 from trades_instability.report import comparison_stats, detection
 from trades_instability.report.cells import Cell, diverged_runs, load_selection, load_summary, meanstd_cell, prob_cell
+from trades_instability.report.detection_stats import MIN_RUNS, N_RESAMPLES, auc_summary
 from trades_instability.report.figures import read_epochs
 from trades_instability.report.latex import latex_escape, template_env, write_text
 
@@ -192,7 +193,7 @@ def detector_rows(runs: list[RunScores]) -> list[DetectorRow]:
         pos = [sign * r.scores[name] for r in runs if r.unstable and r.scores[name] is not None]
         neg = [sign * r.scores[name] for r in runs if not r.unstable and r.scores[name] is not None]
         row = DetectorRow(name, len(pos), len(neg))
-        auc = detection.auc_summary(pos, neg)
+        auc = auc_summary(pos, neg)
         if auc is None:
             row.note = f"{detection.NOT_ENOUGH}: {len(pos)} Unstable, {len(neg)} Regular"
         else:
@@ -273,7 +274,7 @@ def render_review(review: Mapping[str, Any], summary, selection, run_dirs, out_t
     tex = template_env(template_dir).get_template("review.tex.j2").render(
         blocks=blocks, detectors=detectors, detector_title=latex_escape(DETECTOR_TITLE),
         detector_settings=latex_escape(", ".join(report.detector_setting)), planted=planted,
-        planted_title=latex_escape(PLANTED_TITLE), level=int(LEVEL * 100), n_resamples=detection.N_RESAMPLES)
+        planted_title=latex_escape(PLANTED_TITLE), level=int(LEVEL * 100), n_resamples=N_RESAMPLES)
     write_text(out_tex, tex)
     write_text(out_csv, table_frame(report).to_csv(index=False))
     draw_and_save(lambda: draw(report), out_pdf)
@@ -336,6 +337,6 @@ def draw(report: ReviewReport):
         ax.set_xlim(-0.6, len(have) - 0.4)
     else:
         notes = list(dict.fromkeys(d.note for d in report.detectors))  # the same note for every detector
-        none_panel(ax, "\n".join(notes) + f"\n(need {detection.MIN_RUNS} of each)" if notes else "no detector setting")
+        none_panel(ax, "\n".join(notes) + f"\n(need {MIN_RUNS} of each)" if notes else "no detector setting")
     fig.tight_layout()
     return fig

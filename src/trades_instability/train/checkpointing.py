@@ -10,6 +10,7 @@ crash came first (:meth:`Checkpoints.resume`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,19 @@ from trades_instability.data.datasets import DataSplits
 from trades_instability.rundir import layout
 from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trades_instability.rundir.records import RunFiles, batch_rows_from_csv
-from trades_instability.train.state import TrainState
+
+
+@dataclass
+class TrainState:
+    """The run's resumable counters (saved in ``checkpoints/last.pt``, restored on resume)."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimiser steps
+    noise_left: int = 0  # batches still to be noised (Algorithm 1)
+    best_pgd_acc: float = -1.0
+    best_epoch: int = 0
+    epoch_rows: list[dict[str, Any]] = field(default_factory=list)
+    train_time_s: float = 0.0
 
 
 def model_meta(cfg: RunConfig, splits: DataSplits) -> dict[str, Any]:

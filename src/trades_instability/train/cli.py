@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     from trades_instability.data.datasets import DatasetUnavailable  # imported late: keeps --help fast
     from trades_instability.rundir.lock import RunLocked
     from trades_instability.runtime import DeviceUnavailable
-    from trades_instability.train.loop import Diverged, Interrupted, train
+    from trades_instability.train.errors import Diverged, Interrupted
+    from trades_instability.train.loop import train
 
     if args.threads:
         import torch

@@ -14,7 +14,9 @@ SIGTERM/SIGINT stop the run at the next batch boundary; the last completed epoch
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import socket
 import sys
 import time
@@ -37,7 +39,7 @@ from trades_instability.rundir import layout
 from trades_instability.rundir.atomic_io import write_json
 from trades_instability.rundir.checkpoint import load_checkpoint
 from trades_instability.rundir.lock import RunLock, RunLocked
-from trades_instability.rundir.records import BATCH_COLUMNS, EPOCH_COLUMNS, RunFiles  # noqa: F401 (columns re-exported)
+from trades_instability.rundir.records import RunFiles
 from trades_instability.rundir.state import finished_result
 from trades_instability.runtime import (
     DeviceUnavailable,
@@ -49,14 +51,43 @@ from trades_instability.runtime import (
     resolve_device,
 )
 from trades_instability.train import algorithm1
-from trades_instability.train.checkpointing import Checkpoints, model_meta
+from trades_instability.train.checkpointing import Checkpoints, TrainState, model_meta
 from trades_instability.train.errors import Diverged, Interrupted
-from trades_instability.train.optim import build_optimizer, lr_at
-from trades_instability.train.signals import StopSignals
-from trades_instability.train.state import TrainState
-from trades_instability.train.step import EpochStats, TradesStep, precision_autocast
+from trades_instability.train.step import EpochStats, TradesStep, build_optimizer, lr_at, precision_autocast
 from trades_instability.train.tensorboard_log import NoBoard, open_board
 from trades_instability.train.validation import validate
+
+
+class StopSignals:
+    """SIGTERM/SIGINT during training, remembered so that the run stops at the next batch boundary.
+
+    Inside ``with stop_signals:``, SIGTERM and SIGINT set :attr:`received` instead of killing the
+    process; the previous handlers come back on the way out."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None  # the signal number, once one arrived
+
+    def requested(self) -> bool:
+        return self.received is not None
+
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else "stop request"
+
+    @contextlib.contextmanager
+    def installed(self):
+        def handler(signum, _frame):
+            self.received = signum
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread (e.g. called from a worker): no handler
+                pass
+        try:
+            yield self
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
 
 
 class Trainer:

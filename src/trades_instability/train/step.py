@@ -1,4 +1,5 @@
-"""One TRADES training step on one batch, and the epoch statistics it accumulates.
+"""One TRADES training step on one batch, the epoch statistics it accumulates, and the optimiser it steps
+(SGD with the run's Nesterov flag, the learning rate of each epoch).
 
 Read top to bottom, :meth:`TradesStep.__call__` is the whole step:
 
@@ -36,7 +37,6 @@ from trades_instability.core.losses import TradesParts
 from trades_instability.core.methods import method
 from trades_instability.core.metrics import grad_cosine, grad_norm
 from trades_instability.train.errors import Diverged
-from trades_instability.train.optim import lr_at
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
 
@@ -48,8 +48,33 @@ def precision_autocast(precision: str, device: torch.device) -> Autocast:
     return contextlib.nullcontext
 
 
+# ------------------------------------------------------------ the optimiser: SGD, and the LR of each epoch
+def optimizer_nesterov(cfg: RunConfig) -> bool:
+    """The training optimiser's Nesterov flag: ``awp.nesterov`` in AWP runs when set (ADR: plain SGD),
+    else ``nesterov``."""
+    if cfg.awp.enabled and cfg.awp.nesterov is not None:
+        return cfg.awp.nesterov
+    return cfg.nesterov
+
+
+def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=optimizer_nesterov(cfg), weight_decay=cfg.weight_decay)
+
+
+def lr_at(cfg: RunConfig, epoch: int) -> float:
+    """Learning rate of (1-based) ``epoch``: decayed by lr_gamma once per milestone reached, milestones
+    counted as ``cfg.lr_milestone_base`` says (config.CONVENTIONS). Base 1 (official TRADES,
+    ``if epoch >= m`` with 1-based epochs): the LR drops at epoch m. Base 0 (ADR): timm's
+    MultiStepLRScheduler (0.6.12) stepped after every iteration t with decay_t = m * S gives iteration
+    t + 1 the factor of #{d <= t + 1}, so iteration m * S, the first of 0-based epoch m, is the first
+    decayed one: the LR drops at 1-based epoch m + 1, constant within each epoch."""
+    completed_or_current = epoch - 1 + cfg.lr_milestone_base
+    return cfg.lr * cfg.lr_gamma ** sum(completed_or_current >= m for m in cfg.lr_milestones)
+
+
 class StepCounters(Protocol):
-    """What the step reads and advances of the run's state (:class:`~.state.TrainState`)."""
+    """What the step reads and advances of the run's state (:class:`~.checkpointing.TrainState`)."""
 
     step: int  # completed optimiser steps
     noise_left: int  # batches still to be noised (Algorithm 1)
