@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=None,
                    help="interleaved timing rounds; median reported (default 3; tiny 1)")
     p.add_argument("--dataset", choices=("synthetic", "cifar100"), default="synthetic",
-                   help="synthetic CIFAR-shaped data from trades_instability.data.datasets (default) or CIFAR-100")
+                   help="synthetic CIFAR-shaped data from trades_instability.data.synthetic (default) or CIFAR-100")
     p.add_argument("--data-root", default=None, help="where CIFAR-100 lives (with --dataset cifar100; default data); "
                    "with --checkpoint it also replaces the data_root stored in the checkpoint")
     p.add_argument("--num-classes", type=int, default=100, help="classes of the synthetic data (CIFAR-100: 100)")

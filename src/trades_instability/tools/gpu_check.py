@@ -175,7 +175,8 @@ def short_run(scale: Scale, out: Path, device: torch.device) -> dict[str, Any]:
     """2 epochs uninterrupted, and the same run stopped after epoch 1 and resumed: identical logs apart from the
     timing columns (deterministic mode)."""
     from trades_instability.config.run import from_dict
-    from trades_instability.train.loop import Interrupted, Trainer, train
+    from trades_instability.train.errors import Interrupted
+    from trades_instability.train.loop import Trainer, train
 
     cfg = from_dict({**scale.run, "device": str(device)})
     t = time.perf_counter()
