@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from trades_instability.train.errors import Interrupted
+
 GiB = 2**30
 # README "Several jobs on one GPU": what jobs_per_gpu is sized with (allocated, CUDA context and cuDNN
 # workspace on top) for a CIFAR-sized job, ResNet-18 width 64, 100 classes, fp32
@@ -120,7 +122,6 @@ def training(variant: str) -> Callable[[Path, torch.device], dict[str, Any]]:
 
 def resume_after_interruption(out: Path, device: torch.device) -> dict[str, Any]:
     """Stopped after epoch 1 and rerun: it says it resumed, completes the epochs and keeps epoch 1's row."""
-    from trades_instability.train.errors import Interrupted
     from trades_instability.train.loop import Trainer
 
     cfg = toy_config(device, epochs=3, log_batch_metrics=True)
@@ -145,7 +146,6 @@ def resume_after_interruption(out: Path, device: torch.device) -> dict[str, Any]
 def deterministic_resume_equals_uninterrupted(out: Path, device: torch.device) -> dict[str, Any]:
     """The bit-exact resume claim in deterministic mode (README "Determinism"): apart from timing columns,
     the resumed run's epochs.csv and batches.csv equal the uninterrupted run's."""
-    from trades_instability.train.errors import Interrupted
     from trades_instability.train.loop import Trainer, train
 
     cfg = toy_config(device, epochs=3, log_batch_metrics=True, deterministic=True)
@@ -174,7 +174,6 @@ def compare_run_logs(a: Path, b: Path) -> dict[str, Any]:
 def cpu_resume_of_a_cuda_run_is_one_line(out: Path, device: torch.device) -> dict[str, Any]:
     """A run written on CUDA and resumed on the CPU stops with a CheckpointError naming the device and the fix."""
     from trades_instability.rundir.checkpoint import CheckpointError
-    from trades_instability.train.errors import Interrupted
     from trades_instability.train.loop import Trainer
 
     cfg = toy_config(device, epochs=2)
