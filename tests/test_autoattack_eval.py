@@ -9,6 +9,7 @@ from torch import nn
 
 from trades_instability.evaluate import autoattack as autoattack_eval
 from trades_instability.evaluate import suite as evaluation
+from trades_instability.evaluate import suite_config
 from trades_instability.evaluate.autoattack import AASettings
 
 EPS = 8 / 255
@@ -65,7 +66,7 @@ def setup():
 
 def test_per_attack_accuracies_match_pyautoattack_and_ensemble_is_never_above(setup):
     model, x, y = setup
-    suite = evaluation.SuiteConfig(attacks=["clean", "autoattack", "autoattack_individual"], batch_size=8, **SMALL)
+    suite = suite_config.SuiteConfig(attacks=["clean", "autoattack", "autoattack_individual"], batch_size=8, **SMALL)
     res = evaluation.evaluate_model(model, x, y, suite, device="cpu", num_classes=10)
     direct = _direct(model, x, y, autoattack_eval.STANDARD_ATTACKS)
     for attack, key in evaluation.ATTACK_KEYS.items():
@@ -83,7 +84,7 @@ def test_autoattack_acc_is_the_ensembles_own_number_in_every_suite(setup):
     direct = _direct(model, x, y, autoattack_eval.STANDARD_ATTACKS, ensemble=True)["ensemble"]
     for attacks in (["clean", "pgd10", "square", "autoattack"],  # suite aa
                     ["clean", "pgd10", "autoattack", "autoattack_individual"]):  # suite full
-        suite = evaluation.SuiteConfig(attacks=attacks, batch_size=8, **SMALL)
+        suite = suite_config.SuiteConfig(attacks=attacks, batch_size=8, **SMALL)
         res = evaluation.evaluate_model(model, x, y, suite, device="cpu", num_classes=10)
         assert res["autoattack_acc"] == direct, attacks
         assert res["gap_pgd_aa"] == pytest.approx(res["pgd10_acc"] - direct)
@@ -92,7 +93,7 @@ def test_autoattack_acc_is_the_ensembles_own_number_in_every_suite(setup):
 
 def test_square_alone_matches_pyautoattack(setup):
     model, x, y = setup
-    suite = evaluation.SuiteConfig(attacks=["square"], batch_size=8, **SMALL)
+    suite = suite_config.SuiteConfig(attacks=["square"], batch_size=8, **SMALL)
     res = evaluation.evaluate_model(model, x, y, suite, device="cpu", num_classes=10)
     assert res["square_acc"] == _direct(model, x, y, ["square"])["square"]
     assert res["unstable"] is None  # no PGD-10

@@ -50,8 +50,8 @@ def test_top_level_defaults_are_the_schemas():
 
 
 def test_config_yaml_does_not_restate_builtin_suites():
-    evaluation = pytest.importorskip("trades_instability.evaluate.suite")
-    defaults = evaluation.SuiteConfig().to_dict()
+    suite_config = pytest.importorskip("trades_instability.evaluate.suite_config")
+    defaults = suite_config.SuiteConfig().to_dict()
     for name, spec in (yaml.safe_load(PAPER.read_text()).get("suites") or {}).items():
         base = {**defaults, **BUILTIN_SUITES.get(name, {})}
         same = [k for k, v in (spec or {}).items() if base.get(k) == v]
@@ -75,15 +75,15 @@ BAD_SUITES = [
 
 @pytest.mark.parametrize("name,spec,key", BAD_SUITES, ids=[f"{n}-{k}" for n, _, k in BAD_SUITES])
 def test_pipeline_and_evaluation_refuse_the_same_suites(name, spec, key, tmp_path):
-    evaluation = pytest.importorskip("trades_instability.evaluate.suite")
+    suite_config = pytest.importorskip("trades_instability.evaluate.suite_config")
     raw = pc.deep_merge(yaml.safe_load(SMOKE.read_text()), {"suites": {name: spec}})
     with pytest.raises(pc.PipelineConfigError) as pipe:
         pipeline_checks.validate(raw, source="c.yaml")
     assert f"suites.{name}.{key}: " in str(pipe.value)
     f = tmp_path / "suites.yaml"
     f.write_text(yaml.safe_dump({name: spec}))
-    with pytest.raises(evaluation.SuiteError) as ev:
-        evaluation.load_suites(f)
+    with pytest.raises(suite_config.SuiteError) as ev:
+        suite_config.load_suites(f)
     assert f"key '{key}' " in str(ev.value)
     # the same words after the key (up to the value, which the suite's dataclass may have made a float)
     said = [str(e.value).split(sep, 1)[1].split(", got")[0] for e, sep in ((pipe, f"suites.{name}.{key}: "),
@@ -92,21 +92,21 @@ def test_pipeline_and_evaluation_refuse_the_same_suites(name, spec, key, tmp_pat
 
 
 def test_new_suite_without_attacks_is_refused_by_both(tmp_path):
-    evaluation = pytest.importorskip("trades_instability.evaluate.suite")
+    suite_config = pytest.importorskip("trades_instability.evaluate.suite_config")
     raw = pc.deep_merge(yaml.safe_load(SMOKE.read_text()), {"suites": {"mine": {"pgd_steps": 3}}})
     with pytest.raises(pc.PipelineConfigError, match=r"suites\.mine\.attacks: a new suite must list its attacks"):
         pipeline_checks.validate(raw)
     f = tmp_path / "suites.yaml"
     f.write_text("mine: {pgd_steps: 3}\n")
-    with pytest.raises(evaluation.SuiteError, match="a new suite must list its attacks"):
-        evaluation.load_suites(f)
+    with pytest.raises(suite_config.SuiteError, match="a new suite must list its attacks"):
+        suite_config.load_suites(f)
 
 
 def test_autoattack_budget_is_the_standard_one_by_default():
     autoattack = pytest.importorskip("trades_instability.evaluate.autoattack")
-    evaluation = pytest.importorskip("trades_instability.evaluate.suite")
-    suite = evaluation.SuiteConfig()
+    suite_config = pytest.importorskip("trades_instability.evaluate.suite_config")
+    suite = suite_config.SuiteConfig()
     assert {k: getattr(suite, k) for k in autoattack.STANDARD_SETTINGS} == autoattack.STANDARD_SETTINGS
     assert suite.aa_settings() == autoattack.AASettings() and autoattack.AASettings().is_standard()
-    small = evaluation.suite_from_dict("s", {"n_target_classes": 3})
+    small = suite_config.suite_from_dict("s", {"n_target_classes": 3})
     assert not small.aa_settings().is_standard()

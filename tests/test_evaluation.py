@@ -11,8 +11,10 @@ from torch import nn
 from trades_instability.config.run import RunConfig, SyntheticConfig, from_dict
 from trades_instability.core import attacks, metrics, models
 from trades_instability.data import datasets as data
+from trades_instability.evaluate import aa_batching, suite_config
 from trades_instability.evaluate import cli as eval_cli
 from trades_instability.evaluate import suite as evaluation
+from trades_instability.evaluate.pgd_eval import pgd_eval
 from trades_instability.rundir.checkpoint import load_model, save_checkpoint
 
 EPS = 8 / 255
@@ -56,7 +58,7 @@ SUITE = dict(attacks=["clean", "pgd10", "square"], batch_size=32, square_queries
 
 def test_gradient_masked_model_is_unstable():
     x, y = _template_data(32, seed=1)
-    res = evaluation.evaluate_model(MaskedTemplateModel(), x, y, evaluation.SuiteConfig(**SUITE), device="cpu")
+    res = evaluation.evaluate_model(MaskedTemplateModel(), x, y, suite_config.SuiteConfig(**SUITE), device="cpu")
     assert res["status"] == "ok" and res["clean_acc"] == 1.0
     assert res["pgd10_acc"] >= 0.9 and res["square_acc"] <= 0.6, res
     assert res["gap_pgd_square"] == pytest.approx(res["pgd10_acc"] - res["square_acc"])
@@ -73,7 +75,8 @@ def test_pyautoattack_flags_gradient_masking_in_the_eval_result():
     Square beats the white-box attacks both in the ensemble (pyautoattack's check) and run one by one (the same
     check, called by autoattack_eval.run_individual); each flag's first message is logged once."""
     x, y = _template_data(32, seed=1)
-    suite = evaluation.SuiteConfig(attacks=["clean", "autoattack", "autoattack_individual"], batch_size=32, **AA_SMALL)
+    suite = suite_config.SuiteConfig(attacks=["clean", "autoattack", "autoattack_individual"], batch_size=32,
+                                     **AA_SMALL)
     logged = []
     res = evaluation.evaluate_model(MaskedTemplateModel(), x, y, suite, device="cpu", log=logged.append)
     assert res["square_acc"] < res["apgd_ce_acc"] - 0.002, res  # the situation the check is about
@@ -90,10 +93,10 @@ def test_pyautoattack_flags_are_empty_when_nothing_is_raised_and_null_without_au
     with torch.no_grad():
         model[1].weight.copy_(0.05 * _templates().flatten(1))
         model[1].bias.zero_()
-    suite = evaluation.SuiteConfig(attacks=["clean", "autoattack"], batch_size=16, **AA_SMALL)
+    suite = suite_config.SuiteConfig(attacks=["clean", "autoattack"], batch_size=16, **AA_SMALL)
     res = evaluation.evaluate_model(model, x, y, suite, device="cpu", log=lambda m: None)
     assert res["autoattack_flags"] == {} and res["autoattack_flag_messages"] == {}
-    res = evaluation.evaluate_model(model, x, y, evaluation.SuiteConfig(attacks=["clean", "pgd10"]), device="cpu")
+    res = evaluation.evaluate_model(model, x, y, suite_config.SuiteConfig(attacks=["clean", "pgd10"]), device="cpu")
     assert res["autoattack_flags"] is None
 
 
@@ -108,7 +111,7 @@ def test_ordinary_trained_model_is_not_unstable():
             nn.functional.cross_entropy(net(xt[i : i + 64]), yt[i : i + 64]).backward()
             opt.step()
     x, y = _template_data(32, seed=1)
-    res = evaluation.evaluate_model(net.eval(), x, y, evaluation.SuiteConfig(**SUITE), device="cpu")
+    res = evaluation.evaluate_model(net.eval(), x, y, suite_config.SuiteConfig(**SUITE), device="cpu")
     assert res["clean_acc"] >= 0.9
     assert res["unstable"] is False, res
     assert res["fosc"] > 0 and 0 < res["sgcs"] <= 1
@@ -124,7 +127,7 @@ def test_classify_rule():
 
 
 def test_builtin_suites_and_yaml_override(tmp_path):
-    s = evaluation.builtin_suites()
+    s = suite_config.builtin_suites()
     assert s["cheap"].attacks == ["clean", "pgd10", "square"]
     assert s["aa"].attacks == ["clean", "pgd10", "square", "autoattack"]
     assert s["full"].attacks == ["clean", "pgd10", "autoattack", "autoattack_individual"]
@@ -132,16 +135,16 @@ def test_builtin_suites_and_yaml_override(tmp_path):
     f = tmp_path / "suites.yaml"
     f.write_text("cheap: {n_examples: 100, square_queries: 50, landscape: {grid_size: 5}}\n"
                  "mine: {attacks: [clean], eps: 4/255}\n")
-    s = evaluation.load_suites(f)
+    s = suite_config.load_suites(f)
     assert s["cheap"].n_examples == 100 and s["cheap"].attacks == ["clean", "pgd10", "square"]
     assert s["cheap"].landscape.grid_size == 5 and s["cheap"].landscape.extent == 0.1
     assert s["mine"].eps == pytest.approx(4 / 255)
     f.write_text("cheap: {attacks: [clean, cw]}\n")
-    with pytest.raises(evaluation.SuiteError, match="cw"):
-        evaluation.load_suites(f)
+    with pytest.raises(suite_config.SuiteError, match="cw"):
+        suite_config.load_suites(f)
     f.write_text("cheap: {n_exampels: 3}\n")
-    with pytest.raises(evaluation.SuiteError, match="n_exampels"):
-        evaluation.load_suites(f)
+    with pytest.raises(suite_config.SuiteError, match="n_exampels"):
+        suite_config.load_suites(f)
 
 
 # ------------------------------------------------------------------ CLI
@@ -261,8 +264,8 @@ def _tight_memory(monkeypatch, limit):
 
 
 def _square_suite(**over):
-    return evaluation.suite_from_dict("s", {"attacks": ["clean", "square"], "square_queries": 5,
-                                            "n_target_classes": 3, **over})
+    return suite_config.suite_from_dict("s", {"attacks": ["clean", "square"], "square_queries": 5,
+                                              "n_target_classes": 3, **over})
 
 
 def _tiny_model_and_data():
@@ -282,10 +285,10 @@ def test_autoattack_batch_null_halves_on_out_of_memory_and_says_so(monkeypatch):
     assert res["aa_batch_size"] == 5 and res["square_acc"] is not None
     assert res["aa_batch_pinned"] is False and res["aa_batch_halvings"] == 2
     assert len(logged) == 2 and all(m.startswith("WARNING: AutoAttack out of GPU memory at batch") for m in logged)
-    assert evaluation.aa_start_batch(evaluation.suite_from_dict("t", {"batch_size": 7, "aa_batch_size": None}), 100,
-                                     torch.device("cpu")) == 7
-    assert evaluation.aa_start_batch(evaluation.suite_from_dict("t", {"aa_batch_size": None}), 100000,
-                                     torch.device("cuda")) == evaluation.AA_AUTO_START
+    assert aa_batching.aa_start_batch(suite_config.suite_from_dict("t", {"batch_size": 7, "aa_batch_size": None}),
+                                      100, torch.device("cpu")) == 7
+    assert aa_batching.aa_start_batch(suite_config.suite_from_dict("t", {"aa_batch_size": None}), 100000,
+                                      torch.device("cuda")) == aa_batching.AA_AUTO_START
 
 
 def test_attack_starts_come_from_the_generator_device_not_the_input_device(monkeypatch):
@@ -306,8 +309,7 @@ def test_attack_starts_come_from_the_generator_device_not_the_input_device(monke
     real = attacks.pgd
     monkeypatch.setattr(attacks, "pgd",
                         lambda *a, generator, **k: seen.append(generator.device) or real(*a, generator=generator, **k))
-    evaluation.pgd_eval(model, x, torch.zeros(4, dtype=torch.long), eps=EPS, step_size=EPS / 4, steps=2,
-                        batch_size=2, seed=0)
+    pgd_eval(model, x, torch.zeros(4, dtype=torch.long), eps=EPS, step_size=EPS / 4, steps=2, batch_size=2, seed=0)
     assert seen == [torch.device("cpu")] * 2
 
 
@@ -326,7 +328,7 @@ def test_evaluation_runs_with_cudnn_benchmark_off_and_restores_it():
     old = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
-        suite = evaluation.SuiteConfig(attacks=["clean"], batch_size=4)
+        suite = suite_config.SuiteConfig(attacks=["clean"], batch_size=4)
         evaluation.evaluate_model(Probe(), torch.rand(4, 3, 8, 8), torch.zeros(4, dtype=torch.long), suite)
         assert seen and not any(seen)
         assert torch.backends.cudnn.benchmark is True
@@ -337,15 +339,15 @@ def test_evaluation_runs_with_cudnn_benchmark_off_and_restores_it():
 def test_autoattack_pinned_batch_never_halves(monkeypatch):
     """A pinned aa_batch_size (the default, 500; config.yaml's reported suites) is used as it is; out of memory
     stops with AABatchOutOfMemory naming the batch and the fix, instead of numbers from another batch."""
-    assert evaluation.SuiteConfig().aa_batch_size == 500
-    assert all(s.aa_batch_size == 500 for s in evaluation.builtin_suites().values())
+    assert suite_config.SuiteConfig().aa_batch_size == 500
+    assert all(s.aa_batch_size == 500 for s in suite_config.builtin_suites().values())
     model, x, y = _tiny_model_and_data()
     seen = _tight_memory(monkeypatch, 100)
     res = evaluation.evaluate_model(model, x, y, _square_suite(aa_batch_size=16), num_classes=4, log=print)
     assert seen == [16] and res["aa_batch_size"] == 16 and res["aa_batch_pinned"] is True
     assert res["aa_batch_halvings"] == 0
     seen = _tight_memory(monkeypatch, 8)
-    with pytest.raises(evaluation.AABatchOutOfMemory, match="pinned aa_batch_size 16") as e:
+    with pytest.raises(aa_batching.AABatchOutOfMemory, match="pinned aa_batch_size 16") as e:
         evaluation.evaluate_model(model, x, y, _square_suite(aa_batch_size=16), num_classes=4)
     assert seen == [16] and "\n" not in str(e.value) and "jobs_per_gpu" in str(e.value)
 

@@ -148,11 +148,11 @@ def test_suites_per_table(paper):
 
 
 def test_config_suites_agree_with_evaluation_module(paper):
-    evaluation = pytest.importorskip("trades_instability.evaluate.suite")
-    builtin = evaluation.builtin_suites()
+    suite_config = pytest.importorskip("trades_instability.evaluate.suite_config")
+    builtin = suite_config.builtin_suites()
     for cfg in (paper, pc.load(SMOKE)):
         for name, spec in cfg.raw["suites"].items():
-            evaluation.suite_from_dict(name, spec or {}, base=builtin.get(name))
+            suite_config.suite_from_dict(name, spec or {}, base=builtin.get(name))
     assert set(pc.BUILTIN_SUITES) == set(builtin)  # one table: config/suites.py
     for name, suite in builtin.items():
         assert pc.PipelineConfig({"suites": {}}).suite_attacks(name) == suite.attacks

@@ -10,6 +10,7 @@ import torch
 
 from trades_instability.core import models
 from trades_instability.evaluate import suite as evaluation
+from trades_instability.evaluate import suite_config
 from trades_instability.tools import bench, precision_check
 from trades_instability.train.loop import Trainer
 
@@ -25,7 +26,7 @@ def _model_and_data(n: int = 24):
 
 def test_fp32_column_is_what_the_evaluation_reports_and_flips_bound_the_difference():
     model, x, y = _model_and_data()
-    suite = evaluation.suite_from_dict("s", SUITE)
+    suite = suite_config.suite_from_dict("s", SUITE)
     reported = evaluation.evaluate_model(model, x, y, suite, num_classes=4)
     rows = {r.metric: r for r in precision_check.compare(model, x, y, suite, device=torch.device("cpu"), num_classes=4)}
     assert set(rows) == {"clean_acc", "pgd10_acc", "square_acc", "fosc", "sgcs"}

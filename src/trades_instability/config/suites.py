@@ -1,7 +1,7 @@
 """The evaluation suites' facts, stated once (no torch: the pipeline config reads this module at every
 Snakemake start): the built-in suites, the attack names a suite may list, the ``'a/b'`` fraction parser
-and every check of a suite's values. :class:`trades_instability.evaluate.suite.SuiteConfig` holds the keys
-and their defaults; :func:`trades_instability.evaluate.suite.builtin_suites` builds the built-in suites from
+and every check of a suite's values. :class:`trades_instability.evaluate.suite_config.SuiteConfig` holds the keys
+and their defaults; :func:`trades_instability.evaluate.suite_config.builtin_suites` builds the built-in suites from
 :data:`BUILTIN_SUITES` (the keys that differ from those defaults), and a config's ``suites:`` section
 overrides or extends them.
 
@@ -13,7 +13,7 @@ overrides or extends them.
   ``--landscape-out``; clean accuracy is a sanity check)
 
 Both readers of a suite check it here: :func:`spec_problem` for the pipeline config (keys as written, before
-any job starts) and :func:`values_problem` for :mod:`trades_instability.evaluate.suite` (every key, before it
+any job starts) and :func:`values_problem` for :mod:`trades_instability.evaluate.suite_config` (every key, before it
 attacks anything). Types are checked by the schema and by the suite's dataclass; this module checks values.
 """
 

@@ -15,7 +15,7 @@ checkpoint, weights that do not fit the declared architecture, unknown suite or 
 dataset, an output that cannot be written, robustbench not installed or offline) is reported as ONE line
 on stderr with exit code 2, before any attack runs; a write that fails later (full disk) is one line naming
 the file, exit code 1, and so is AutoAttack running out of GPU memory at a pinned ``aa_batch_size``
-(evaluation.AABatchOutOfMemory). A diverged model (non-finite logits) is not an error: its JSON says
+(aa_batching.AABatchOutOfMemory). A diverged model (non-finite logits) is not an error: its JSON says
 ``status: "diverged"`` (exit 0). One process writes an ``--out`` at a time (a lock file ``.<out>.lock`` beside
 it): a second one waits for the first, and adopts the output it wrote instead of evaluating again.
 """
@@ -28,11 +28,13 @@ from pathlib import Path
 
 from trades_instability.config.run import DATASETS, ConfigError, from_dict
 from trades_instability.core.models import ARCH_NAMES
+from trades_instability.evaluate import aa_batching, suite_config
 from trades_instability.evaluate import foreign as foreign_models
 from trades_instability.evaluate import suite as evaluation
 from trades_instability.rundir.atomic_io import check_writable_output
 from trades_instability.rundir.checkpoint import CheckpointError, load_model
 from trades_instability.rundir.lock import RunLock, RunLocked, describe
+from trades_instability.runtime import resolve_device
 
 
 class _ArgError(Exception):
@@ -181,14 +183,14 @@ def _prepare(argv):
             except OSError as e:
                 raise _ArgError(f"trades-eval: {e}") from None
     try:
-        suites = evaluation.load_suites(args.suites)
-        suite = evaluation.get_suite(suites, args.suite)
+        suites = suite_config.load_suites(args.suites)
+        suite = suite_config.get_suite(suites, args.suite)
         if args.n_examples is not None:
-            suite = evaluation.suite_from_dict(args.suite, {"n_examples": args.n_examples}, base=suite)
-    except evaluation.SuiteError as e:
+            suite = suite_config.suite_from_dict(args.suite, {"n_examples": args.n_examples}, base=suite)
+    except suite_config.SuiteError as e:
         raise _ArgError(f"trades-eval: {e}") from None
     try:
-        device = evaluation.resolve_device(args.device)
+        device = resolve_device(args.device)
     except RuntimeError as e:
         raise _ArgError(f"trades-eval: {e}") from None
     last, source = None, None
@@ -259,7 +261,7 @@ def _evaluate(args, suite, device, model, ckpt, splits, last, source) -> int:
     except OSError as e:  # e.g. the disk filled up while attacking: the error names the file
         print(f"trades-eval: error: {e}", file=sys.stderr)
         return 1
-    except evaluation.AABatchOutOfMemory as e:  # pinned batch too large for the free GPU memory
+    except aa_batching.AABatchOutOfMemory as e:  # pinned batch too large for the free GPU memory
         print(f"trades-eval: error: {e}", file=sys.stderr)
         return 1
     if doc.get("planted"):  # a positive control: never to be read as a finding

@@ -228,6 +228,7 @@ def evaluation_agrees_with_cpu(out: Path, device: torch.device) -> dict[str, Any
     FOSC within 10 %, SGCS within 5 %."""
     from trades_instability.data import datasets as data
     from trades_instability.evaluate import suite as evaluation
+    from trades_instability.evaluate.suite_config import SuiteConfig
     from trades_instability.rundir.checkpoint import load_model
     from trades_instability.train.loop import train
 
@@ -235,7 +236,7 @@ def evaluation_agrees_with_cpu(out: Path, device: torch.device) -> dict[str, Any
     train(cfg, out, log=_quiet)
     test = data.load_splits(cfg).test
     x, y = data.to_float(test.images), test.labels
-    suite = evaluation.SuiteConfig(attacks=["clean", "pgd10", "square"], batch_size=32, square_queries=200)
+    suite = SuiteConfig(attacks=["clean", "pgd10", "square"], batch_size=32, square_queries=200)
     res = {}
     for dev in ("cpu", str(device)):
         model, _ = load_model(out / "checkpoints" / "best.pt", dev)
@@ -371,6 +372,7 @@ def peak_memory(shape: MemoryShape | None = None) -> Callable[[Path, torch.devic
 
     def check(out: Path, device: torch.device) -> dict[str, Any]:
         from trades_instability.evaluate import suite as evaluation
+        from trades_instability.evaluate.suite_config import suite_from_dict
         from trades_instability.rundir.checkpoint import load_model
         from trades_instability.train.loop import train
 
@@ -385,9 +387,8 @@ def peak_memory(shape: MemoryShape | None = None) -> Callable[[Path, torch.devic
         model, _ = load_model(out / "run" / "checkpoints" / "best.pt", device)
         x = torch.rand(s.aa_batch, 3, s.image_size, s.image_size, device=device)
         y = torch.randint(0, s.num_classes, (s.aa_batch,), device=device)
-        suite = evaluation.suite_from_dict("m", {"attacks": ["autoattack"], "apgd_iters": 5, "fab_iters": 5,
-                                                 "n_target_classes": 2, "square_queries": 10,
-                                                 "aa_batch_size": s.aa_batch})
+        suite = suite_from_dict("m", {"attacks": ["autoattack"], "apgd_iters": 5, "fab_iters": 5,
+                                      "n_target_classes": 2, "square_queries": 10, "aa_batch_size": s.aa_batch})
         _peak_reset(device)
         evaluation.evaluate_model(model, x, y, suite, device=device, num_classes=s.num_classes, log=_quiet)
         eval_peak = _peak_gib(device)

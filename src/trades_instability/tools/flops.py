@@ -99,4 +99,4 @@ def precision_policy(device: torch.device) -> str:
     return (f"cudnn.benchmark={torch.backends.cudnn.benchmark}, TF32 convolutions "
             f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'} (cudnn.allow_tf32), TF32 matmul "
             f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}; AutoAttack/reported numbers: TF32 off "
-            "(evaluation.fp32_precision)")
+            "(pgd_eval.fp32_precision)")

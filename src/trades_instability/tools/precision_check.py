@@ -2,7 +2,7 @@
 
 Training and the per-epoch validation attacks may run under bf16 autocast (``precision: bf16``); the
 validation FOSC is what triggers the fix. Whether that is safe is an empirical question per model, so
-this module measures it with the evaluation's own building blocks (:func:`evaluation.pgd_eval` for
+this module measures it with the evaluation's own building blocks (:func:`pgd_eval.pgd_eval` for
 PGD-10, FOSC and SGCS; pyautoattack's Square through :mod:`autoattack_eval`) on the same examples and
 with the same attack seed, once in fp32 (TF32 off, as reported numbers are) and once with the model's
 forward under ``torch.autocast(bfloat16)`` (logits upcast to fp32, so the losses are fp32 as in training).
@@ -32,7 +32,9 @@ import torch
 from torch import nn
 
 from trades_instability.evaluate import autoattack as autoattack_eval
-from trades_instability.evaluate import suite as evaluation
+from trades_instability.evaluate.aa_batching import aa_call, aa_start_batch
+from trades_instability.evaluate.pgd_eval import clean_flags, fp32_precision, pgd_eval
+from trades_instability.evaluate.suite_config import SuiteConfig
 
 
 class BF16Autocast(nn.Module):
@@ -80,18 +82,18 @@ class Agreement:
                 "changed_examples": self.changed, "paired_p_value": self.p_value, "same": self.same}
 
 
-def per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: evaluation.SuiteConfig, *,
+def per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: SuiteConfig, *,
                 device: torch.device, num_classes: int) -> dict[str, torch.Tensor]:
     """Per-example clean and PGD-k flags, FOSC, SGCS and Square flags (CPU tensors), as the evaluation
     computes them; ``suite.seed`` seeds PGD's start and Square. x is float in [0, 1] on ``device``."""
-    with evaluation.fp32_precision():
-        clean = evaluation.clean_flags(model, x, y, suite.batch_size)
-        p = evaluation.pgd_eval(model, x, y, eps=suite.eps, step_size=suite.pgd_step_size, steps=suite.pgd_steps,
-                                batch_size=suite.batch_size, seed=suite.seed)
-        used = {"aa_batch_size": evaluation.aa_start_batch(suite, x.shape[0], device)}
-        flags, _ = evaluation.aa_call(autoattack_eval.run_individual, device, used, model=model, x=x, y=y,
-                                       attacks=["square"], settings=suite.aa_settings(), device=device,
-                                       num_classes=num_classes)
+    with fp32_precision():
+        clean = clean_flags(model, x, y, suite.batch_size)
+        p = pgd_eval(model, x, y, eps=suite.eps, step_size=suite.pgd_step_size, steps=suite.pgd_steps,
+                     batch_size=suite.batch_size, seed=suite.seed)
+        used = {"aa_batch_size": aa_start_batch(suite, x.shape[0], device)}
+        flags, _ = aa_call(autoattack_eval.run_individual, device, used, model=model, x=x, y=y,
+                           attacks=["square"], settings=suite.aa_settings(), device=device,
+                           num_classes=num_classes)
     return {"clean_acc": clean, "pgd10_acc": p["flags"], "fosc": p["fosc"], "sgcs": p["sgcs"],
             "square_acc": flags["square"]}
 
@@ -128,7 +130,7 @@ def paired_z_p(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.erfc(abs(z) / math.sqrt(2))
 
 
-def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: evaluation.SuiteConfig, *,
+def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: SuiteConfig, *,
             device: torch.device, num_classes: int, other_seed: int | None = None) -> list[Agreement]:
     """fp32 vs bf16 autocast (same seed) and fp32 with ``other_seed`` (default ``suite.seed + 1``)."""
     import dataclasses
