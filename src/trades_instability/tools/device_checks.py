@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from trades_instability.evaluate.suite_config import SuiteConfig, suite_from_dict
 from trades_instability.train.errors import Interrupted
 
 GiB = 2**30
@@ -228,7 +229,6 @@ def evaluation_agrees_with_cpu(out: Path, device: torch.device) -> dict[str, Any
     FOSC within 10 %, SGCS within 5 %."""
     from trades_instability.data import datasets as data
     from trades_instability.evaluate import suite as evaluation
-    from trades_instability.evaluate.suite_config import SuiteConfig
     from trades_instability.rundir.checkpoint import load_model
     from trades_instability.train.loop import train
 
@@ -372,7 +372,6 @@ def peak_memory(shape: MemoryShape | None = None) -> Callable[[Path, torch.devic
 
     def check(out: Path, device: torch.device) -> dict[str, Any]:
         from trades_instability.evaluate import suite as evaluation
-        from trades_instability.evaluate.suite_config import suite_from_dict
         from trades_instability.rundir.checkpoint import load_model
         from trades_instability.train.loop import train
 
