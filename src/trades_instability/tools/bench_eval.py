@@ -36,14 +36,14 @@ def print_evaluation(args: argparse.Namespace, device: torch.device, fast32: Pro
     eval_rows, eval_json = _bench_eval(args, device, model, channels_last, test, num_classes)
     print(render_table(EVAL_HEADERS, eval_rows))
     print("PGD-10 validation: train.validation.validate (what the trainer runs each epoch); AutoAttack: "
-          "evaluation.evaluate_model, fp32 with TF32 off; its time depends on how many examples stay robust")
+          "evaluate.suite.evaluate_model, fp32 with TF32 off; its time depends on how many examples stay robust")
     out: dict[str, Any] = {"eval": eval_json}
     if trained is not None and not args.no_bf16:
         rows, agree_json = _precision_agreement(args, device, model, test, num_classes)
         print()
         print(render_table(precision_check.HEADERS, rows))
         print("fp32 and bf16 autocast on the same examples with the same attack seed (PGD-10 via "
-              "evaluation.pgd_eval, Square via pyautoattack); 'fp32 seed+1' reruns fp32 with the next attack "
+              "evaluate.pgd_eval.pgd_eval, Square via pyautoattack); 'fp32 seed+1' reruns fp32 with the next attack "
               "seed; SE: standard error of the fp32 number; 'changed ex.': examples whose flag differs; "
               "paired p: McNemar (accuracies) or paired z (FOSC, SGCS); same: unless p < 0.05 and "
               "|bf16 - fp32| >= SE/2")
@@ -116,12 +116,13 @@ def _time_validation(args, device: torch.device, model: nn.Module, channels_last
 
 def _time_autoattack(args, device: torch.device, model: nn.Module, xs: torch.Tensor, ys: torch.Tensor,
                      num_classes: int):
-    """AutoAttack through evaluation.evaluate_model (fp32), at the standard or the reduced budget."""
+    """AutoAttack through evaluate.suite.evaluate_model (fp32), at the standard or the reduced budget."""
     from trades_instability.evaluate import suite as evaluation
+    from trades_instability.evaluate.suite_config import SuiteConfig
 
     n = len(xs)
     standard = args.aa_budget == "standard"
-    suite = evaluation.SuiteConfig(
+    suite = SuiteConfig(
         attacks=["autoattack"], n_examples=n, batch_size=args.eval_batch_size or n, seed=args.seed,
         aa_batch_size=None,  # a speed measurement: the largest batch that fits, not the reported suites' pin
         **({} if standard else {"apgd_iters": 5 if args.tiny else 20, "fab_iters": 5 if args.tiny else 20,
@@ -146,14 +147,14 @@ def _time_autoattack(args, device: torch.device, model: nn.Module, xs: torch.Ten
 def _precision_agreement(args, device: torch.device, model: nn.Module, test, num_classes: int):
     """fp32 vs bf16 autocast on the trained model: :func:`precision_check.compare` on the first eval-n
     test examples, Square at the bench's AutoAttack budget."""
-    from trades_instability.evaluate import suite as evaluation
+    from trades_instability.evaluate.suite_config import SuiteConfig
 
     n = min(args.eval_n, len(test))
     x = to_float(test.images[:n].to(device))
     y = test.labels[:n].to(device)
     standard = args.aa_budget == "standard"
     reduced = {} if standard else {"square_queries": 20 if args.tiny else 200}  # standard: SuiteConfig's default
-    suite = evaluation.SuiteConfig(batch_size=args.eval_batch_size or 512, seed=args.seed, **reduced)
+    suite = SuiteConfig(batch_size=args.eval_batch_size or 512, seed=args.seed, **reduced)
     print(f"precision agreement: {n} examples, PGD-{suite.pgd_steps}, Square {suite.square_queries} queries")
     sys.stdout.flush()
     rows = precision_check.compare(copy.deepcopy(model).eval(), x, y, suite, device=device, num_classes=num_classes)

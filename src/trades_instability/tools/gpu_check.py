@@ -206,11 +206,12 @@ def short_eval(scale: Scale, out: Path, device: torch.device) -> dict[str, Any]:
     timed, with the loss landscape (evaluate_checkpoint, as trades-eval runs it)."""
     from trades_instability.data.datasets import load_splits
     from trades_instability.evaluate import suite as evaluation
+    from trades_instability.evaluate.suite_config import suite_from_dict
     from trades_instability.rundir.checkpoint import load_model
 
     model, ckpt = load_model(out / "run" / "checkpoints" / "best.pt", device)
     splits = load_splits(model_cfg(ckpt))
-    suite = evaluation.suite_from_dict("gpu-check", {**scale.eval_suite, "n_examples": scale.eval_n})
+    suite = suite_from_dict("gpu-check", {**scale.eval_suite, "n_examples": scale.eval_n})
     t = time.perf_counter()
     doc = evaluation.evaluate_checkpoint(model, ckpt, splits.test.images, splits.test.labels, suite,
                                          suite_name="gpu-check",
