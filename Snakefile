@@ -33,7 +33,7 @@ min_version("9.0")
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, also without `pip install -e .`
 from trades_instability.workflow import gpu_slots  # noqa: E402
 from trades_instability.config import pipeline as pipeline_config
-from trades_instability.config import pipeline_checks
+from trades_instability.config import pipeline_loading
 from trades_instability.workflow import slurm_site
 from trades_instability.workflow import failed_jobs
 
@@ -41,14 +41,14 @@ from trades_instability.workflow import failed_jobs
 if not workflow.config_settings.configfiles:
     workflow.configfile(os.path.join(workflow.basedir, "config.yaml"))
 try:
-    PC = pipeline_checks.validate(
+    PC = pipeline_loading.validate(
         dict(config),
         source=", ".join(map(str, workflow.config_settings.configfiles))
         or os.path.join(workflow.basedir, "config.yaml"),
     )
 except pipeline_config.PipelineConfigError as e:
     raise WorkflowError(str(e)) from None
-for _key, _value in pipeline_checks.DEFAULTS_TOP.items():
+for _key, _value in pipeline_loading.DEFAULTS_TOP.items():
     config.setdefault(_key, _value)
 
 
@@ -124,7 +124,7 @@ onstart:
         if _job.rule.name == "download" and PC.download:
             _fetching.add(_w["dataset"])
     try:
-        pipeline_checks.check_data_available(PC, _needed, fetching=_fetching)
+        pipeline_loading.check_data_available(PC, _needed, fetching=_fetching)
         # SLURM executor only: job status without accounting, account noise, SLURM_CONF (workflow/slurm_site.py)
         slurm_site.on_start(workflow, logger, Path(workflow.basedir) / "workflow/profiles/slurm/bin")
     except (pipeline_config.PipelineConfigError, slurm_site.SlurmSiteError) as e:

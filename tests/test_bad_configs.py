@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from trades_instability.config import pipeline as pc
-from trades_instability.config import pipeline_checks
+from trades_instability.config import pipeline_loading
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "tests" / "configs" / "smoke.yaml"
@@ -41,7 +41,7 @@ def merged(path: Path) -> dict:
 
 
 def test_base_config_is_valid():
-    pipeline_checks.validate(yaml.safe_load(BASE.read_text()), check_data=True)  # synthetic only: no data needed
+    pipeline_loading.validate(yaml.safe_load(BASE.read_text()), check_data=True)  # synthetic only: no data needed
 
 
 def test_there_are_enough_bad_configs():
@@ -59,7 +59,7 @@ def test_there_are_enough_bad_configs():
 def test_bad_config_is_refused(path: Path):
     expect, check_data = _header(path)
     with pytest.raises(pc.PipelineConfigError) as info:
-        pipeline_checks.validate(merged(path), source=path.name, check_data=check_data)
+        pipeline_loading.validate(merged(path), source=path.name, check_data=check_data)
     msg = str(info.value)
     assert "\n" not in msg, f"one-line message expected, got: {msg}"
     assert msg.startswith(f"invalid pipeline config {path.name}: ")
@@ -69,7 +69,7 @@ def test_bad_config_is_refused(path: Path):
 
 def test_data_root_check_is_skipped_without_check_data():
     # the same config is fine for a dry run (no data needed to plan the jobs)
-    pipeline_checks.validate(merged(BAD_DIR / "data_root_missing.yaml"), check_data=False)
+    pipeline_loading.validate(merged(BAD_DIR / "data_root_missing.yaml"), check_data=False)
 
 
 def test_cli_validate_reports_one_line(tmp_path: Path):

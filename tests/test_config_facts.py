@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from trades_instability.config import pipeline as pc
-from trades_instability.config import pipeline_checks, schema
+from trades_instability.config import pipeline_loading, schema
 from trades_instability.config.suites import BUILTIN_SUITES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ def test_header_counts_are_the_files_counts():
     m = re.search(r"(\d+) settings, (\d+) runs \(setting x seed\) in all; the `paper` target trains (\d+) settings, "
                   r"(\d+) runs", header)
     assert m, "config.yaml's header no longer states the counts this test checks"
-    cfg = pc.load(PAPER)
+    cfg = pipeline_loading.load(PAPER)
     paper = cfg.paper_settings()
     assert [int(g) for g in m.groups()] == [len(cfg.settings), len(cfg.runs()), len(paper), len(cfg.runs(paper))]
 
@@ -35,18 +35,18 @@ def test_top_level_defaults_are_the_schemas():
     props = schema.load_schema()["properties"]
     scalars = {k for k, v in props.items() if v.get("type") in ("string", "boolean", "integer")}
     # every optional top-level scalar has its default there, only there
-    assert set(pipeline_checks.DEFAULTS_TOP) == scalars
+    assert set(pipeline_loading.DEFAULTS_TOP) == scalars
     import jsonschema
 
-    for key, value in pipeline_checks.DEFAULTS_TOP.items():
+    for key, value in pipeline_loading.DEFAULTS_TOP.items():
         jsonschema.validate(value, props[key])  # each default is a value its own key allows
     raw = yaml.safe_load(SMOKE.read_text())
-    for key in pipeline_checks.DEFAULTS_TOP:
+    for key in pipeline_loading.DEFAULTS_TOP:
         raw.pop(key, None)
-    cfg = pipeline_checks.validate(raw)
-    assert {k: cfg.raw[k] for k in pipeline_checks.DEFAULTS_TOP} == pipeline_checks.DEFAULTS_TOP
+    cfg = pipeline_loading.validate(raw)
+    assert {k: cfg.raw[k] for k in pipeline_loading.DEFAULTS_TOP} == pipeline_loading.DEFAULTS_TOP
     paper_raw = yaml.safe_load(PAPER.read_text())
-    assert not set(paper_raw) & set(pipeline_checks.DEFAULTS_TOP), "config.yaml restates top-level defaults"
+    assert not set(paper_raw) & set(pipeline_loading.DEFAULTS_TOP), "config.yaml restates top-level defaults"
 
 
 def test_config_yaml_does_not_restate_builtin_suites():
@@ -78,7 +78,7 @@ def test_pipeline_and_evaluation_refuse_the_same_suites(name, spec, key, tmp_pat
     suite_config = pytest.importorskip("trades_instability.evaluate.suite_config")
     raw = pc.deep_merge(yaml.safe_load(SMOKE.read_text()), {"suites": {name: spec}})
     with pytest.raises(pc.PipelineConfigError) as pipe:
-        pipeline_checks.validate(raw, source="c.yaml")
+        pipeline_loading.validate(raw, source="c.yaml")
     assert f"suites.{name}.{key}: " in str(pipe.value)
     f = tmp_path / "suites.yaml"
     f.write_text(yaml.safe_dump({name: spec}))
@@ -95,7 +95,7 @@ def test_new_suite_without_attacks_is_refused_by_both(tmp_path):
     suite_config = pytest.importorskip("trades_instability.evaluate.suite_config")
     raw = pc.deep_merge(yaml.safe_load(SMOKE.read_text()), {"suites": {"mine": {"pgd_steps": 3}}})
     with pytest.raises(pc.PipelineConfigError, match=r"suites\.mine\.attacks: a new suite must list its attacks"):
-        pipeline_checks.validate(raw)
+        pipeline_loading.validate(raw)
     f = tmp_path / "suites.yaml"
     f.write_text("mine: {pgd_steps: 3}\n")
     with pytest.raises(suite_config.SuiteError, match="a new suite must list its attacks"):

@@ -24,7 +24,7 @@ from trades_instability.core import attacks
 from trades_instability.core.awp import ADRAWP, running_stats_frozen
 from trades_instability.core.losses import trades_parts
 from trades_instability.core.models import DATASET_STATS, build_model
-from trades_instability.data.datasets import load_splits
+from trades_instability.data.splits import load_splits
 from trades_instability.evaluate.cli import load_checkpoint_with_data
 from trades_instability.rundir.checkpoint import save_checkpoint
 from trades_instability.tools import reference_trades

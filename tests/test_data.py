@@ -16,6 +16,7 @@ from PIL import Image
 
 from trades_instability.config.run import RunConfig, SyntheticConfig
 from trades_instability.data import datasets as D
+from trades_instability.data import splits as S
 from trades_instability.data import tinyimagenet as T
 from trades_instability.data.synthetic import make_synthetic
 
@@ -99,7 +100,7 @@ def cfg_for(dataset, root, **kw) -> RunConfig:
 def test_cifar10_loads_through_torchvision(tmp_path, monkeypatch):
     rows, labels, t_rows, t_labels = write_cifar10(tmp_path)
     patch_md5(monkeypatch, tvd.CIFAR10, tmp_path)
-    s = D.load_splits(cfg_for("cifar10", tmp_path, download=False))
+    s = S.load_splits(cfg_for("cifar10", tmp_path, download=False))
     assert s.name == "cifar10" and s.num_classes == 10 and s.image_size == 32
     assert s.train.images.dtype == torch.uint8 and s.train.images.shape == (20, 3, 32, 32)
     assert s.train.labels.dtype == torch.int64
@@ -114,7 +115,7 @@ def test_cifar10_loads_through_torchvision(tmp_path, monkeypatch):
 def test_cifar100_loads_through_torchvision(tmp_path, monkeypatch):
     tr, tr_lab, te, te_lab = write_cifar100(tmp_path)
     patch_md5(monkeypatch, tvd.CIFAR100, tmp_path)
-    s = D.load_splits(cfg_for("cifar100", tmp_path, download=False))
+    s = S.load_splits(cfg_for("cifar100", tmp_path, download=False))
     assert s.num_classes == 100 and s.train.images.shape == (12, 3, 32, 32) and s.test.images.shape == (6, 3, 32, 32)
     assert torch.equal(s.train.images, torch.from_numpy(tr.reshape(-1, 3, 32, 32)))
     assert torch.equal(s.train.labels, torch.from_numpy(tr_lab))
@@ -124,7 +125,7 @@ def test_cifar100_loads_through_torchvision(tmp_path, monkeypatch):
 def test_cifar_md5_mismatch_is_reported(tmp_path):
     write_cifar100(tmp_path)  # md5 lists NOT patched: torchvision's real check rejects our files
     with pytest.raises(D.DatasetUnavailable) as e:
-        D.load_splits(cfg_for("cifar100", tmp_path, download=False))
+        S.load_splits(cfg_for("cifar100", tmp_path, download=False))
     assert "md5" in str(e.value) and "cifar-100-python" in str(e.value)
 
 
@@ -132,7 +133,7 @@ def test_cifar_md5_mismatch_is_reported(tmp_path):
 def test_cifar_missing_raises_clear_error(tmp_path, download):
     root = tmp_path / "nowhere"
     with pytest.raises(D.DatasetUnavailable) as e:
-        D.load_splits(cfg_for("cifar100", root, download=download))
+        S.load_splits(cfg_for("cifar100", root, download=download))
     msg = str(e.value)
     assert str(root.resolve()) in msg
     assert "cifar-100-python/" in msg and "cifar-100-python.tar.gz" in msg and "train, test, meta" in msg
@@ -143,7 +144,7 @@ def test_cifar_missing_raises_clear_error(tmp_path, download):
 
 def test_cifar10_missing_names_its_files(tmp_path):
     with pytest.raises(D.DatasetUnavailable) as e:
-        D.load_splits(cfg_for("cifar10", tmp_path, download=False))
+        S.load_splits(cfg_for("cifar10", tmp_path, download=False))
     assert "cifar-10-batches-py/" in str(e.value) and "data_batch_1" in str(e.value)
 
 
@@ -158,7 +159,7 @@ def test_cifar_local_archive_is_extracted_without_network(tmp_path, monkeypatch)
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(src / "cifar-100-python", arcname="cifar-100-python")
     monkeypatch.setattr(tvd.CIFAR100, "tgz_md5", _md5(archive))
-    s = D.load_splits(cfg_for("cifar100", root, download=True))
+    s = S.load_splits(cfg_for("cifar100", root, download=True))
     assert torch.equal(s.train.images, torch.from_numpy(tr.reshape(-1, 3, 32, 32)))
 
 
@@ -193,7 +194,7 @@ def write_tiny(root: Path):
 
 def test_tinyimagenet_layout_and_cache(tmp_path, monkeypatch):
     folder = write_tiny(tmp_path)
-    s = D.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
+    s = S.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
     assert s.name == "tinyimagenet" and s.num_classes == 3 and s.image_size == 64
     assert s.train.images.shape == (7, 3, 64, 64) and s.train.images.dtype == torch.uint8
     assert s.test.images.shape == (4, 3, 64, 64)
@@ -209,28 +210,28 @@ def test_tinyimagenet_layout_and_cache(tmp_path, monkeypatch):
     assert cache.is_file()
     # second load comes from the cache: decoding would now fail
     monkeypatch.setattr(T, "_decode_jpegs", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again")))
-    s2 = D.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
+    s2 = S.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
     assert torch.equal(s2.train.images, s.train.images) and torch.equal(s2.test.labels, s.test.labels)
 
 
 def test_tinyimagenet_corrupt_cache_is_rebuilt(tmp_path):
     folder = write_tiny(tmp_path)
-    first = D.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
+    first = S.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
     (folder / T.TINY_CACHE).write_bytes(b"truncated garbage")
     with pytest.warns(UserWarning, match="unreadable"):
-        again = D.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
+        again = S.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
     assert torch.equal(again.train.images, first.train.images)
     # a new image invalidates the cache through its fingerprint
     Image.new("RGB", (64, 64), (1, 2, 3)).save(folder / "train" / "n03" / "images" / "n03_7.JPEG")
     with pytest.warns(UserWarning, match="does not match"):
-        more = D.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
+        more = S.load_splits(cfg_for("tinyimagenet", tmp_path, download=False))
     assert len(more.train) == 8
 
 
 @pytest.mark.parametrize("download", [False, True])
 def test_tinyimagenet_missing_raises_clear_error(tmp_path, download):
     with pytest.raises(D.DatasetUnavailable) as e:
-        D.load_splits(cfg_for("tinyimagenet", tmp_path, download=download))
+        S.load_splits(cfg_for("tinyimagenet", tmp_path, download=download))
     msg = str(e.value)
     assert "tiny-imagenet-200/" in msg and "wnids.txt" in msg and "val/val_annotations.txt" in msg
     assert "tiny-imagenet-200.zip" in msg and str(tmp_path.resolve()) in msg and "download: false" in msg
@@ -243,20 +244,20 @@ def synth(**kw):
 
 
 def test_synthetic_deterministic_and_shaped():
-    a = D.load_splits(synth(num_classes=5, train_size=300, test_size=100, seed=3))
-    b = D.load_splits(synth(num_classes=5, train_size=300, test_size=100, seed=3))
-    c = D.load_splits(synth(num_classes=5, train_size=300, test_size=100, seed=4))
+    a = S.load_splits(synth(num_classes=5, train_size=300, test_size=100, seed=3))
+    b = S.load_splits(synth(num_classes=5, train_size=300, test_size=100, seed=3))
+    c = S.load_splits(synth(num_classes=5, train_size=300, test_size=100, seed=4))
     assert torch.equal(a.train.images, b.train.images) and torch.equal(a.train.labels, b.train.labels)
     assert torch.equal(a.test.images, b.test.images)
     assert not torch.equal(a.train.images, c.train.images)
     # separate streams: a bigger train set leaves the test set unchanged
-    d = D.load_splits(synth(num_classes=5, train_size=400, test_size=100, seed=3))
+    d = S.load_splits(synth(num_classes=5, train_size=400, test_size=100, seed=3))
     assert torch.equal(d.test.images, a.test.images)
     assert a.train.images.shape == (300, 3, 32, 32) and a.test.images.shape == (100, 3, 32, 32)
     assert a.train.images.dtype == torch.uint8 and a.num_classes == 5 and a.image_size == 32
     assert sorted(a.train.labels.unique().tolist()) == [0, 1, 2, 3, 4]
     assert torch.bincount(a.train.labels).tolist() == [60] * 5  # balanced
-    big = D.load_splits(synth(num_classes=200, train_size=400, test_size=200, image_size=64))
+    big = S.load_splits(synth(num_classes=200, train_size=400, test_size=200, image_size=64))
     assert big.train.images.shape == (400, 3, 64, 64) and big.image_size == 64 and big.num_classes == 200
 
 
@@ -282,8 +283,8 @@ def test_synthetic_learnable_but_not_trivial():
 # ----------------------------------------------------------------------------------------- splits
 
 def test_holdout_split_removes_examples_from_train():
-    base = D.load_splits(synth(train_size=200, test_size=50))
-    s = D.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(train_size=200, test_size=50),
+    base = S.load_splits(synth(train_size=200, test_size=50))
+    s = S.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(train_size=200, test_size=50),
                                 val_split="holdout", holdout_size=40))
     assert len(s.train) == 160 and len(s.val) == 40 and len(s.test) == 50
     # train + holdout is exactly the original train set (as rows), with no overlap
@@ -291,31 +292,31 @@ def test_holdout_split_removes_examples_from_train():
     assert rows(s.train.images) | rows(s.val.images) == rows(base.train.images)
     assert not rows(s.train.images) & rows(s.val.images)
     # fixed permutation: independent of the run seed
-    s2 = D.load_splits(RunConfig(dataset="synthetic", seed=99, synthetic=SyntheticConfig(train_size=200, test_size=50),
+    s2 = S.load_splits(RunConfig(dataset="synthetic", seed=99, synthetic=SyntheticConfig(train_size=200, test_size=50),
                                  val_split="holdout", holdout_size=40))
     assert torch.equal(s2.val.images, s.val.images)
 
 
 def test_val_size_takes_fixed_subset():
     cfg = RunConfig(dataset="synthetic", synthetic=SyntheticConfig(train_size=100, test_size=80), val_size=30)
-    s = D.load_splits(cfg)
+    s = S.load_splits(cfg)
     assert len(s.val) == 30 and len(s.test) == 80 and len(s.train) == 100
     test_rows = {bytes(r) for r in s.test.images.flatten(1).numpy()}
     assert all(bytes(r) in test_rows for r in s.val.images.flatten(1).numpy())
-    assert torch.equal(D.load_splits(cfg).val.images, s.val.images)
-    full = D.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(train_size=100, test_size=80),
+    assert torch.equal(S.load_splits(cfg).val.images, s.val.images)
+    full = S.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(train_size=100, test_size=80),
                                    val_size=80))
     assert torch.equal(full.val.images, full.test.images)
 
 
 def test_split_errors():
     with pytest.raises(ValueError, match="holdout_size"):
-        D.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(train_size=100), val_split="holdout",
+        S.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(train_size=100), val_split="holdout",
                                 holdout_size=100))
     with pytest.raises(ValueError, match="val_size"):
-        D.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(test_size=50), val_size=51))
+        S.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(test_size=50), val_size=51))
     with pytest.raises(ValueError, match="val_size"):
-        D.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(train_size=100), val_split="holdout",
+        S.load_splits(RunConfig(dataset="synthetic", synthetic=SyntheticConfig(train_size=100), val_split="holdout",
                                 holdout_size=10, val_size=11))
 
 

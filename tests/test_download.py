@@ -1,6 +1,6 @@
 """trades_instability.data.download and the workflow's download rule, without network: archives in the real
 formats written by the tests (a tiny cifar-100-python tar.gz read back by torchvision's CIFAR100 loader
-through data/datasets.py, a tiny tiny-imagenet-200 zip), served from 127.0.0.1 or refused there."""
+through data/splits.py, a tiny tiny-imagenet-200 zip), served from 127.0.0.1 or refused there."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ import yaml
 from _configs import smoke_with_settings
 from test_data import cfg_for, patch_md5, write_cifar100, write_tiny
 
-from trades_instability.data import datasets as D
 from trades_instability.data import download as DL
+from trades_instability.data import splits as S
 from trades_instability.data.tinyimagenet import TINY_FOLDER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def test_cifar100_archive_is_verified_extracted_and_loadable(tmp_path, monkeypat
     assert rec["action"] == "extracted" and rec["path"] == str((root / "cifar-100-python").resolve())
     assert rec["md5"] == src.md5 and rec["dataset"] == "cifar100"
     assert not list(root.glob(".cifar-100-python.extract-*"))
-    s = D.load_splits(cfg_for("cifar100", root, download=False))  # torchvision's CIFAR100 loader via data/datasets.py
+    s = S.load_splits(cfg_for("cifar100", root, download=False))  # torchvision's CIFAR100 loader via data/splits.py
     assert torch.equal(s.train.images, torch.from_numpy(tr.reshape(-1, 3, 32, 32)))
     assert torch.equal(s.test.labels, torch.from_numpy(te_lab))
     assert DL.ensure(src, root, fetch=False)["action"] == "verified"  # second time: nothing to do
@@ -124,7 +124,7 @@ def test_tinyimagenet_zip_is_verified_extracted_and_loadable(tmp_path):
     root = archive.parent
     src = entry("tinyimagenet", archive, expect=TINY_EXPECT)
     assert DL.ensure(src, root, fetch=False)["action"] == "extracted"
-    s = D.load_splits(cfg_for("tinyimagenet", root, download=False))
+    s = S.load_splits(cfg_for("tinyimagenet", root, download=False))
     assert s.num_classes == 3 and s.train.images.shape == (6, 3, 64, 64) and s.test.images.shape == (4, 3, 64, 64)
     assert s.test.labels.tolist() == [2, 0, 1, 0]
     # the real counts are the published ones: a 3-class folder does not pass as TinyImageNet-200
@@ -224,7 +224,7 @@ def test_download_from_localhost(tmp_path, monkeypatch, serve):
     rec = DL.ensure(src, root, timeout=5, log=logs.append)
     assert rec["action"] == "downloaded" and rec["url"] == src.url
     assert any("downloading" in m for m in logs)
-    s = D.load_splits(cfg_for("cifar100", root, download=False))
+    s = S.load_splits(cfg_for("cifar100", root, download=False))
     assert torch.equal(s.train.images, torch.from_numpy(tr.reshape(-1, 3, 32, 32)))
 
 

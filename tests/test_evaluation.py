@@ -11,6 +11,7 @@ from torch import nn
 from trades_instability.config.run import RunConfig, SyntheticConfig, from_dict
 from trades_instability.core import attacks, metrics, models
 from trades_instability.data import datasets as data
+from trades_instability.data.splits import load_splits
 from trades_instability.evaluate import aa_batching, suite_config
 from trades_instability.evaluate import cli as eval_cli
 from trades_instability.evaluate import suite as evaluation
@@ -196,7 +197,7 @@ def test_cli_json_fosc_sgcs_match_independent_recomputation(tmp_path, capsys):
 
     # independent recomputation: same first 6 test images, same generator, same batches of 4
     model, _ = load_model(ckpt, "cpu")
-    test = data.load_splits(from_dict(_run_config().to_dict())).test
+    test = load_splits(from_dict(_run_config().to_dict())).test
     x, y = data.to_float(test.images[:6]), test.labels[:6]
     gen = torch.Generator().manual_seed(3)
     fosc, sgcs, correct = [], [], []

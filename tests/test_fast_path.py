@@ -20,7 +20,7 @@ import torch
 from trades_instability.config.run import from_dict
 from trades_instability.core import methods as core_methods
 from trades_instability.data.augment import crop_flip, draw_params
-from trades_instability.data.datasets import load_splits
+from trades_instability.data.splits import load_splits
 from trades_instability.tools.flops import counted_flops, forward_flops
 from trades_instability.tools.reference_trades import official_trades_loss
 from trades_instability.train import loop as training

@@ -12,6 +12,7 @@ import torch
 from trades_instability.config.run import RunConfig, SyntheticConfig, from_dict
 from trades_instability.core.models import build_model
 from trades_instability.data import datasets as data
+from trades_instability.data.splits import load_splits
 from trades_instability.evaluate import cli as eval_cli
 from trades_instability.evaluate import foreign as foreign_models
 from trades_instability.evaluate import suite as evaluation
@@ -56,7 +57,7 @@ def test_foreign_state_dict_loads_and_evaluates(tmp_path, capsys):
     assert doc["checkpoint_kind"] == "state_dict" and doc["checkpoint"] == str(sd) and doc["epoch"] is None
     assert doc["foreign_model"] == {"arch": "preact-resnet18", "width": 4, "num_classes": 10,
                                     "normalize": [[0.5] * 3, [0.25] * 3]}
-    test = data.load_splits(from_dict({"dataset": "synthetic"})).test
+    test = load_splits(from_dict({"dataset": "synthetic"})).test
     with torch.no_grad():
         clean = (model(data.to_float(test.images[:8])).argmax(1) == test.labels[:8]).float().mean()
     assert doc["clean_acc"] == pytest.approx(float(clean))

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from trades_instability.config import pipeline as pc
-from trades_instability.config import pipeline_checks
+from trades_instability.config import pipeline_loading
 from trades_instability.config import run as run_config_mod
 from trades_instability.config.run import run_identity
 from trades_instability.rundir import state as run_state
@@ -23,7 +23,7 @@ SMOKE = ROOT / "tests" / "configs" / "smoke.yaml"
 
 @pytest.fixture(scope="module")
 def paper() -> pc.PipelineConfig:
-    return pc.load(PAPER)
+    return pipeline_loading.load(PAPER)
 
 
 def rc(cfg, setting, seed=0):
@@ -150,7 +150,7 @@ def test_suites_per_table(paper):
 def test_config_suites_agree_with_evaluation_module(paper):
     suite_config = pytest.importorskip("trades_instability.evaluate.suite_config")
     builtin = suite_config.builtin_suites()
-    for cfg in (paper, pc.load(SMOKE)):
+    for cfg in (paper, pipeline_loading.load(SMOKE)):
         for name, spec in cfg.raw["suites"].items():
             suite_config.suite_from_dict(name, spec or {}, base=builtin.get(name))
     assert set(pc.BUILTIN_SUITES) == set(builtin)  # one table: config/suites.py
@@ -179,7 +179,7 @@ def test_run_config_yaml_round_trips(paper):
 
 
 def test_overrides_and_paths():
-    cfg = pc.load(PAPER, overrides={"results_dir": "/scratch/r", "data_root": "/data/x"})
+    cfg = pipeline_loading.load(PAPER, overrides={"results_dir": "/scratch/r", "data_root": "/data/x"})
     assert cfg.results_dir == "/scratch/r" and cfg.run_dir("default", 3) == "/scratch/r/runs/default/seed3"
     assert cfg.run_config("default", 0)["data_root"] == "/data/x"
 
@@ -193,7 +193,7 @@ def test_deep_merge_replaces_lists_and_merges_mappings():
 def test_named_and_inline_seeds():
     raw = yaml.safe_load(SMOKE.read_text())
     raw["settings"]["modified"]["seeds"] = [4, 9]
-    cfg = pipeline_checks.validate(raw)
+    cfg = pipeline_loading.validate(raw)
     assert cfg.seeds("modified") == [4, 9] and cfg.seeds("default") == [0, 1]
 
 
@@ -202,31 +202,31 @@ def test_named_and_inline_seeds():
 
 def test_data_check_names_the_folder(tmp_path: Path, paper):
     raw = dict(paper.raw, data_root=str(tmp_path / "data"), download=False)
-    cfg = pipeline_checks.validate(raw)
+    cfg = pipeline_loading.validate(raw)
     with pytest.raises(pc.PipelineConfigError) as info:
-        pipeline_checks.check_data_available(cfg, ["default", "fixed"])
+        pipeline_loading.check_data_available(cfg, ["default", "fixed"])
     msg = str(info.value)
     assert "cifar-100-python" in msg and str(tmp_path / "data") in msg and "data_root" in msg
     assert "tiny-imagenet-200" not in msg  # only what the requested settings need
     with pytest.raises(pc.PipelineConfigError) as info:
-        pipeline_checks.check_data_available(cfg)
+        pipeline_loading.check_data_available(cfg)
     assert all(f in str(info.value) for f in ("cifar-10-batches-py", "cifar-100-python", "tiny-imagenet-200"))
     folder = tmp_path / "data" / "cifar-100-python"
     folder.mkdir(parents=True)
     for f in ("train", "test", "meta"):
         (folder / f).write_bytes(b"x")
-    pipeline_checks.check_data_available(cfg, ["default", "fixed"])  # present (file presence; the loader checks md5)
+    pipeline_loading.check_data_available(cfg, ["default", "fixed"])  # present (file presence; the loader checks md5)
 
 
 def test_data_check_with_download_trusts_the_scheduled_downloads(tmp_path: Path, paper):
     """download: true (the default): a missing dataset is fine when its download job is scheduled; one whose
     record exists (no job) but whose folder has gone is refused with the command that fetches it."""
-    cfg = pipeline_checks.validate(dict(paper.raw, data_root=str(tmp_path / "data")))
+    cfg = pipeline_loading.validate(dict(paper.raw, data_root=str(tmp_path / "data")))
     assert cfg.download is True
-    pipeline_checks.check_data_available(cfg)  # default: the workflow fetches whatever is missing
-    pipeline_checks.check_data_available(cfg, ["default", "fixed"], fetching={"cifar100"})
+    pipeline_loading.check_data_available(cfg)  # default: the workflow fetches whatever is missing
+    pipeline_loading.check_data_available(cfg, ["default", "fixed"], fetching={"cifar100"})
     with pytest.raises(pc.PipelineConfigError) as info:
-        pipeline_checks.check_data_available(cfg, ["default", "c10_b1"], fetching={"cifar100"})
+        pipeline_loading.check_data_available(cfg, ["default", "c10_b1"], fetching={"cifar100"})
     msg = str(info.value)
     assert "cifar-10-batches-py" in msg and "cifar-100-python" not in msg
     assert f"python -m trades_instability download cifar10 --data-root {tmp_path / 'data'}" in msg
@@ -238,12 +238,12 @@ def test_run_configs_never_download(paper):
     assert all(paper.run_config(s, 0)["download"] is False for s in paper.settings)
     raw = dict(paper.raw, defaults={**paper.raw["defaults"], "download": True})
     with pytest.raises(pc.PipelineConfigError, match=r"defaults\.download: not allowed here .*top-level 'download'"):
-        pipeline_checks.validate(raw)
+        pipeline_loading.validate(raw)
 
 
 def test_synthetic_needs_no_data(tmp_path: Path):
-    cfg = pc.load(SMOKE, overrides={"data_root": str(tmp_path / "nothing")}, check_data=True)
-    pipeline_checks.check_data_available(cfg)
+    cfg = pipeline_loading.load(SMOKE, overrides={"data_root": str(tmp_path / "nothing")}, check_data=True)
+    pipeline_loading.check_data_available(cfg)
 
 
 # ------------------------------------------------------------------------ state / publish helpers
@@ -307,23 +307,23 @@ def test_detection_settings_default_to_all_and_follow_the_key(paper):
         "conv_official_b1", "conv_official_b3", "arch_preact_default", "arch_wrn_default",
         *(s for s in paper.review_settings() if s.startswith("rev_"))}
     assert len(paper.runs(paper.detection_settings())) == 219
-    smoke = pc.load(SMOKE)
+    smoke = pipeline_loading.load(SMOKE)
     assert "detection" not in yaml.safe_load(SMOKE.read_text())  # absent key = all settings
     assert smoke.detection_settings() == smoke.paper_settings()
     assert set(smoke.paper_settings()) <= set(smoke.settings)
-    picked = pc.load(SMOKE, overrides={"detection": {"settings": ["fixed", "default", "fixed"]}})
+    picked = pipeline_loading.load(SMOKE, overrides={"detection": {"settings": ["fixed", "default", "fixed"]}})
     assert picked.detection_settings() == ["fixed", "default"]
 
 
 def test_crossarch_rows_name_settings_of_their_architecture():
-    good = pc.load(SMOKE)
+    good = pipeline_loading.load(SMOKE)
     assert good.grid_settings("crossarch") == ["default", "s_arch_preact", "s_arch_wrn"]
     assert [good.run_config(s, 0)["arch"] for s in good.grid_settings("crossarch")] == list(run_config_mod.ARCHS)
     swapped = {"rows": [{"label": "d", "resnet18": "default", "preact-resnet18": "s_arch_wrn",
                          "wrn-34-10": "s_arch_wrn"}]}
     with pytest.raises(pc.PipelineConfigError, match=r"crossarch.rows\[0\].preact-resnet18: setting 's_arch_wrn' is "
                                                      r"trained with arch 'wrn-34-10', not 'preact-resnet18'"):
-        pc.load(SMOKE, overrides={"crossarch": swapped})
+        pipeline_loading.load(SMOKE, overrides={"crossarch": swapped})
 
 
 def test_schema_and_registry_name_the_same_artifacts():

@@ -80,9 +80,9 @@ def test_smoke_every_target(smoke):
     cfg = yaml.safe_load(SMOKE.read_text())
     # every classified run of the paper's settings without the fix (detection.settings absent = all the
     # settings the tables and figures read; the conventions-only settings are not among them)
-    from trades_instability.config import pipeline as pipeline_config
+    from trades_instability.config import pipeline_loading
 
-    paper_settings = pipeline_config.load(SMOKE).paper_settings()
+    paper_settings = pipeline_loading.load(SMOKE).paper_settings()
     no_fix = [s for s in paper_settings
               if not (cfg["settings"][s].get("overrides") or {}).get("fix", {}).get("enabled")]
     assert set(runs["setting"]) == set(no_fix) and "conv_official_b3" in cfg["settings"]

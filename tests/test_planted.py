@@ -16,7 +16,7 @@ from torch import nn
 
 from trades_instability import aggregate as agg
 from trades_instability.config import pipeline as pc
-from trades_instability.config import pipeline_checks
+from trades_instability.config import pipeline_loading
 from trades_instability.config.run import PLANT_KINDS, PlantMaskingConfig
 from trades_instability.core import attacks, masking, metrics
 from trades_instability.core.models import build_model
@@ -191,7 +191,7 @@ def _smoke() -> dict:
 
 
 def test_pipeline_plants_only_the_listed_seeds_and_fixed_alike():
-    cfg = pc.load(SMOKE)
+    cfg = pipeline_loading.load(SMOKE)
     assert cfg.run_config("default", 1)["plant_masking"] == {"kind": "quantize", "levels": 8, "shift": 2,
                                                             "noise_std": 0.0, "epochs": []}
     assert cfg.run_config("default", 0)["plant_masking"]["epochs"] == [2, 3]
@@ -225,7 +225,7 @@ def test_bad_plant_masking_stops_naming_the_key(change, fragment):
     raw = copy.deepcopy(_smoke())
     change(raw)
     with pytest.raises(pc.PipelineConfigError) as e:
-        pipeline_checks.validate(raw)
+        pipeline_loading.validate(raw)
     assert fragment in str(e.value), str(e.value)
 
 

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from trades_instability.config import pipeline as pipeline_config
+from trades_instability.config import pipeline_loading
 from trades_instability.report import registry
 from trades_instability.workflow.paths import WorkflowPaths
 
@@ -27,7 +27,7 @@ TARGETS = ["paper", "conventions", "crossarch", "review", "results/summary.csv"]
 
 
 def test_every_artifacts_code_exists_and_is_an_input():
-    w = WorkflowPaths(pipeline_config.load(SMOKE), ROOT)
+    w = WorkflowPaths(pipeline_loading.load(SMOKE), ROOT)
     for art in registry.ARTIFACTS:
         code = w.code_of(art.name)
         files = [code["builder"], *([code["template"]] if art.template else []), *code.get("shared_templates", [])]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trades_instability.config import pipeline as pc
+from trades_instability.config import pipeline_loading
 from trades_instability.rundir import layout
 from trades_instability.rundir.layout import RunDir
 from trades_instability.rundir.records import RunFiles
@@ -16,7 +16,7 @@ SMOKE = ROOT / "tests" / "configs" / "smoke.yaml"
 
 
 def test_builders_agree_with_the_layout():
-    cfg = pc.load(SMOKE, overrides={"results_dir": "/scratch/r/"})
+    cfg = pipeline_loading.load(SMOKE, overrides={"results_dir": "/scratch/r/"})
     w = WorkflowPaths(cfg, "/repo")
     assert cfg.run_dir("default", 3) == layout.run_dir("/scratch/r", "default", 3) == "/scratch/r/runs/default/seed3"
     assert w.run_file("run.json") == "/scratch/r/runs/{setting}/seed{seed}/run.json"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from trades_instability.config.pipeline import load
+from trades_instability.config.pipeline_loading import load
 from trades_instability.rundir import layout
 from trades_instability.rundir.progress import read_csv_rows
 from trades_instability.status import main

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import yaml
 
 from trades_instability.config import pipeline as pipeline_config
-from trades_instability.config import pipeline_checks
+from trades_instability.config import pipeline_loading
 from trades_instability.workflow.paths import (
     ENV_DATA_ROOT,
     ENV_DATA_ROOT_YAML,
@@ -29,7 +29,7 @@ ODD_ROOT = "/data sets/it's \"here\" $HOME\\x"
 
 
 def smoke_pc(**overrides):
-    return pipeline_config.load(SMOKE, overrides=overrides or None)
+    return pipeline_loading.load(SMOKE, overrides=overrides or None)
 
 
 def test_paths_and_inputs():
@@ -97,7 +97,7 @@ def test_data_input_is_the_ancient_download_record():
     pc = smoke_pc(results_dir="res", data_root="/elsewhere")
     raw = {**pc.raw, "settings": {**pc.raw["settings"], "c100": {"overrides": {"dataset": "cifar100"},
                                                                  "seeds": [0], "suites": ["cheap"]}}}
-    w = WorkflowPaths(pipeline_checks.validate(raw), "/repo")
+    w = WorkflowPaths(pipeline_loading.validate(raw), "/repo")
     data = w.data_input(SimpleNamespace(setting="c100"))["data"]
     assert data == "res/datasets/cifar100.json" and data.flags.get("ancient")
     assert w.data_input(SimpleNamespace(setting="default")) == {}

@@ -159,7 +159,7 @@ def render(runs: list[RunProgress], summary: dict[str, Any], results_dir: str) -
 
 
 def _load(args) -> tuple[Any, str]:
-    from trades_instability.config.pipeline import load
+    from trades_instability.config.pipeline_loading import load
 
     path = Path(args.configfile) if args.configfile else (Path("config.yaml") if Path("config.yaml").is_file()
                                                            else REPO_CONFIG)

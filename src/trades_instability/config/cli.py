@@ -9,7 +9,7 @@ shell lines call); each command prints one line per message and exits 1 on error
 It lives in ``config/``, not ``rundir/``, because two of its four commands load the pipeline config, and
 the dependency runs one way: ``config`` uses ``rundir`` (the run layout), ``rundir`` never imports
 ``config``. Only argument parsing and printing are here: the work is
-:func:`trades_instability.config.pipeline.load` and :mod:`trades_instability.rundir.state`.
+:func:`trades_instability.config.pipeline_loading.load` and :mod:`trades_instability.rundir.state`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trades_instability.config.pipeline import PipelineConfigError, load
+from trades_instability.config.pipeline import PipelineConfigError
+from trades_instability.config.pipeline_loading import load
 from trades_instability.rundir.state import RunStateError, prepare_state, publish
 
 PROG = "python -m trades_instability pipeline"

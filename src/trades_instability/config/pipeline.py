@@ -1,19 +1,20 @@
-"""The pipeline config (``config.yaml``): loading and expansion into runs.
+"""The pipeline config (``config.yaml``): its expansion into settings, seeds and runs.
 
 A *setting* is one unique set of run-config overrides; it is trained once per seed, whatever number
 of tables and figures read it. A *run* is one (setting, seed) pair; its resolved run config is
 
     RunConfig defaults  <-  config ``defaults:``  <-  ``data_root``  <-  setting ``overrides:``  <-  seed
 
-(deep-merged, later wins). :func:`load` validates it (:func:`trades_instability.config.pipeline_checks.validate`:
-the JSON schema, then semantic checks) and stops at the first problem with ONE :class:`PipelineConfigError`
-whose message names the key path and what is allowed.
+(deep-merged, later wins). A :class:`PipelineConfig` is built only by
+:func:`trades_instability.config.pipeline_loading.validate` (through its ``load``): the JSON schema, then semantic
+checks, stopping at the first problem with ONE :class:`PipelineConfigError` whose message names the key path and
+what is allowed.
 
 A setting's ``plant_masking:`` (a positive control, README "Planted control") puts gradient masking on the
 seeds it lists: those runs get ``plant_masking`` in their run config (:meth:`PipelineConfig.plant_of`), the
 others none; ``{same_as: <setting>}`` plants a setting's shared seeds as another does (the Fixed setting).
 
-Around it: the validation and the dataset check (:mod:`trades_instability.config.pipeline_checks`), the schema
+Around it: loading, validation and the dataset check (:mod:`trades_instability.config.pipeline_loading`), the schema
 (:mod:`trades_instability.config.schema`), the built-in suites (:mod:`trades_instability.config.suites`), the run
 directory's paths (:mod:`trades_instability.rundir.layout`) and the command line (:mod:`trades_instability.config.cli`,
 run as ``python -m trades_instability pipeline``).
@@ -24,13 +25,11 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from trades_instability.config import run as run_config_mod
-from trades_instability.config.schema import YAML_LOADER
 from trades_instability.config.suites import BUILTIN_SUITES, builtin_attacks
 from trades_instability.rundir import layout
 
@@ -305,28 +304,3 @@ def spec_refs(spec: Any, prefix: str) -> list[tuple[str, str]]:
         elif k in SETTING_KEYS and isinstance(v, str):
             refs.append((f"{prefix}.{k}", v))
     return refs
-
-
-# ------------------------------------------------------------------------------------- loading
-
-
-def load_raw(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineConfigError(f"pipeline config {path} does not exist")
-    try:
-        raw = yaml.load(path.read_text(), Loader=YAML_LOADER)
-    except yaml.YAMLError as e:
-        raise PipelineConfigError(f"pipeline config {path} is not valid YAML: {' '.join(str(e).split())}") from None
-    return raw if raw is not None else {}
-
-
-def load(path: str | Path, *, overrides: dict[str, Any] | None = None, check_data: bool = False) -> PipelineConfig:
-    """Load, merge ``overrides`` (like snakemake's --config) and validate a pipeline config file."""
-    # imported here, not at the top: pipeline_checks builds the PipelineConfig defined in this module
-    from trades_instability.config.pipeline_checks import validate
-
-    raw = load_raw(path)
-    if overrides and isinstance(raw, dict):
-        raw = deep_merge(raw, overrides)
-    return validate(raw, source=str(path), check_data=check_data)

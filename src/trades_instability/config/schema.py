@@ -2,7 +2,7 @@
 
 :func:`schema_error` turns jsonschema's first (most specific) error into ONE line that names the key path
 and what is allowed there; :func:`split_config_error` splits a :class:`trades_instability.config.run.ConfigError`
-message into (key, detail) so that :mod:`trades_instability.config.pipeline_checks` can name the key where the
+message into (key, detail) so that :mod:`trades_instability.config.pipeline_loading` can name the key where the
 user wrote it (``defaults.<key>`` or ``settings.<name>.overrides.<key>``). ``jsonschema`` is imported
 only when a config is validated.
 """

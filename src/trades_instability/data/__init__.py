@@ -1,7 +1,7 @@
 """Datasets.
 
-- ``datasets``: ImageSet / DataSplits, load_splits (dispatch to the loaders below), the validation split,
-  on-device batches and the exact uint8 -> float table.
+- ``datasets``: ImageSet / DataSplits, DatasetUnavailable, on-device batches and the exact uint8 -> float table.
+- ``splits``: load_splits, a run's train / validation / test splits through the loaders below.
 - ``cifar``, ``tinyimagenet``, ``synthetic``: the loaders of CIFAR-10/100 (torchvision's files),
   TinyImageNet-200 (its folder layout, with a decoded cache) and the deterministic synthetic task.
 - ``augment``: on-device random crop and flip.

@@ -3,7 +3,7 @@
 Driven only by :data:`trades_instability.data.download.SOURCES` (the one table of the datasets: folder,
 required files, archive, URL): presence of the required paths, no md5 (the download rule and the
 loaders check those). Imports nothing heavy: Snakemake's ``onstart`` hook runs it through
-:func:`trades_instability.config.pipeline_checks.check_data_available`, which names the settings and raises
+:func:`trades_instability.config.pipeline_loading.check_data_available`, which names the settings and raises
 the pipeline config's error.
 """
 

@@ -51,6 +51,7 @@ def load_checkpoint_with_data(checkpoint, device, data_root: str | None = None):
     foreign file, weights that do not fit, a config that disagrees with the weights, a missing dataset,
     a class count that differs) is one :class:`CheckpointInputError`, raised before any attack runs."""
     from trades_instability.data import datasets as data
+    from trades_instability.data.splits import load_splits
 
     try:
         model, ckpt = load_model(checkpoint, device)
@@ -75,7 +76,7 @@ def load_checkpoint_with_data(checkpoint, device, data_root: str | None = None):
     if data_root is not None:
         cfg.data_root = data_root
     try:
-        splits = data.load_splits(cfg)
+        splits = load_splits(cfg)
     except data.DatasetUnavailable as e:
         raise CheckpointInputError(" ".join(str(e).split())) from None
     if splits.num_classes != meta.get("num_classes"):
@@ -95,10 +96,11 @@ def load_foreign_with_data(args, device):
     """The model of ``--state-dict`` / ``--robustbench`` and the ``--dataset`` test set; returns
     ``(model, ckpt, splits, source)`` (``ckpt`` a stand-in with no epoch). Problems: CheckpointInputError."""
     from trades_instability.data import datasets as data
+    from trades_instability.data.splits import load_splits
 
     try:
         cfg = from_dict({"dataset": args.dataset, "data_root": args.data_root or "data", "download": False})
-        splits = data.load_splits(cfg)
+        splits = load_splits(cfg)
     except (ConfigError, data.DatasetUnavailable) as e:
         raise CheckpointInputError(" ".join(str(e).split())) from None
     try:

@@ -5,7 +5,7 @@ it names must have, and which function builds it from which template.
 Everything else is derived from :data:`ARTIFACTS`, in the spirit of showyourwork's one declaration per
 figure (``workflow/rules/figure.smk``):
 
-* the per-artifact config checks (:func:`trades_instability.config.pipeline_checks._check_target_needs`): every
+* the per-artifact config checks (:func:`trades_instability.config.pipeline_loading._check_target_needs`): every
   setting an artifact names evaluates the artifact's :attr:`Artifact.attacks` and meets its
   :attr:`Artifact.requires`;
 * the workflow's targets and inputs (:mod:`trades_instability.workflow.paths`): ``paper`` = the

@@ -56,6 +56,7 @@ from trades_instability.runtime import device_description, execution_mode, resol
 from trades_instability.tools.bench_eval import print_evaluation
 from trades_instability.tools.bench_training import (
     CIFAR_TRAIN_SIZE,
+    ProjectStepper,
     Variant,
     measured_work,
     print_training,
@@ -69,32 +70,6 @@ from trades_instability.tools.reference_trades import ReferenceTrainer, official
 # ----------------------------------------------------------------------------------------------
 # The project's path: the Trainer's own epoch iterator and step
 # ----------------------------------------------------------------------------------------------
-class ProjectStepper:
-    """Drives :class:`~trades_instability.train.loop.Trainer` one training step at a time, exactly as
-    ``Trainer.train_epoch`` does (same batch iterator, same :class:`~trades_instability.train.step.TradesStep`,
-    same epoch statistics)."""
-
-    def __init__(self, trainer):
-        self.trainer = trainer
-        trainer.setup()
-        self.epoch = 0
-        self._new_epoch()
-
-    def _new_epoch(self) -> None:
-        self.epoch += 1
-        self.stats = self.trainer.step.start_epoch(self.epoch)
-        self._it = enumerate(self.trainer.epoch_batches())
-
-    def step(self) -> None:
-        try:
-            b, (x, y) = next(self._it)
-        except StopIteration:
-            self.stats.check_finite()
-            self._new_epoch()
-            b, (x, y) = next(self._it)
-        self.trainer.step(x, y, batch=b, state=self.trainer.state, stats=self.stats)
-
-
 # ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
@@ -245,7 +220,8 @@ def _train_size(args: argparse.Namespace) -> int:
 
 def _load_splits(cfg32):
     """The data shared by every path."""
-    from trades_instability.data.datasets import DatasetUnavailable, load_splits
+    from trades_instability.data.datasets import DatasetUnavailable
+    from trades_instability.data.splits import load_splits
 
     try:
         return load_splits(cfg32)

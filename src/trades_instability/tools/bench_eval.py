@@ -8,7 +8,7 @@ import contextlib
 import copy
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,12 +16,9 @@ from torch import nn
 from trades_instability.core.memory_format import use_channels_last
 from trades_instability.data.datasets import to_float
 from trades_instability.tools import precision_check
-from trades_instability.tools.bench_training import run_config
+from trades_instability.tools.bench_training import ProjectStepper, run_config
 from trades_instability.tools.flops import sync
 from trades_instability.tools.text_table import fmt, render_table
-
-if TYPE_CHECKING:
-    from trades_instability.tools.bench import ProjectStepper
 
 EVAL_HEADERS = ["evaluation", "precision", "examples", "batch", "seconds", "examples/s", "result"]
 

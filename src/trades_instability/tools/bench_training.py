@@ -1,5 +1,6 @@
 """The bench's training-step timing (:mod:`trades_instability.tools.bench`): the RunConfig of every timed path,
-the measured work per step, interleaved timed rounds and the training table."""
+the stepper that drives the trainer one step at a time, the measured work per step, interleaved timed rounds and
+the training table."""
 
 from __future__ import annotations
 
@@ -9,17 +10,41 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from trades_instability.tools.flops import FLOOR_FWD_PER_IMAGE, counted_flops, peak_gemm_flops, sync
 from trades_instability.tools.text_table import fmt, render_table
 
-if TYPE_CHECKING:
-    from trades_instability.tools.bench import ProjectStepper
-
 CIFAR_TRAIN_SIZE = 50_000
+
+
+class ProjectStepper:
+    """Drives :class:`~trades_instability.train.loop.Trainer` one training step at a time, exactly as
+    ``Trainer.train_epoch`` does (same batch iterator, same :class:`~trades_instability.train.step.TradesStep`,
+    same epoch statistics)."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        trainer.setup()
+        self.epoch = 0
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.epoch += 1
+        self.stats = self.trainer.step.start_epoch(self.epoch)
+        self._it = enumerate(self.trainer.epoch_batches())
+
+    def step(self) -> None:
+        try:
+            b, (x, y) = next(self._it)
+        except StopIteration:
+            self.stats.check_finite()
+            self._new_epoch()
+            b, (x, y) = next(self._it)
+        self.trainer.step(x, y, batch=b, state=self.trainer.state, stats=self.stats)
+
 
 
 @dataclass

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from trades_instability.data.datasets import to_float
+from trades_instability.data.splits import load_splits
 from trades_instability.evaluate.suite_config import SuiteConfig, suite_from_dict
 from trades_instability.train.errors import Interrupted
 
@@ -227,15 +229,14 @@ def evaluation_agrees_with_cpu(out: Path, device: torch.device) -> dict[str, Any
     """PGD-10 and Square from fixed starts on a trained toy model, on the CPU and on the device: clean accuracy
     equal, attack accuracies within 2 examples of 64 (a borderline flag may flip with floating-point order),
     FOSC within 10 %, SGCS within 5 %."""
-    from trades_instability.data import datasets as data
     from trades_instability.evaluate import suite as evaluation
     from trades_instability.rundir.checkpoint import load_model
     from trades_instability.train.loop import train
 
     cfg = toy_config("cpu", epochs=2, synthetic={"test_size": 64})
     train(cfg, out, log=_quiet)
-    test = data.load_splits(cfg).test
-    x, y = data.to_float(test.images), test.labels
+    test = load_splits(cfg).test
+    x, y = to_float(test.images), test.labels
     suite = SuiteConfig(attacks=["clean", "pgd10", "square"], batch_size=32, square_queries=200)
     res = {}
     for dev in ("cpu", str(device)):
@@ -293,10 +294,9 @@ def autoattack_through_eval_cli(out: Path, device: torch.device) -> dict[str, An
 
 # ------------------------------------------------------------------------------------------ the GPU path
 def to_float_bit_identical(out: Path, device: torch.device) -> dict[str, Any]:
-    from trades_instability.data import datasets as data
 
     v = torch.arange(256, dtype=torch.uint8)
-    require(torch.equal(data.to_float(v.to(device)).cpu(), data.to_float(v)), f"to_float differs on {device}")
+    require(torch.equal(to_float(v.to(device)).cpu(), to_float(v)), f"to_float differs on {device}")
     return {"summary": f"uint8 -> float identical on {device} and cpu"}
 
 

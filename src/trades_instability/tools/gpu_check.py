@@ -204,7 +204,7 @@ def short_run(scale: Scale, out: Path, device: torch.device) -> dict[str, Any]:
 def short_eval(scale: Scale, out: Path, device: torch.device) -> dict[str, Any]:
     """PGD-10, Square and AutoAttack on the short run's best checkpoint, the first ``eval_n`` test examples,
     timed, with the loss landscape (evaluate_checkpoint, as trades-eval runs it)."""
-    from trades_instability.data.datasets import load_splits
+    from trades_instability.data.splits import load_splits
     from trades_instability.evaluate import suite as evaluation
     from trades_instability.evaluate.suite_config import suite_from_dict
     from trades_instability.rundir.checkpoint import load_model

@@ -2,7 +2,7 @@
 trades_instability.tools.gpu_share ...``, started by :mod:`trades_instability.tools.gpu_check`).
 
 Each process builds the bench's training step (the Trainer's own,
-:class:`~trades_instability.tools.bench.ProjectStepper`), warms it up (cuDNN autotuning, allocator) and writes
+:class:`~trades_instability.tools.bench_training.ProjectStepper`), warms it up (cuDNN autotuning, allocator) and writes
 ``DIR/ready<i>``. Then, for each K of ``--ks``: when its index is below K it waits for ``DIR/go<K>``, times
 ``--steps`` steps and writes ``DIR/job<i>-k<K>.json`` (images/s, peak memory); the others wait idle. So max(K)
 processes start once and every K times the same interval with exactly K of them working."""
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from trades_instability.config.run import from_dict
     from trades_instability.runtime import execution_mode, resolve_device
-    from trades_instability.tools.bench import ProjectStepper
+    from trades_instability.tools.bench_training import ProjectStepper
     from trades_instability.tools.flops import sync
     from trades_instability.train.loop import Trainer
 

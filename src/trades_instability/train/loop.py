@@ -34,7 +34,8 @@ from trades_instability.core.memory_format import compile_options, use_channels_
 from trades_instability.core.metrics import GRADALIGN_STREAM
 from trades_instability.core.models import build_model, input_normalization
 from trades_instability.data.augment import augment_batch
-from trades_instability.data.datasets import DataSplits, iterate_batches, load_splits
+from trades_instability.data.datasets import DataSplits, iterate_batches
+from trades_instability.data.splits import load_splits
 from trades_instability.rundir import layout
 from trades_instability.rundir.atomic_io import write_json
 from trades_instability.rundir.checkpoint import load_checkpoint

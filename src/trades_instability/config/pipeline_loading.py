@@ -1,5 +1,6 @@
-"""Validation of a whole pipeline config: :func:`validate` turns the loaded dict into a
-:class:`~trades_instability.config.pipeline.PipelineConfig`; :func:`check_data_available` checks the datasets.
+"""A pipeline config file read and checked: :func:`load` reads config.yaml (plus ``--config``-like overrides),
+:func:`validate` turns the dict into a :class:`~trades_instability.config.pipeline.PipelineConfig`;
+:func:`check_data_available` checks the datasets.
 
 Validation happens in two steps and stops at the first problem with ONE
 :class:`~trades_instability.config.pipeline.PipelineConfigError` whose message names the key path and what is
@@ -27,13 +28,16 @@ Around it: the schema and its error lines (:mod:`trades_instability.config.schem
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from trades_instability.config import run as run_config_mod
 from trades_instability.config import suites as suites_mod
 from trades_instability.config.pipeline import PipelineConfig, PipelineConfigError, deep_merge, spec_refs
 from trades_instability.config.run import ConfigError
-from trades_instability.config.schema import has_path, schema_error, split_config_error, top_level_defaults
+from trades_instability.config.schema import YAML_LOADER, has_path, schema_error, split_config_error, top_level_defaults
 from trades_instability.data.availability import missing_data
 
 FORBIDDEN_RUN_KEYS = {
@@ -49,6 +53,25 @@ FORBIDDEN_RUN_KEYS = {
 SEED_PAIRED = {("tables", "table3"): ("regular_unstable", "fixed"), ("figures", "figure6"): ("unstable", "fixed")}
 
 DEFAULTS_TOP = top_level_defaults()  # the schema's `default:` values (the Snakefile fills them into `config`)
+
+
+def load_raw(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineConfigError(f"pipeline config {path} does not exist")
+    try:
+        raw = yaml.load(path.read_text(), Loader=YAML_LOADER)
+    except yaml.YAMLError as e:
+        raise PipelineConfigError(f"pipeline config {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    return raw if raw is not None else {}
+
+
+def load(path: str | Path, *, overrides: dict[str, Any] | None = None, check_data: bool = False) -> PipelineConfig:
+    """Load, merge ``overrides`` (like snakemake's --config) and validate a pipeline config file."""
+    raw = load_raw(path)
+    if overrides and isinstance(raw, dict):
+        raw = deep_merge(raw, overrides)
+    return validate(raw, source=str(path), check_data=check_data)
 
 
 def validate(raw: Any, *, source: str = "<config>", check_data: bool = False) -> PipelineConfig:
