@@ -1,4 +1,5 @@
-"""The shape of the library (issue 29, "split along the seams"): small modules, short functions, and one list
+"""The shape of the library (issue 29, "split along the seams"): small modules, short functions, no import circle,
+and one list
 of each package's modules (its ``__init__`` docstring, which the README's Layout points to instead of restating).
 """
 
@@ -57,3 +58,64 @@ def test_long_function_is_found():
     source = f"class A:\n    def short(self):\n        pass\n\n    def long(self):\n{body}\n"
     assert long_functions(source) == []  # exactly at the limit
     assert long_functions(source + "        y = 0\n") == [("long", MAX_FUNCTION_LINES + 1)]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the library modules it imports, at the top or inside a function (a late import still ties
+    the two files together), each ``from package import module`` resolved to the module."""
+    names = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in MODULES}
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        out = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                out |= {a.name for a in node.names if a.name in names}
+            elif isinstance(node, ast.ImportFrom) and node.module in names:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & names.keys()
+                out |= subs or {node.module}
+        out.discard(name)
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import loops: strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circles():
+    """Imports run one way, from the stages down to core (README, Layout): no two modules import each other,
+    directly or round a loop, not even through a late import inside a function."""
+    assert circles(import_graph()) == []
+
+
+def test_circles_are_found():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert circles(graph) == [["a", "b", "c"]]
+    assert "trades_instability.data.splits" in import_graph()["trades_instability.train.loop"]
