@@ -1,6 +1,6 @@
 """The shape of the library (issue 29, "split along the seams"): small modules, short functions, no import circle,
-and one list
-of each package's modules (its ``__init__`` docstring, which the README's Layout points to instead of restating).
+and one list of each package's modules (its ``__init__`` docstring, which the README's Layout points to instead of
+restating it).
 """
 
 import ast
