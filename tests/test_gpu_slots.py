@@ -118,3 +118,5 @@ def test_bad_settings_and_usage_are_one_line(tmp_path, capsys):
         gpu_slots.settings_from_env({gpu_slots.ENV_GPU_SLOTS: "{oops"})
     assert gpu_slots.main(["x", "--", "true"]) == 2
     assert "usage" in capsys.readouterr().err
+    assert gpu_slots.main(["--help"]) == 0  # asked for: the usage on stdout, success
+    assert capsys.readouterr().out.startswith("usage: python -m trades_instability gpu-slot")

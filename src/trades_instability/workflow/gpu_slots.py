@@ -138,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m trades_instability gpu-slot N -- COMMAND...``: exec COMMAND with a GPU of its own when
     the job claims N >= 1 GPUs and ``$TRADES_GPU_SLOTS`` is set, else unchanged."""
     argv = sys.argv[1:] if argv is None else argv
+    usage = "usage: python -m trades_instability gpu-slot GPUS_OF_THE_JOB -- COMMAND [ARGS...]"
+    if argv in (["-h"], ["--help"]):
+        print(usage)
+        return 0
     if len(argv) < 3 or argv[1] != "--" or not argv[0].isdigit():
-        print("usage: python -m trades_instability gpu-slot GPUS_OF_THE_JOB -- COMMAND [ARGS...]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     n, cmd = int(argv[0]), argv[2:]
     env = dict(os.environ)
