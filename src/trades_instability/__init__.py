@@ -13,6 +13,7 @@ One package per stage of the pipeline, each package's docstring the list of its 
 - ``tools``: the speed benchmark, the precision check and gpu-check.
 - ``status``: the sweep's table of runs (``python -m trades_instability status``).
 - ``runtime``: device resolution, execution mode and library versions (shared by train, evaluate, tools).
+- ``one_line_parser``: the command lines' argument parser whose errors are one line.
 - ``__main__``: every command-line verb; the rules' shell lines call only these, so moving a module changes no rule.
 
 A researcher training TRADES elsewhere needs only ``core.metrics`` (FOSC, SGCS), ``core.losses`` and

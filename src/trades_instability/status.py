@@ -23,18 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trades_instability.one_line_parser import OneLineParser
 from trades_instability.rundir import layout
 from trades_instability.rundir import lock as run_lock
 from trades_instability.rundir.progress import STATES, RunProgress, read_progress
 
 PROG = "python -m trades_instability status"
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def _positive(text: str) -> float:
@@ -48,7 +43,7 @@ def _positive(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    p = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--configfile", default=None,
                    help="pipeline config, as given to snakemake (default: ./config.yaml, else the repository's)")
     p.add_argument("--results-dir", default=None,

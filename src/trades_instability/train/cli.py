@@ -14,13 +14,8 @@ import argparse
 import sys
 
 from trades_instability.config.run import ConfigError, load_config
+from trades_instability.one_line_parser import OneLineParser
 from trades_instability.rundir.checkpoint import CheckpointError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse's default prints the usage too)
-        print(f"trades-train: error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def _positive_int(text: str) -> int:
@@ -34,7 +29,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="trades-train", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="trades-train", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="run config (YAML); missing keys take the paper's defaults")
     p.add_argument("--out", required=True, help="run directory (epochs.csv, batches.csv, checkpoints/, run.json)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the config's device)")
