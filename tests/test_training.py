@@ -447,17 +447,23 @@ def test_compile_watch_reports_the_recompile_limit_in_the_run_log():
     assert getattr(torch._dynamo.config, key) == default
 
 
-def test_resume_accepts_a_checkpoint_written_before_a_key_existed(tmp_path, tiny_run_config):
-    """A last.pt of a version without `deterministic` resumes when the key is at its default, not otherwise."""
+def _last_pt_of_an_older_version(cfg, out, drop) -> None:
+    """Train ``cfg`` for one epoch into ``out``, then rewrite its last.pt as an older version would have written
+    it: without the config keys that ``drop(config)`` deletes."""
     from trades_instability.rundir.checkpoint import save_checkpoint
 
-    cfg = tiny_run_config()
     with pytest.raises(Interrupted):
-        Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
-    last = tmp_path / "checkpoints" / "last.pt"
+        Trainer(cfg, out, log=lambda m: None, stop_after_epoch=1).run()
+    last = out / "checkpoints" / "last.pt"
     ckpt = load_checkpoint(last)
-    del ckpt["config"]["deterministic"]
+    drop(ckpt["config"])
     save_checkpoint(last, ckpt)
+
+
+def test_resume_accepts_a_checkpoint_written_before_a_key_existed(tmp_path, tiny_run_config):
+    """A last.pt of a version without `deterministic` resumes when the key is at its default, not otherwise."""
+    cfg = tiny_run_config()
+    _last_pt_of_an_older_version(cfg, tmp_path, lambda c: c.pop("deterministic"))
     with pytest.raises(CheckpointError, match="keys differ: deterministic"):
         Trainer(tiny_run_config(deterministic=True), tmp_path, log=lambda m: None).run()
     assert train(cfg, tmp_path, log=lambda m: None)["epochs_completed"] == 2
@@ -465,17 +471,14 @@ def test_resume_accepts_a_checkpoint_written_before_a_key_existed(tmp_path, tiny
 
 def test_resume_accepts_a_checkpoint_written_before_the_review_keys_existed(tmp_path, tiny_run_config):
     """A last.pt without the seed-source keys, alp_lambda and the nested fix.mode resumes at their defaults."""
-    from trades_instability.rundir.checkpoint import save_checkpoint
+
+    def drop(config):
+        for key in ("init_seed", "data_seed", "attack_seed", "alp_lambda"):
+            del config[key]
+        del config["fix"]["mode"]
 
     cfg = tiny_run_config()
-    with pytest.raises(Interrupted):
-        Trainer(cfg, tmp_path, log=lambda m: None, stop_after_epoch=1).run()
-    last = tmp_path / "checkpoints" / "last.pt"
-    ckpt = load_checkpoint(last)
-    for key in ("init_seed", "data_seed", "attack_seed", "alp_lambda"):
-        del ckpt["config"][key]
-    del ckpt["config"]["fix"]["mode"]
-    save_checkpoint(last, ckpt)
+    _last_pt_of_an_older_version(cfg, tmp_path, drop)
     with pytest.raises(CheckpointError, match="keys differ: fix"):
         Trainer(tiny_run_config(fix={"mode": "always"}), tmp_path, log=lambda m: None).run()
     assert train(cfg, tmp_path, log=lambda m: None)["epochs_completed"] == 2
