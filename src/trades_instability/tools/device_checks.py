@@ -17,7 +17,6 @@ import csv
 import io
 import json
 import math
-import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from trades_instability.data.datasets import to_float
 from trades_instability.data.splits import load_splits
 from trades_instability.evaluate.suite_config import SuiteConfig, suite_from_dict
+from trades_instability.tools.flops import peak_bytes
 from trades_instability.train.errors import Interrupted
 
 GiB = 2**30
@@ -48,7 +48,7 @@ def require(cond: bool, message: str) -> None:
 
 
 def toy_config(device: str | torch.device = "cpu", **overrides):
-    """A run config small enough to train an epoch in about a second on one CPU core (tests' tiny_run_config)."""
+    """A run config small enough to train an epoch in about a second on one CPU core (the tests' tiny_run_config)."""
     from trades_instability.config.run import from_dict
 
     base: dict[str, Any] = {
@@ -356,14 +356,6 @@ def _peak_reset(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _peak_gib(device: torch.device) -> float:
-    """CUDA: the allocator's peak since the last reset. CPU (no allocator statistics): the process's peak RSS,
-    an upper bound of what the job itself needs (it includes the interpreter and torch)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / GiB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GiB  # Linux: KiB
-
-
 def peak_memory(shape: MemoryShape | None = None) -> Callable[[Path, torch.device], dict[str, Any]]:
     """A CIFAR-sized training run (fp32, per-step batch metrics, PGD-10 validation) peaks within
     :data:`TRAIN_PEAK_BUDGET_GIB` and an AutoAttack batch of ``shape.aa_batch`` within
@@ -382,7 +374,7 @@ def peak_memory(shape: MemoryShape | None = None) -> Callable[[Path, torch.devic
                                     "test_size": s.train_size, "image_size": s.image_size, "seed": 0})
         _peak_reset(device)
         train(cfg, out / "run", log=_quiet)
-        train_peak = _peak_gib(device)
+        train_peak = peak_bytes(device) / GiB
         model, _ = load_model(out / "run" / "checkpoints" / "best.pt", device)
         x = torch.rand(s.aa_batch, 3, s.image_size, s.image_size, device=device)
         y = torch.randint(0, s.num_classes, (s.aa_batch,), device=device)
@@ -390,7 +382,7 @@ def peak_memory(shape: MemoryShape | None = None) -> Callable[[Path, torch.devic
                                       "n_target_classes": 2, "square_queries": 10, "aa_batch_size": s.aa_batch})
         _peak_reset(device)
         evaluation.evaluate_model(model, x, y, suite, device=device, num_classes=s.num_classes, log=_quiet)
-        eval_peak = _peak_gib(device)
+        eval_peak = peak_bytes(device) / GiB
         what = "allocated" if device.type == "cuda" else "process peak RSS (no CPU allocator statistics)"
         require(train_peak <= TRAIN_PEAK_BUDGET_GIB, f"training peak {train_peak:.2f} GiB > {TRAIN_PEAK_BUDGET_GIB}")
         require(eval_peak <= AA_PEAK_BUDGET_GIB, f"AutoAttack peak {eval_peak:.2f} GiB > {AA_PEAK_BUDGET_GIB}")

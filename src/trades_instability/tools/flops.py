@@ -11,6 +11,7 @@ forward FLOPs of the model are measured, not assumed.
 from __future__ import annotations
 
 import contextlib
+import resource
 import time
 from collections.abc import Callable
 
@@ -23,6 +24,14 @@ FLOOR_FWD_PER_IMAGE = 27  # forward-pass equivalents per image of an efficient T
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def peak_bytes(device: torch.device) -> int:
+    """CUDA: the allocator's peak since its last reset. CPU (no allocator statistics): the process's peak RSS, an
+    upper bound of what the job itself needs (it includes the interpreter and torch; Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def forward_flops(model: nn.Module, image_size: int, device: torch.device, channels_last: bool) -> float:

@@ -204,13 +204,11 @@ def short_run(scale: Scale, out: Path, device: torch.device) -> dict[str, Any]:
 def short_eval(scale: Scale, out: Path, device: torch.device) -> dict[str, Any]:
     """PGD-10, Square and AutoAttack on the short run's best checkpoint, the first ``eval_n`` test examples,
     timed, with the loss landscape (evaluate_checkpoint, as trades-eval runs it)."""
-    from trades_instability.data.splits import load_splits
     from trades_instability.evaluate import suite as evaluation
+    from trades_instability.evaluate.cli import load_checkpoint_with_data
     from trades_instability.evaluate.suite_config import suite_from_dict
-    from trades_instability.rundir.checkpoint import load_model
 
-    model, ckpt = load_model(out / "run" / "checkpoints" / "best.pt", device)
-    splits = load_splits(model_cfg(ckpt))
+    model, ckpt, splits = load_checkpoint_with_data(out / "run" / "checkpoints" / "best.pt", device)
     suite = suite_from_dict("gpu-check", {**scale.eval_suite, "n_examples": scale.eval_n})
     t = time.perf_counter()
     doc = evaluation.evaluate_checkpoint(model, ckpt, splits.test.images, splits.test.labels, suite,
@@ -227,12 +225,6 @@ def short_eval(scale: Scale, out: Path, device: torch.device) -> dict[str, Any]:
                        f"({tm.get('pgd10', 0):.1f} s), Square {doc['square_acc']:.3f} ({tm.get('square', 0):.1f} s), "
                        f"AutoAttack {doc['autoattack_version']} {doc['autoattack_acc']:.3f} "
                        f"({tm.get('autoattack', 0):.1f} s), landscape written"}
-
-
-def model_cfg(ckpt: dict):
-    from trades_instability.config.run import from_dict
-
-    return from_dict(ckpt["config"])
 
 
 # ------------------------------------------------------------------------------------------ e: sharing

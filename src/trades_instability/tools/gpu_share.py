@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from trades_instability.config.run import from_dict
     from trades_instability.runtime import execution_mode, resolve_device
     from trades_instability.tools.bench_training import ProjectStepper
-    from trades_instability.tools.flops import sync
+    from trades_instability.tools.flops import peak_bytes, sync
     from trades_instability.train.loop import Trainer
 
     device = resolve_device(args.device)
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             dt = time.perf_counter() - t
             (folder / f"job{args.index}-k{k}.json").write_text(json.dumps({
                 "images_per_s": args.steps * args.batch_size / dt, "seconds": dt, "steps": args.steps,
-                "peak_mem_gib": _peak_bytes(device) / 2**30,
+                "peak_mem_gib": peak_bytes(device) / 2**30,
                 "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None,
             }))
     return 0
@@ -90,14 +89,6 @@ def _wait_for(path: Path, wait_s: float) -> bool:
             return False
         time.sleep(0.02)
     return True
-
-
-def _peak_bytes(device: torch.device) -> int:
-    """CUDA: the allocator's peak over the timed steps (the run's state is allocated before, and still held);
-    CPU: the process's peak RSS (Linux reports KiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 if __name__ == "__main__":
