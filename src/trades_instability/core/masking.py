@@ -148,11 +148,6 @@ def active_at(cfg: PlantMaskingConfig | Mapping[str, Any] | None, epoch: int | N
     return not window or (epoch is not None and window[0] <= epoch <= window[1])
 
 
-def describe(cfg: PlantMaskingConfig | Mapping[str, Any]) -> str:
-    c = _config(cfg)
-    return KINDS[c.kind].describe(c)
-
-
 class PlantedModel(nn.Module):
     """``model(transform(x))`` while the masking is on, ``model(x)`` while it is off. Only the forward
     is wrapped: trainer, fix, attacks and metrics run on it unchanged; the network's state dict is the

@@ -141,9 +141,9 @@ def render_comparison(summary, selection, specs: Mapping, out_tex: str | os.Path
                       template_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Write the paper-vs-reproduced comparison of every cell of Tables 1-7, with intervals, tests and
     verdicts, as LaTeX and CSV."""
-    df = comparison_frame(summary, selection, specs)
+    summary, selection, left = without_planted(load_summary(summary), load_selection(selection))
+    df = comparison_frame(summary, selection, specs)  # its own without_planted finds nothing left to drop
     lines = verdict_summary(df)
-    left = without_planted(load_summary(summary), load_selection(selection))[2]
     if left:  # said once, in the header comments (README "Planted control")
         lines_shown = lines + [f"Planted runs (a positive control) left out of every cell: {', '.join(left)}"]
     else:

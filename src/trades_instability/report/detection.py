@@ -45,10 +45,7 @@ from trades_instability.report.detection_stats import (
     LEVEL,
     MIN_RUNS,
     N_RESAMPLES,
-    auc_interval,
-    auc_p_value,
     auc_summary,
-    roc_auc,
     youden_threshold,
 )
 from trades_instability.report.figures import DEFAULT_FOSC_THRESHOLD, read_epochs
@@ -140,8 +137,7 @@ def analyse(name: str, traces: list[RunTrace]) -> GroupResult:
     if not res.enough:
         return res
     pos, neg = [t.peak for t in uns], [t.peak for t in reg]
-    res.auc, res.auc_p = roc_auc(pos, neg), auc_p_value(pos, neg)
-    res.auc_low, res.auc_high = auc_interval(pos, neg)
+    res.auc, res.auc_low, res.auc_high, res.auc_p = auc_summary(pos, neg)
     res.threshold, res.youden_j = youden_threshold(pos, neg)
     res.unstable_flagged = sum(t.peak > res.threshold for t in uns)
     res.unstable_early = sum(t.flagged_early(res.threshold) for t in uns)

@@ -426,14 +426,13 @@ def render_figure(name: str, spec: Mapping, summary, selection, run_dirs: RunDir
     summary = load_summary(summary)  # validated even where a figure does not need it
     selection = load_selection(selection)
     run_dirs = {(str(k[0]), int(k[1])): Path(v) for k, v in (run_dirs or {}).items()}
-    pyplot()
-    axes_style, context = plot_style()
-    with axes_style, context:
+    pyplot()  # before the builders use plt
+
+    def draw():
         fig = art.build()(spec, summary, selection, run_dirs)
         note = planted_note(summary, settings)
         if note:  # a planted run may be drawn: say so under the figure (README "Planted control")
             fig.text(0.5, -0.01, note, ha="center", va="top", fontsize=8, wrap=True)
-        try:
-            return save_figure(fig, out_pdf)
-        finally:
-            plt.close(fig)
+        return fig
+
+    return draw_and_save(draw, out_pdf)
