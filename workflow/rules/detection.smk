@@ -7,9 +7,7 @@
 rule detection:
     """How well peak validation FOSC separates Unstable from Regular runs; the calibrated threshold."""
     input:
-        **W.code_of("detection"),
-        summary=W.summary_for("detection"),
-        selection=W.selection_for("detection"),
+        **W.report_inputs("detection"),
         epochs=W.run_files(PC.detection_settings(), "epochs.csv"),
     output:
         tex=report(W.table_file("detection.tex"), category="Tables", labels={"table": "detection", "format": "LaTeX"}),

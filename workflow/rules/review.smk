@@ -14,9 +14,7 @@ rule review:
 rule review_report:
     """The review's table, CSV and figure."""
     input:
-        **W.code_of("review"),
-        summary=W.summary_for("review"),
-        selection=W.selection_for("review"),
+        **W.report_inputs("review"),
         epochs=W.run_files(PC.review_settings(), "epochs.csv"),
     output:
         tex=report(W.table_file("review.tex"), category="Tables", labels={"table": "review", "format": "LaTeX"}),

@@ -134,9 +134,6 @@ class PipelineConfig:
                 return {k: v for k, v in e.items() if k != "seeds"}
         return None
 
-    def planted_seeds(self, setting: str) -> list[int]:
-        return sorted(x for e in self.plant_entries(setting) for x in e["seeds"])
-
     def run_config(self, setting: str, seed: int | str) -> dict[str, Any]:
         """The fully resolved run config (every RunConfig key) of one run, as a plain dict."""
         cache = self.__dict__.setdefault("_resolved", {})
@@ -240,9 +237,9 @@ class PipelineConfig:
         return self.paper_settings() if named == "all" else list(dict.fromkeys(named))
 
     def review_entries(self) -> list[tuple[str, str, str]]:
-        """(key path, setting, entry) of every run entry of config ``review:`` (report/review.py parses them)."""
+        """(key path, setting, entry) of every run entry of config ``review:`` (:func:`parse_entry` reads one)."""
         review = self.raw.get("review") or {}
-        out = [(f"review.{block}.{label}[{i}]", e.partition(":")[0], e)
+        out = [(f"review.{block}.{label}[{i}]", parse_entry(e)[0], e)
                for block, rows in review.items() if isinstance(rows, dict) and block != "detectors"
                for label, entries in rows.items() for i, e in enumerate(entries)]
         out += [(f"review.detectors.settings[{i}]", s, s)
@@ -285,6 +282,13 @@ class PipelineConfig:
 def settings_in_spec(spec: Any) -> list[str]:
     """Every setting a table/figure spec names, in order of appearance, each once."""
     return list(dict.fromkeys(s for _, s in spec_refs(spec, "") if isinstance(s, str)))
+
+
+def parse_entry(entry: str) -> tuple[str, list[int] | None]:
+    """A row's run entry: ``setting`` (all its seeds) or ``setting:0,3`` (those seeds only: the seed-sources
+    rows share the base setting's seed-0 run, whose three seeds are all 0, instead of training it three times)."""
+    name, _, seeds = str(entry).partition(":")
+    return name, ([int(s) for s in seeds.split(",")] if seeds else None)
 
 
 def spec_refs(spec: Any, prefix: str) -> list[tuple[str, str]]:

@@ -35,7 +35,7 @@ import yaml
 
 from trades_instability.config import run as run_config_mod
 from trades_instability.config import suites as suites_mod
-from trades_instability.config.pipeline import PipelineConfig, PipelineConfigError, deep_merge, spec_refs
+from trades_instability.config.pipeline import PipelineConfig, PipelineConfigError, deep_merge, parse_entry, spec_refs
 from trades_instability.config.run import ConfigError
 from trades_instability.config.schema import YAML_LOADER, has_path, schema_error, split_config_error, top_level_defaults
 from trades_instability.data.availability import missing_data
@@ -340,7 +340,7 @@ def _check_review(cfg: PipelineConfig, fail, need_attack) -> None:
     for path, setting, entry in cfg.review_entries():
         if setting not in cfg.raw["settings"]:
             fail(f"{path}: unknown setting {setting!r}; allowed: {', '.join(cfg.raw['settings'])}")
-        seeds = [int(x) for x in entry.partition(":")[2].split(",") if x]
+        seeds = parse_entry(entry)[1] or []
         missing = [x for x in seeds if x not in cfg.seeds(setting)]
         if missing:
             fail(f"{path}: setting {setting!r} has no seed(s) {missing}; its seeds: {cfg.seeds(setting)}")
@@ -354,7 +354,7 @@ def _check_review(cfg: PipelineConfig, fail, need_attack) -> None:
         for label, entries in rows.items():
             base = None
             for i, entry in enumerate(entries):
-                setting = entry.partition(":")[0]
+                setting = parse_entry(entry)[0]
                 ident = run_config_mod.run_identity(cfg.run_config(setting, 0))
                 ident = {k: v for k, v in ident.items() if not k.endswith("_seed")}
                 if base is None:
@@ -368,8 +368,8 @@ def _check_review(cfg: PipelineConfig, fail, need_attack) -> None:
         entries = rows.get("6") or rows.get("6.0")
         if not entries:
             fail("review.beta: seeds_beta6 is set but there is no row '6' (the beta-6 settings)")
-        n = sum(len([x for x in e.partition(":")[2].split(",") if x]) or len(cfg.seeds(e.partition(":")[0]))
-                for e in entries)
+        n = sum(len(seeds) if seeds is not None else len(cfg.seeds(name))
+                for name, seeds in map(parse_entry, entries))
         if n != review["seeds_beta6"]:
             fail(f"review.seeds_beta6: the beta-6 row pools {n} runs, not {review['seeds_beta6']}; give its "
                  f"settings {review['seeds_beta6']} seeds in all")

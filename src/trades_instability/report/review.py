@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from trades_instability.config.pipeline import parse_entry
 from trades_instability.report import comparison_stats, detection
 from trades_instability.report.cells import Cell, diverged_runs, load_selection, load_summary, meanstd_cell, prob_cell
 from trades_instability.report.detection_stats import MIN_RUNS, N_RESAMPLES, auc_summary
@@ -82,13 +83,6 @@ class ProbBlock:
     rows: list[ProbRow] = field(default_factory=list)
     test_p: float | None = None
     test_note: str = ""
-
-
-def parse_entry(entry: str) -> tuple[str, list[int] | None]:
-    """A row's run entry: ``setting`` (all its seeds) or ``setting:0,3`` (those seeds only: the seed-sources
-    rows share the base setting's seed-0 run, whose three seeds are all 0, instead of training it three times)."""
-    name, _, seeds = str(entry).partition(":")
-    return name, ([int(s) for s in seeds.split(",")] if seeds else None)
 
 
 def _rows_of(summary: pd.DataFrame, entries: list[str]) -> pd.DataFrame:
