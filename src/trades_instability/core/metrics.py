@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trades_instability.core.attacks import start_noise
+from trades_instability.core.attacks import eps_ball_start
 from trades_instability.core.losses import upcast
 
 
@@ -35,10 +35,7 @@ def fosc(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor
     The CE loss is summed over the batch, so each example's gradient is that of its own loss
     (not scaled by the batch size): FOSC does not depend on the batch size. Use the model in eval
     mode so that examples do not interact through BatchNorm."""
-    x_adv = x_adv.detach().requires_grad_(True)
-    loss = F.cross_entropy(upcast(model(x_adv)), y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x_adv)
-    return fosc_from_grad(x.detach(), x_adv.detach(), grad, eps)
+    return fosc_from_grad(x.detach(), x_adv.detach(), input_grad(model, x_adv, y), eps)
 
 
 def sgcs(step_grads: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -81,9 +78,9 @@ def gradalign(
     range). An example whose gradient is exactly zero at either point has no direction and reads 0, as in
     :func:`sgcs` (the official regulariser drops such examples from its mean instead; a shattered-gradient model
     would then have no value at all). Use the model in eval mode."""
-    eta = (2 * start_noise(x, generator) - 1) * eps
+    x_eta = eps_ball_start(x.detach(), eps, generator)  # x + eta, clipped
     g_x = input_grad(model, x, y).flatten(1).double()
-    g_eta = input_grad(model, torch.clamp(x.detach() + eta, 0.0, 1.0), y).flatten(1).double()
+    g_eta = input_grad(model, x_eta, y).flatten(1).double()
     return F.cosine_similarity(g_x, g_eta, dim=1, eps=1e-300).to(x.dtype)
 
 
