@@ -17,8 +17,6 @@ from typing import Any
 
 import yaml
 
-from trades_instability.rundir import layout
-
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "synthetic")
 METHODS = ("trades", "modified", "pgd_at", "alp")  # core/methods.py: one row each
 VAL_SPLITS = ("test", "holdout")
@@ -225,7 +223,6 @@ SEED_SOURCES: dict[str, str] = {
 }
 
 
-OUTPUT_ONLY_KEYS = layout.OUTPUT_ONLY_KEYS  # keys a resume may change (tensorboard): stated in rundir/layout.py
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 RUNS = "runs"
 SEED_PREFIX = "seed"
@@ -42,6 +43,11 @@ TENSORBOARD = "tensorboard"  # in state/: the trainer's event files, tensorboard
 # run-config keys that change only what a run writes beside its results (the event files), never what it
 # trains: a resume with another value continues the same run (train/checkpointing.py, rundir/state.py)
 OUTPUT_ONLY_KEYS = ("tensorboard",)
+
+
+def without_output_only(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config without :data:`OUTPUT_ONLY_KEYS`: what decides whether two configs are the same run."""
+    return {k: v for k, v in config.items() if k not in OUTPUT_ONLY_KEYS}
 # what `publish` exposes from state/ at the run directory's contract paths (run.json is placed last)
 PUBLISHED = (RUN_JSON, EPOCHS_CSV, BATCHES_CSV, BEST_PT, LAST_PT)
 

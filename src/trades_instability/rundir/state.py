@@ -36,8 +36,7 @@ def _same_yaml(a: str, b: str) -> bool:
         return False
     if not (isinstance(da, dict) and isinstance(db, dict)):
         return da == db
-    return ({k: v for k, v in da.items() if k not in layout.OUTPUT_ONLY_KEYS}
-            == {k: v for k, v in db.items() if k not in layout.OUTPUT_ONLY_KEYS})
+    return layout.without_output_only(da) == layout.without_output_only(db)
 
 
 def _wait_for_holder(state: Path, log) -> dict | None:
@@ -98,17 +97,17 @@ def _prepare(text: str, state: Path) -> str:
 PUBLISHED = layout.PUBLISHED
 
 
-def finished_result(out: str | Path, config: dict, ignore: tuple[str, ...] = ()) -> dict | None:
-    """The run.json in ``out`` when it records a finished run (complete or diverged) of ``config`` (keys in
-    ``ignore`` aside), else None: a trainer started on it adopts it instead of touching the folder."""
+def finished_result(out: str | Path, config: dict) -> dict | None:
+    """The run.json in ``out`` when it records a finished run (complete or diverged) of ``config`` (the output-only
+    keys aside), else None: a trainer started on it adopts it instead of touching the folder."""
     try:
         info = json.loads((Path(out) / layout.RUN_JSON).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(info, dict) or info.get("status") not in ("complete", "diverged"):
         return None
-    saved = {k: v for k, v in (info.get("config") or {}).items() if k not in ignore}
-    return info if saved == {k: v for k, v in config.items() if k not in ignore} else None
+    same = layout.without_output_only(info.get("config") or {}) == layout.without_output_only(config)
+    return info if same else None
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -17,12 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from trades_instability.config.run import OUTPUT_ONLY_KEYS, RunConfig
+from trades_instability.config.run import RunConfig
 from trades_instability.core import masking
 from trades_instability.core.models import input_normalization
 from trades_instability.data.datasets import DataSplits
 from trades_instability.rundir import layout
 from trades_instability.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from trades_instability.rundir.layout import without_output_only
 from trades_instability.rundir.records import RunFiles, batch_rows_from_csv
 
 
@@ -129,8 +130,7 @@ class Checkpoints:
 
     def _check_config(self, path: Path, saved: dict[str, Any]) -> None:
         # what a run writes beside its results (tensorboard) may change on resume: the same run goes on
-        saved_cfg = {k: v for k, v in saved.items() if k not in OUTPUT_ONLY_KEYS}
-        now = {k: v for k, v in self.cfg.to_dict().items() if k not in OUTPUT_ONLY_KEYS}
+        saved_cfg, now = without_output_only(saved), without_output_only(self.cfg.to_dict())
         # a key added by a later version (e.g. deterministic, fix.mode) is, at its default, what the older run did
         saved_cfg = _with_new_defaults(saved_cfg, now, RunConfig().to_dict())
         if saved_cfg != now:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trades_instability.config.run import OUTPUT_ONLY_KEYS, SEED_SOURCES, RunConfig
+from trades_instability.config.run import SEED_SOURCES, RunConfig
 from trades_instability.core import masking
 from trades_instability.core.awp import build_awp
 from trades_instability.core.memory_format import compile_options, use_channels_last
@@ -215,7 +215,7 @@ class Trainer:
         self.lock.acquire(wait=self.wait_for_holder)
         try:
             self.files.remove_orphan_temporaries()
-            done = finished_result(self.out, self.cfg.to_dict(), OUTPUT_ONLY_KEYS)
+            done = finished_result(self.out, self.cfg.to_dict())
             if done is not None and (done["status"] == "complete" or on_diverge == "record"):
                 # e.g. finished by a job a killed Snakemake left running: never redone
                 self.log(f"{self.out / layout.RUN_JSON} records this run as finished ({done['status']}): "
