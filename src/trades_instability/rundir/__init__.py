@@ -6,6 +6,6 @@
 - ``records``: epochs.csv, batches.csv and landscape.npz.
 - ``lock``: one writer per run directory; waiting for a live holder.
 - ``state``: the state folder between workflow steps (prepare-state, publish).
-- ``log_file``: the run's own train.log.
+- ``log_file``: the run's own train.log, and the tail of a log read back.
 - ``progress``: a run's state read from its files, for ``status``.
 """

@@ -34,3 +34,12 @@ class Echo:
             except OSError:  # stdout closed (a reader that died, e.g. tee on scancel): the file has it
                 if self.path is None:
                     raise
+
+
+def tail_lines(path: str | Path, tail_bytes: int) -> list[str]:
+    """The non-empty lines of the last ``tail_bytes`` of the log at ``path`` (a training log can be long), as
+    written (undecodable bytes replaced); OSError when it cannot be read."""
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        fh.seek(max(0, fh.tell() - tail_bytes))
+        return [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]

@@ -25,6 +25,7 @@ from typing import Any
 
 from trades_instability.rundir import layout
 from trades_instability.rundir import lock as run_lock
+from trades_instability.rundir.log_file import tail_lines
 
 STATES = ("pending", "running", "finished", "failed", "diverged", "interrupted-resumable")
 TRAIN_LOG = "train.log"  # in the run directory: every attempt's messages (train rule, --log-file)
@@ -92,10 +93,7 @@ def _float(text: str | None) -> float | None:
 
 def _last_line(path: Path, tail_bytes: int = 8192) -> str | None:
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            fh.seek(max(0, fh.tell() - tail_bytes))
-            lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+        lines = tail_lines(path, tail_bytes)
     except OSError:
         return None
     return lines[-1] if lines else None

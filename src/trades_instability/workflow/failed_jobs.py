@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from trades_instability.rundir.log_file import tail_lines
+
 # what an error line looks like in the logs of this workflow's commands: "<prog>: error: ...", Python's
 # last traceback line ("FooError: ..."), the trainer's "ERROR: ...", and the shell's / SLURM's own words
 ERROR_LINE = re.compile(r"(?i)\berror\b|exception|traceback|fatal|killed|cancelled|not found|no such file|denied")
@@ -28,10 +30,7 @@ TAIL_BYTES = 65536  # only the end of a log is read (a training log can be long)
 def last_error_line(path: str | Path) -> str:
     """The last line of the log at ``path`` that reads as an error, else its last line; or why there is none."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            fh.seek(max(0, fh.tell() - TAIL_BYTES))
-            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in tail_lines(path, TAIL_BYTES)]
     except FileNotFoundError:
         return "(no log file: the job failed before its command wrote one)"
     except OSError as e:
