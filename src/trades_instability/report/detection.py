@@ -155,12 +155,15 @@ def detector_value(epochs: pd.DataFrame | None, name: str) -> float | None:
     return None if vals.empty else float(getattr(vals, how)())
 
 
-def detector_score(epochs: pd.DataFrame | None, name: str) -> float | None:
-    """:func:`detector_value` oriented so that higher means "masking" (GradAlign's lowest value enters negated)."""
-    v = detector_value(epochs, name)
-    if v is None:
-        return None
+def oriented(name: str, v: float) -> float:
+    """Detector ``name``'s value oriented so that higher means "masking" (GradAlign's lowest value enters negated)."""
     return v if DETECTORS[name][2] == "high" else -v
+
+
+def detector_score(epochs: pd.DataFrame | None, name: str) -> float | None:
+    """:func:`detector_value`, :func:`oriented`."""
+    v = detector_value(epochs, name)
+    return None if v is None else oriented(name, v)
 
 
 # --------------------------------------------------------------------------- inputs

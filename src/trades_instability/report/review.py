@@ -182,10 +182,9 @@ class DetectorRow:
 
 def detector_rows(runs: list[RunScores]) -> list[DetectorRow]:
     out = []
-    for name, (_, _, direction) in DETECTORS.items():
-        sign = 1.0 if direction == "high" else -1.0  # oriented so that a higher score means "masking"
-        pos = [sign * r.scores[name] for r in runs if r.unstable and r.scores[name] is not None]
-        neg = [sign * r.scores[name] for r in runs if not r.unstable and r.scores[name] is not None]
+    for name in DETECTORS:
+        pos = [detection.oriented(name, r.scores[name]) for r in runs if r.unstable and r.scores[name] is not None]
+        neg = [detection.oriented(name, r.scores[name]) for r in runs if not r.unstable and r.scores[name] is not None]
         row = DetectorRow(name, len(pos), len(neg))
         auc = auc_summary(pos, neg)
         if auc is None:
