@@ -187,6 +187,14 @@ def to_bool(v: Any) -> bool | None:
     return None
 
 
+def planted_rows(summary: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
+    """The planted runs (a positive control, README "Planted control") of ``settings``, in summary order; none
+    when summary.csv has no ``planted`` column (an older one)."""
+    if "planted" not in summary.columns:
+        return summary.iloc[0:0]
+    return summary[summary["setting"].isin(settings) & summary["planted"].map(to_bool).eq(True)]
+
+
 def as_number(v: Any) -> float | None:
     """A finite float, or None (empty, NaN, inf, not a number)."""
     try:

@@ -37,7 +37,7 @@ import pandas as pd
 
 from trades_instability.config.run import FixConfig
 from trades_instability.report import registry
-from trades_instability.report.cells import load_selection, load_summary, representative_seed
+from trades_instability.report.cells import load_selection, load_summary, planted_rows, representative_seed
 from trades_instability.rundir import layout
 from trades_instability.rundir.records import read_landscape
 
@@ -373,11 +373,7 @@ def draw_figure7(spec, summary, selection, run_dirs):
 
 def planted_note(summary: pd.DataFrame, settings: list[str]) -> str | None:
     """One line naming the planted runs (a positive control) of ``settings``; None when there are none."""
-    from trades_instability.report.cells import to_bool
-
-    if "planted" not in summary.columns:
-        return None
-    rows = summary[summary["setting"].isin(settings) & summary["planted"].map(to_bool).eq(True)]
+    rows = planted_rows(summary, settings)
     if rows.empty:
         return None
     runs = ", ".join(f"{s} seed {int(seed)}" for s, seed in zip(rows["setting"], rows["seed"], strict=True))

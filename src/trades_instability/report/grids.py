@@ -99,7 +99,7 @@ def build_grid(spec: Mapping, summary, selection, grid: str = NAME) -> TableMode
                                    else none_cell(f"no finished run of {setting}"))
     from trades_instability.report.tables import planted_note
 
-    planted = planted_note(summary, {"settings": grid_settings(spec, grid)})
+    planted = planted_note(summary, grid_settings(spec, grid))
     if planted:  # a planted setting (the smoke default) stays in the grid, and is named as a control
         notes.append(planted)
     panel = Panel("", rows, columns, cells, row_var=g.run_key, row_headers=headers,

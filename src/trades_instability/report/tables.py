@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from trades_instability.config.pipeline import settings_in_spec
 from trades_instability.report import registry
 from trades_instability.report.cells import (
     EMPTY_LABEL,
@@ -47,6 +48,7 @@ from trades_instability.report.cells import (
     load_summary,
     meanstd_cell,
     none_cell,
+    planted_rows,
     prob_cell,
     representative_seed,
     run_metric,
@@ -267,18 +269,14 @@ def build_prob_meanstd(name, spec, summary, selection) -> TableModel:
     return TableModel(name, [panel], notes=notes, info={"settings": settings})
 
 
-def planted_note(summary: pd.DataFrame, spec: Mapping) -> str | None:
+def planted_note(summary: pd.DataFrame, settings: list[str]) -> str | None:
     """The note naming the planted runs (a positive control, README "Planted control") among the settings a
     table reads; None when it reads none. The comparison with the paper builds its tables without them."""
-    from trades_instability.config.pipeline import settings_in_spec
-
-    if "planted" not in summary.columns:
-        return None
-    rows = summary[summary["setting"].isin(settings_in_spec(spec)) & summary["planted"].map(to_bool).eq(True)]
+    rows = planted_rows(summary, settings)
     if rows.empty:
         return None
-    runs = "; ".join(f"{s} seed {int(r['seed'])} ({r.get('plant') or 'planted'})" for s, r in
-                     zip(rows["setting"], (r for _, r in rows.iterrows()), strict=True))
+    runs = "; ".join(f"{r['setting']} seed {int(r['seed'])} ({r.get('plant') or 'planted'})"
+                     for _, r in rows.iterrows())
     return f"Planted gradient masking, a positive control and not a finding (README: Planted control): {runs}"
 
 
@@ -295,7 +293,7 @@ def build_table(name: str, spec: Mapping, summary: pd.DataFrame | str | os.PathL
     summary = load_summary(summary)
     selection = load_selection(selection)
     model = art.build()(name, spec, summary, selection, **art.options)
-    note = planted_note(summary, spec)
+    note = planted_note(summary, settings_in_spec(spec))
     if note:
         model.notes.append(note)
     model.info["ddof"] = int(spec.get("ddof", 1)) if isinstance(spec, Mapping) else 1
